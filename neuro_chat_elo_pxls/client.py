@@ -1,0 +1,231 @@
+"""``PxlsClient``: the one HTTP client that talks to pxls.space (async, aiohttp).
+
+It owns its :class:`aiohttp.ClientSession` or borrows one, applies the request
+timeout and body size caps, and maps every failure to :mod:`.errors`. It decides
+on status code, headers and Content-Type, never on an error page's text (pxls.space
+turns every GET error into an HTML page). It does no pacing: the command processor
+sends one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Protocol, Self
+from urllib.parse import quote
+
+import aiohttp
+
+from .errors import (
+    AuthError,
+    MalformedDataError,
+    NotFoundError,
+    RateLimitedError,
+    TransientError,
+)
+from .models import CanvasInfo, Profile, Snapshot
+from .parsing import (
+    is_valid_username,
+    parse_info,
+    parse_profile_html,
+    parse_profile_json,
+    parse_stats,
+)
+from .settings import PxlsSettings
+
+_TRY_AGAIN_RE = re.compile(rb"Try again in (\d{1,6}) seconds")
+_CHUNK = 64 * 1024
+
+
+def _retry_after(header: str | None, body: bytes, now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or a plain-text body."""
+    if header:
+        header = header.strip()
+        if header.isdigit():
+            return float(header)
+        try:
+            when = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    match = _TRY_AGAIN_RE.search(body[:4096])
+    return float(match.group(1)) if match else None
+
+
+class PxlsApi(Protocol):
+    """What the source needs from a pxls.space client (tests substitute a fake)."""
+
+    async def fetch_info(self) -> CanvasInfo: ...
+    async def fetch_stats(self) -> Snapshot: ...
+    async def fetch_profile(self, username: str) -> Profile: ...
+    async def close(self) -> None: ...
+
+
+class PxlsClient:
+    """Async client for stats.json, /info and profiles. Use as ``async with``.
+
+    ``session``: borrow an existing session (not closed by :meth:`close`);
+    otherwise the client creates and owns one on first use.
+    """
+
+    def __init__(self, settings: PxlsSettings, session: aiohttp.ClientSession | None = None):
+        self._settings = settings
+        self._session = session
+        self._owns_session = session is None
+        self._base = settings.base_url.rstrip("/")
+        self._validate = str(uuid.uuid4())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session if this client created it. Idempotent."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout.total_seconds()),
+                cookie_jar=aiohttp.DummyCookieJar(),  # we send our own cookies, keep none
+                raise_for_status=False,
+            )
+            self._owns_session = True
+        return self._session
+
+    def _headers(self, *, with_token: bool) -> dict[str, str]:
+        headers = {"User-Agent": self._settings.user_agent}
+        cookies = [f"pxls-validate={self._validate}"]
+        if with_token and self._settings.token is not None:
+            cookies.append(f"pxls-token={self._settings.token.reveal()}")
+        headers["Cookie"] = "; ".join(cookies)
+        if self._settings.cf_auth is not None:
+            headers["X-Pxls-CFAuth"] = self._settings.cf_auth.reveal()
+        return headers
+
+    async def _get(
+        self, path: str, *, limit: int, expect_json: bool, with_token: bool = False
+    ) -> bytes:
+        """GET ``path``; return the body of a 200 or raise a :mod:`.errors` exception."""
+        url = self._base + path
+        what = path.split("?")[0]
+        timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout.total_seconds())
+        try:
+            async with self._get_session().get(
+                url,
+                headers=self._headers(with_token=with_token),
+                timeout=timeout,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                if resp.headers.get("cf-mitigated", "").lower() == "challenge":
+                    raise AuthError(
+                        f"{what}: Cloudflare challenge (HTTP {status}); a plain client cannot "
+                        "pass it: check PXLS_CF_AUTH",
+                        challenge=True,
+                    )
+                if status == 200:
+                    body = await self._read_capped(resp, limit, what)
+                    if expect_json and "html" in resp.content_type:
+                        raise MalformedDataError(
+                            f"{what}: HTML page ({resp.content_type}) where JSON was expected"
+                        )
+                    return body
+                if status == 429:
+                    body = await self._read_capped(resp, 4096, what, truncate=True)
+                    wait = _retry_after(resp.headers.get("Retry-After"), body)
+                    shown = "no wait given" if wait is None else f"wait {wait:.0f} s"
+                    raise RateLimitedError(f"{what}: rate limited (HTTP 429, {shown})", wait)
+                if status == 403:
+                    raise AuthError(
+                        f"{what}: HTTP 403 Forbidden: pxls.space refused the session; "
+                        "check PXLS_TOKEN (logged-in pxls-token cookie) and PXLS_CF_AUTH",
+                        challenge=False,
+                    )
+                if status == 404:
+                    raise NotFoundError(f"{what}: HTTP 404 Not Found")
+                raise TransientError(f"{what}: HTTP {status}")
+        except TimeoutError:
+            raise TransientError(
+                f"{what}: no complete answer within "
+                f"{self._settings.request_timeout.total_seconds():g} s"
+            ) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise TransientError(f"{what}: truncated response ({type(exc).__name__})") from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    async def _read_capped(
+        resp: aiohttp.ClientResponse, limit: int, what: str, *, truncate: bool = False
+    ) -> bytes:
+        if not truncate and resp.content_length is not None and resp.content_length > limit:
+            raise MalformedDataError(f"{what}: body of {resp.content_length} bytes over the cap")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if truncate:
+                    break
+                raise MalformedDataError(f"{what}: body over the cap of {limit} bytes")
+        return b"".join(chunks)
+
+    # -- endpoints ---------------------------------------------------------------
+
+    async def fetch_stats_body(self) -> bytes:
+        """Raw ``/stats/stats.json`` (parse with :func:`.parsing.parse_stats`, off-loop)."""
+        return await self._get(
+            "/stats/stats.json", limit=self._settings.max_stats_bytes, expect_json=True
+        )
+
+    async def fetch_stats(self) -> Snapshot:
+        """``/stats/stats.json`` parsed in a worker thread (big bodies must not block)."""
+        body = await self.fetch_stats_body()
+        return await asyncio.to_thread(parse_stats, body)
+
+    async def fetch_info(self) -> CanvasInfo:
+        """``/info`` → canvas code."""
+        body = await self._get("/info", limit=self._settings.max_page_bytes, expect_json=True)
+        return parse_info(body)
+
+    async def fetch_profile(self, username: str) -> Profile:
+        """A user's profile (needs ``PXLS_TOKEN``). The name is validated and URL-encoded.
+
+        Raises :class:`NotFoundError` for an unknown (or renamed) name.
+        """
+        if not is_valid_username(username):
+            raise MalformedDataError(f"refusing to request an invalid username {username!r:.60}")
+        if self._settings.token is None:
+            raise AuthError(
+                "profiles need a logged-in session: PXLS_TOKEN is not set", challenge=False
+            )
+        if self._settings.profile_endpoint == "html":
+            body = await self._get(
+                f"/profile/{quote(username, safe='')}",
+                limit=self._settings.max_page_bytes,
+                expect_json=False,
+                with_token=True,
+            )
+            return parse_profile_html(body, username)
+        body = await self._get(
+            f"/api/v1/profile?username={quote(username, safe='')}",
+            limit=self._settings.max_page_bytes,
+            expect_json=True,
+            with_token=True,
+        )
+        return parse_profile_json(body, username)

@@ -1,0 +1,87 @@
+"""Hook specifications of the ``neuro_chat_elo`` host.
+
+This module imports nothing but pluggy and the standard library, so a host can
+copy (adopt) it as is. Project name, marker name and entry-point group are all
+``neuro_chat_elo``.
+
+Call order a host follows::
+
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.load_setuptools_entrypoints(PROJECT)
+    pm.hook.register_sources(register=pm.register, config=config)   # sync, once
+    loop:
+        await call_async_hook(pm.hook.on_tick, now=now)           # now: aware UTC
+        deltas = await call_async_hook(pm.hook.collect_deltas)    # list of lists
+        sleep until min(pm.hook.next_due_at(now=now))             # optional
+    await call_async_hook(pm.hook.on_shutdown)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import pluggy
+
+PROJECT = "neuro_chat_elo"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- plugin level: implemented by the module the entry point names ---------------
+
+
+@hookspec
+def register_sources(register: Callable[[object], None], config: Mapping[str, Any]) -> None:
+    """Create the plugin's sources from the host's config and hand each to register().
+
+    Synchronous. ``config`` is the host's whole config mapping; each plugin reads
+    its own section (pxls: ``config["pxls"]``).
+    """
+
+
+# -- source level: implemented by each registered source object -------------------
+
+
+@hookspec
+async def on_tick(now: datetime) -> None:
+    """Do the work that is due at host time ``now`` (aware, UTC). Bounded: never sleeps."""
+
+
+@hookspec
+async def collect_deltas() -> list[Any]:  # type: ignore[empty-body]
+    """Return, and durably remove, the contributions (EloDelta) made since the last call."""
+
+
+@hookspec
+async def on_shutdown() -> None:
+    """Close HTTP sessions and databases. Called once; no hook is called after it."""
+
+
+@hookspec
+def next_due_at(now: datetime) -> datetime | None:
+    """Optional, synchronous: the earliest host time (aware, UTC) at which the source
+    has work, so a host can sleep until then instead of polling. ``None``: nothing
+    scheduled. A host takes the minimum over all results."""
+
+
+async def call_async_hook(hook: Any, **kwargs: Any) -> list[Any]:
+    """Call an async hook and await each result in registration order.
+
+    pluggy calls the implementations last-registered first and returns their
+    coroutines (pluggy itself is synchronous; an async implementation's body does
+    not run until awaited). This awaits them one after the other in registration
+    order, so sources never run concurrently, and returns the awaited results in
+    that order. A result that is not awaitable (a sync implementation) is passed
+    through.
+    """
+    results: list[Any] = []
+    for result in reversed(hook(**kwargs)):
+        if isinstance(result, Awaitable):
+            results.append(await result)
+        else:
+            results.append(result)
+    return results

@@ -1,0 +1,77 @@
+"""Immutable values passed around the package and handed to the host."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+
+@attrs.frozen
+class Faction:
+    """A pxls faction as displayed on a profile. ``color`` is 0xRRGGBB or None (HTML)."""
+
+    id: int
+    tag: str
+    name: str
+    color: int | None = None
+
+
+@attrs.frozen
+class EloDelta:
+    """One contribution to a user's elo, as handed to the host by ``collect_deltas``.
+
+    ``delta`` is signed pixels; ``score`` the new absolute score on ``canvas``;
+    ``observed_at`` the snapshot's ``generatedAt`` (aware, UTC); ``seq`` strictly
+    increases over the life of the database, so a host can de-duplicate.
+    """
+
+    seq: int
+    user: str
+    pxls_id: int | None
+    discord: str | None
+    faction: Faction | None
+    delta: int
+    score: int
+    canvas: str
+    observed_at: datetime
+
+
+@attrs.frozen
+class ToplistRow:
+    """One valid row of ``toplist.canvas``."""
+
+    username: str
+    pixels: int
+
+
+@attrs.frozen
+class Snapshot:
+    """A parsed stats.json: the current canvas's toplist and when it was generated (UTC).
+
+    ``rejected`` lists one human-readable reason per dropped row; ``snipped`` counts
+    ``-snip-`` rows skipped on purpose.
+    """
+
+    generated_at: datetime
+    rows: tuple[ToplistRow, ...]
+    rejected: tuple[str, ...] = ()
+    snipped: int = 0
+
+
+@attrs.frozen
+class CanvasInfo:
+    """The part of ``/info`` this package uses."""
+
+    canvas_code: str
+
+
+@attrs.frozen
+class Profile:
+    """What a profile tells about a user. ``pxls_id`` is None when read from HTML."""
+
+    name: str
+    pxls_id: int | None
+    discord: str | None
+    faction: Faction | None
+    canvas_pixels: int | None

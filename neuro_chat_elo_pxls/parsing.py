@@ -1,0 +1,258 @@
+"""Pure parsers for what pxls.space serves: stats.json, /info, profile JSON and HTML.
+
+Every parser takes bytes (or text) and returns a model value or raises
+:class:`~neuro_chat_elo_pxls.errors.MalformedDataError`; no other exception escapes.
+They are synchronous and do no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from html import unescape
+from html.parser import HTMLParser
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import MalformedDataError
+from .models import CanvasInfo, Faction, Profile, Snapshot, ToplistRow
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+SNIP = "-snip-"
+#: No pxls canvas comes near this; larger counts are treated as corrupt data.
+MAX_PIXELS = 10**12
+MAX_CANVAS_CODE_LEN = 64
+_GENERATED_AT_RE = re.compile(
+    r"(\d{4})/(\d{2})/(\d{2}) - (\d{2}):(\d{2}):(\d{2}) \(([A-Za-z0-9_+\-/]{1,64})\)"
+)
+_MAX_REJECT_REASONS = 20
+
+
+def is_valid_username(name: object) -> bool:
+    """True for a pxls username: ``[A-Za-z0-9_-]{1,32}``."""
+    return isinstance(name, str) and USERNAME_RE.fullmatch(name) is not None
+
+
+def _loads(body: bytes | str, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedDataError(f"{what}: JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedDataError(f"{what}: not valid JSON ({exc})") from None
+
+
+def parse_generated_at(value: object) -> datetime:
+    """Parse stats.json ``generatedAt`` (``2025/03/14 - 18:45:02 (Europe/Berlin)``) to UTC."""
+    if not isinstance(value, str):
+        raise MalformedDataError(f"stats.json: generatedAt is not a string: {value!r:.80}")
+    match = _GENERATED_AT_RE.fullmatch(value)
+    if match is None:
+        raise MalformedDataError(f"stats.json: unparseable generatedAt {value!r:.80}")
+    *parts, zone = match.groups()
+    try:
+        tz = ZoneInfo(zone)
+        year, month, day, hour, minute, second = (int(p) for p in parts)
+        local = datetime(year, month, day, hour, minute, second, tzinfo=tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise MalformedDataError(f"stats.json: bad generatedAt {value!r:.80} ({exc})") from None
+    return local.astimezone(UTC)
+
+
+def _parse_row(row: object) -> ToplistRow | str:
+    """A valid row, or the reason it is rejected."""
+    if not isinstance(row, dict):
+        return f"row is not an object: {row!r:.60}"
+    name = row.get("username")
+    pixels = row.get("pixels")
+    if not is_valid_username(name):
+        return f"invalid username {name!r:.60}"
+    assert isinstance(name, str)
+    if isinstance(pixels, str) and pixels.isascii() and pixels.isdigit() and len(pixels) < 16:
+        pixels = int(pixels)  # PHP may emit numeric strings
+    if not isinstance(pixels, int) or isinstance(pixels, bool):
+        return f"{name}: pixels is not an integer: {pixels!r:.60}"
+    if not 0 <= pixels <= MAX_PIXELS:
+        return f"{name}: pixels out of range: {pixels}"
+    return ToplistRow(name, pixels)
+
+
+def parse_stats(body: bytes | str) -> Snapshot:
+    """Parse stats.json into the current canvas's toplist.
+
+    ``-snip-`` rows are skipped; a malformed row is dropped (its reason is kept in
+    ``Snapshot.rejected``) while the valid rows still count; a name listed twice
+    keeps its first row only. Raises :class:`MalformedDataError` when the body is
+    not JSON or lacks a usable ``toplist.canvas`` list or ``generatedAt``.
+    """
+    data = _loads(body, "stats.json")
+    if not isinstance(data, dict):
+        raise MalformedDataError("stats.json: top level is not an object")
+    generated_at = parse_generated_at(data.get("generatedAt"))
+    toplist = data.get("toplist")
+    canvas = toplist.get("canvas") if isinstance(toplist, dict) else None
+    if not isinstance(canvas, list):
+        raise MalformedDataError("stats.json: toplist.canvas is missing or not a list")
+    rows: list[ToplistRow] = []
+    rejected: list[str] = []
+    seen: set[str] = set()
+    snipped = 0
+    for raw in canvas:
+        if isinstance(raw, dict) and raw.get("username") == SNIP:
+            snipped += 1
+            continue
+        parsed = _parse_row(raw)
+        if isinstance(parsed, str):
+            rejected.append(parsed)
+        elif parsed.username in seen:
+            rejected.append(f"{parsed.username}: listed twice, first row kept")
+        else:
+            seen.add(parsed.username)
+            rows.append(parsed)
+    return Snapshot(generated_at, tuple(rows), tuple(rejected), snipped)
+
+
+def parse_info(body: bytes | str) -> CanvasInfo:
+    """Parse ``/info``; only ``canvasCode`` (a non-empty string) is required."""
+    data = _loads(body, "/info")
+    code = data.get("canvasCode") if isinstance(data, dict) else None
+    if not isinstance(code, str) or not code.strip() or len(code) > MAX_CANVAS_CODE_LEN:
+        raise MalformedDataError(f"/info: canvasCode is not a usable string: {code!r:.80}")
+    return CanvasInfo(code)
+
+
+def _opt_str(value: object, field: str, max_len: int = 64) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise MalformedDataError(f"profile: {field} is not a short string: {value!r:.80}")
+    return value or None
+
+
+def _int(value: object, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise MalformedDataError(f"profile: {field} is not a non-negative integer: {value!r:.80}")
+    return value
+
+
+def parse_profile_json(body: bytes | str, expected_name: str) -> Profile:
+    """Parse ``/api/v1/profile?username=`` for another user.
+
+    The displayed faction is the entry of ``user.factions`` whose id is
+    ``displayedFactionId`` (0 or absent: none). Raises :class:`MalformedDataError`
+    when the profile is not the one asked for.
+    """
+    data = _loads(body, "profile")
+    user = data.get("user") if isinstance(data, dict) else None
+    if not isinstance(user, dict):
+        raise MalformedDataError("profile: no user object")
+    name = user.get("name")
+    if name != expected_name:
+        raise MalformedDataError(f"profile: asked for {expected_name!r}, got {name!r:.60}")
+    pxls_id = _int(user.get("id"), "id")
+    discord = _opt_str(user.get("discordName"), "discordName")
+    displayed = user.get("displayedFactionId", 0)
+    displayed = 0 if displayed is None else _int(displayed, "displayedFactionId")
+    faction: Faction | None = None
+    factions = user.get("factions", [])
+    if not isinstance(factions, list):
+        raise MalformedDataError("profile: factions is not a list")
+    if displayed:
+        for entry in factions:
+            if isinstance(entry, dict) and entry.get("id") == displayed:
+                color = entry.get("color")
+                faction = Faction(
+                    id=displayed,
+                    tag=_opt_str(entry.get("tag"), "faction tag") or "",
+                    name=_opt_str(entry.get("name"), "faction name", 256) or "",
+                    color=(color & 0xFFFFFF)
+                    if isinstance(color, int) and not isinstance(color, bool)
+                    else None,
+                )
+                break
+    pixels = user.get("pixelCount")
+    canvas_pixels = _int(pixels, "pixelCount") if pixels is not None else None
+    return Profile(name, pxls_id, discord, faction, canvas_pixels)
+
+
+class _ProfilePageParser(HTMLParser):
+    """Collects ``<title>`` and the th/td pairs of ``div#tab-details``'s table."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.title = ""
+        self.rows: dict[str, str] = {}
+        self._in_title = False
+        self._in_details = False
+        self._div_depth = 0
+        self._cell: str | None = None  # "th" | "td" while inside one
+        self._text: list[str] = []
+        self._label: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag == "div":
+            if self._in_details:
+                self._div_depth += 1
+            elif dict(attrs).get("id") == "tab-details":
+                self._in_details, self._div_depth = True, 1
+        elif self._in_details and tag in ("th", "td"):
+            self._cell, self._text = tag, []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag == "div" and self._in_details:
+            self._div_depth -= 1
+            self._in_details = self._div_depth > 0
+        elif tag == self._cell:
+            text = " ".join("".join(self._text).split())
+            if tag == "th":
+                self._label = text
+            elif self._label is not None:
+                self.rows[self._label] = text
+                self._label = None
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        if self._cell is not None:
+            self._text.append(data)
+
+
+_FACTION_RE = re.compile(r"\[(?P<tag>.*?)\] (?P<name>.*) \(ID: (?P<id>\d{1,18})\)", re.DOTALL)
+
+
+def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
+    """Parse the pxls-web page ``/profile/<name>`` (English labels).
+
+    The page has no user id, so ``pxls_id`` is None. Entities are unescaped.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    parser = _ProfilePageParser()
+    try:
+        parser.feed(text)
+        parser.close()
+    except (AssertionError, ValueError) as exc:  # pragma: no cover - HTMLParser is lenient
+        raise MalformedDataError(f"profile page: unparseable HTML ({exc})") from None
+    title = unescape(parser.title).strip()
+    if title != f"{expected_name} - pxls.space":
+        raise MalformedDataError(f"profile page: title is {title[:80]!r}, not {expected_name}'s")
+    rows = parser.rows
+    if "Discord Tag" not in rows or "Faction" not in rows:
+        raise MalformedDataError("profile page: no Discord Tag/Faction rows (localized page?)")
+    discord_text = rows["Discord Tag"]
+    discord = None if discord_text in ("", "Not Set") else _opt_str(discord_text, "Discord Tag")
+    faction: Faction | None = None
+    faction_text = rows["Faction"]
+    if faction_text != "(None)":
+        match = _FACTION_RE.fullmatch(faction_text)
+        if match is None:
+            raise MalformedDataError(f"profile page: unparseable faction {faction_text[:80]!r}")
+        faction = Faction(int(match["id"]), match["tag"], match["name"], None)
+    pixels_text = rows.get("Current Canvas Pixels")
+    canvas_pixels = int(pixels_text) if pixels_text and pixels_text.isdigit() else None
+    return Profile(expected_name, None, discord, faction, canvas_pixels)

@@ -1,0 +1,159 @@
+"""The sequential command processor's queue: commands, cooldown keys and backoff.
+
+Semantics are those of one ``collections.deque`` scanned from the front, where a
+command whose key is cooling down is skipped (it keeps its place) for the first one
+whose key is ready. It is stored as one deque per key plus an insertion number, so
+picking the next command costs O(number of keys), not O(queue length): a queue of
+100,000 profile commands behind a cooling key does not slow a tick.
+
+All times are the host's ``now`` (aware UTC); nothing here reads the clock or sleeps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import attrs
+
+
+class Key(StrEnum):
+    """Cooldown keys: one per kind of request pxls.space paces separately."""
+
+    LEADERBOARD = "leaderboard"  # /info + /stats/stats.json
+    PROFILE = "profile"  # /api/v1/profile (or /profile/<name>)
+
+
+class Kind(StrEnum):
+    PULL = "pull"  # Timer 1: leaderboard pull
+    ENRICH = "enrich"  # profile of a new user (its first delta is held)
+    SWEEP = "sweep"  # Timer 2: daily profile re-check
+
+
+_KEY_OF = {Kind.PULL: Key.LEADERBOARD, Kind.ENRICH: Key.PROFILE, Kind.SWEEP: Key.PROFILE}
+
+
+@attrs.frozen
+class Command:
+    """One request to make. ``user_id`` for profile kinds; ``attempts`` failures so far."""
+
+    kind: Kind
+    user_id: int | None = None
+    attempts: int = 0
+
+    @property
+    def key(self) -> Key:
+        return _KEY_OF[self.kind]
+
+    def describe(self) -> str:
+        return self.kind.value if self.user_id is None else f"{self.kind.value} #{self.user_id}"
+
+
+@attrs.define
+class KeyState:
+    """Cooldown and failure state of one key (what ``status`` shows)."""
+
+    ready_at: datetime | None = None
+    reason: str = ""
+    failures: int = 0  # consecutive failures, drives the exponential backoff
+    auth_pauses: int = 0  # consecutive 403/challenge pauses
+
+    def cooling(self, now: datetime) -> bool:
+        return self.ready_at is not None and now < self.ready_at
+
+
+@attrs.frozen
+class Backoff:
+    """Exponential backoff with jitter: ``initial * 2**(n-1)``, capped, times 1..1.25."""
+
+    initial: timedelta
+    maximum: timedelta
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    def delay(self, failures: int, retry_after: float | None = None) -> timedelta:
+        """The wait after the ``failures``-th consecutive failure (``failures`` ≥ 1).
+
+        A server-given ``retry_after`` (seconds) wins, with at least one second.
+        """
+        if retry_after is not None:
+            return timedelta(seconds=max(1.0, min(retry_after, 6 * 3600.0)))
+        base: timedelta = min(self.maximum, self.initial * 2 ** min(failures - 1, 30))
+        jittered: timedelta = base * self.rng.uniform(1.0, 1.25)
+        return min(self.maximum, jittered)
+
+
+class CommandQueue:
+    """Commands in arrival order with cooldown-skip; see the module docstring.
+
+    At most one queued command per ``(kind group, user)``: :meth:`push` of a
+    duplicate is refused (returns False). Profile kinds share one slot per user.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[Key, deque[tuple[int, Command]]] = {k: deque() for k in Key}
+        self._keys: dict[Key, KeyState] = {k: KeyState() for k in Key}
+        self._order = itertools.count()
+        self._members: set[tuple[Key, int | None]] = set()
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+    def __iter__(self) -> Iterator[Command]:
+        """Commands in the order a single deque would hold them."""
+        entries = sorted(itertools.chain.from_iterable(self._queues.values()), key=lambda e: e[0])
+        return (cmd for _, cmd in entries)
+
+    def count(self, kind: Kind) -> int:
+        return sum(1 for _, c in self._queues[_KEY_OF[kind]] if c.kind is kind)
+
+    def contains(self, key: Key, user_id: int | None) -> bool:
+        return (key, user_id) in self._members
+
+    def state(self, key: Key) -> KeyState:
+        return self._keys[key]
+
+    def push(self, command: Command) -> bool:
+        """Append ``command``; False (and nothing queued) if its slot is taken."""
+        member = (command.key, command.user_id)
+        if member in self._members:
+            return False
+        self._members.add(member)
+        self._queues[command.key].append((next(self._order), command))
+        return True
+
+    def pop_ready(self, now: datetime) -> tuple[int, Command] | None:
+        """Remove and return the first command (by arrival) whose key is not cooling."""
+        best: tuple[int, Command] | None = None
+        for key, queue in self._queues.items():
+            if (
+                queue
+                and not self._keys[key].cooling(now)
+                and (best is None or queue[0][0] < best[0])
+            ):
+                best = queue[0]
+        if best is None:
+            return None
+        self._queues[best[1].key].popleft()
+        self._members.discard((best[1].key, best[1].user_id))
+        return best
+
+    def put_back(self, entry: tuple[int, Command]) -> None:
+        """Return a popped command to its original place (the front of its key)."""
+        order, command = entry
+        self._members.add((command.key, command.user_id))
+        self._queues[command.key].appendleft((order, command))
+
+    def cool(self, key: Key, until: datetime, reason: str) -> None:
+        """Pause ``key`` until ``until`` (never shortens a longer pause)."""
+        state = self._keys[key]
+        if state.ready_at is None or until > state.ready_at:
+            state.ready_at, state.reason = until, reason
+
+    def next_ready_at(self, now: datetime) -> datetime | None:
+        """When the next queued command can run (``now`` if one can run now)."""
+        times = [max(now, self._keys[k].ready_at or now) for k, q in self._queues.items() if q]
+        return min(times) if times else None

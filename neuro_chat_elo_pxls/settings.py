@@ -1,0 +1,151 @@
+"""``PxlsSettings``: every knob of the source, validated, with production defaults.
+
+Durations are :class:`datetime.timedelta`; :meth:`PxlsSettings.from_mapping` also
+takes them as numbers of seconds (the host's config file). Secrets come from the
+environment (``PXLS_TOKEN``, ``PXLS_CF_AUTH``) and are wrapped in :class:`Secret`,
+whose repr and str never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+
+TOKEN_ENV = "PXLS_TOKEN"  # noqa: S105 (the variable name, not a secret)
+CF_AUTH_ENV = "PXLS_CF_AUTH"
+
+DEFAULT_USER_AGENT = (
+    "neuro-chat-elo-pxls/0.1 (neuro-chat-elo community leaderboard; "
+    "one request in flight, at most 1 profile/s)"
+)
+
+
+@attrs.frozen(repr=False)
+class Secret:
+    """A secret string. ``repr``/``str`` show ``Secret('***')``; call :meth:`reveal`."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+def _secret_from_env(name: str) -> Secret | None:
+    value = os.environ.get(name, "").strip()
+    return Secret(value) if value else None
+
+
+def _positive(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ConfigError(f"{attribute.name} must be a positive duration, got {value!r}")
+
+
+def _at_least(minimum: timedelta) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
+        _positive(instance, attribute, value)
+        if value < minimum:
+            raise ConfigError(f"{attribute.name} must be at least {minimum}, got {value}")
+
+    return check
+
+
+def _base_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigError(f"base_url must be an http(s) URL, got {value!r}")
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{attribute.name} must be a positive integer, got {value!r}")
+
+
+def _profile_endpoint(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("api", "html"):
+        raise ConfigError(f"profile_endpoint must be 'api' or 'html', got {value!r}")
+
+
+@attrs.frozen
+class PxlsSettings:
+    """Configuration of one :class:`~neuro_chat_elo_pxls.PxlsSource`.
+
+    ``profile_cooldown`` is the minimum host time between two profile requests;
+    ``enrichment_hold`` the longest a new user's first delta waits for its profile;
+    ``auth_pause`` how long profile requests stop after a 403 or challenge (doubling
+    while it repeats, up to ``auth_pause_max``).
+    """
+
+    base_url: str = attrs.field(default="https://pxls.space", validator=_base_url)
+    db_path: str = attrs.field(default="pxls.sqlite3", validator=attrs.validators.instance_of(str))
+    leaderboard_interval: timedelta = attrs.field(
+        default=timedelta(hours=1), validator=_at_least(timedelta(minutes=1))
+    )
+    sweep_interval: timedelta = attrs.field(default=timedelta(hours=24), validator=_positive)
+    profile_cooldown: timedelta = attrs.field(default=timedelta(seconds=1), validator=_positive)
+    enrichment_hold: timedelta = attrs.field(default=timedelta(hours=1), validator=_positive)
+    request_timeout: timedelta = attrs.field(default=timedelta(seconds=20), validator=_positive)
+    backoff_initial: timedelta = attrs.field(
+        default=timedelta(seconds=30), validator=_at_least(timedelta(seconds=1))
+    )
+    backoff_max: timedelta = attrs.field(default=timedelta(minutes=15), validator=_positive)
+    auth_pause: timedelta = attrs.field(
+        default=timedelta(minutes=15), validator=_at_least(timedelta(minutes=15))
+    )
+    auth_pause_max: timedelta = attrs.field(default=timedelta(hours=2), validator=_positive)
+    max_attempts: int = attrs.field(default=5, validator=_positive_int)
+    max_stats_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int)
+    max_page_bytes: int = attrs.field(default=1024 * 1024, validator=_positive_int)
+    profile_endpoint: str = attrs.field(default="api", validator=_profile_endpoint)
+    user_agent: str = attrs.field(
+        default=DEFAULT_USER_AGENT, validator=attrs.validators.instance_of(str)
+    )
+    token: Secret | None = attrs.field(factory=lambda: _secret_from_env(TOKEN_ENV), repr=False)
+    cf_auth: Secret | None = attrs.field(factory=lambda: _secret_from_env(CF_AUTH_ENV), repr=False)
+
+    @property
+    def profiles_enabled(self) -> bool:
+        """Profiles need a logged-in session: without ``PXLS_TOKEN`` none is requested."""
+        return self.token is not None
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Keys accepted by :meth:`from_mapping` (secrets excluded: they come from env)."""
+        return [f.name for f in attrs.fields(cls) if f.name not in ("token", "cf_auth")]
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any]) -> PxlsSettings:
+        """Build settings from a config section; durations may be numbers of seconds.
+
+        Raises :class:`ConfigError` naming an unknown key and listing the valid ones.
+        """
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"the pxls config section must be a mapping, got {type(section)}")
+        valid = cls.field_names()
+        unknown = sorted(set(section) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown pxls setting(s) {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(valid)}"
+            )
+        kwargs: dict[str, Any] = {}
+        durations = {f.name for f in attrs.fields(cls) if f.type in ("timedelta", timedelta)}
+        for key, value in section.items():
+            if key in durations and not isinstance(value, timedelta):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ConfigError(f"{key} must be a number of seconds, got {value!r}")
+                value = timedelta(seconds=value)
+            kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # wrong type for a plain field
+            raise ConfigError(str(exc)) from None

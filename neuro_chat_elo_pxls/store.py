@@ -1,0 +1,626 @@
+"""``Store``: the SQLite cache (aiosqlite) of users, the delta outbox and scheduler state.
+
+Contracts:
+
+* One writer: opening takes an exclusive lock file beside the database, so a second
+  source (this process or another) fails with :class:`StoreLockedError`.
+* WAL journal; every write is one ``BEGIN IMMEDIATE`` transaction. A score update
+  and the outbox rows it produces commit together (conservation across crashes).
+* Schema migrations run in order and are tracked by ``PRAGMA user_version``; a
+  database newer than the code raises :class:`SchemaTooNewError`.
+* Times are stored as ISO-8601 UTC text with microseconds (sortable as text).
+* Accounting: ``users.score`` is the last score handed out on ``users.canvas``; the
+  sum of the outbox deltas of a user on a canvas always equals it. A new user's
+  first score waits in ``held_*`` until released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import aiosqlite
+import attrs
+
+from .errors import SchemaTooNewError, StoreError, StoreLockedError
+from .models import EloDelta, Faction, Profile, Snapshot
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        pxls_id INTEGER UNIQUE,
+        discord TEXT,
+        faction_id INTEGER,
+        faction_tag TEXT,
+        faction_name TEXT,
+        faction_color INTEGER,
+        score INTEGER NOT NULL DEFAULT 0,
+        canvas TEXT,
+        held_score INTEGER,
+        held_canvas TEXT,
+        held_observed_at TEXT,
+        held_since TEXT,
+        dirty INTEGER NOT NULL DEFAULT 1,
+        missing INTEGER NOT NULL DEFAULT 0,
+        enriched INTEGER NOT NULL DEFAULT 0,
+        last_profile_check TEXT,
+        swept_in INTEGER NOT NULL DEFAULT 0,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL
+    );
+    CREATE INDEX users_sweep ON users (swept_in, dirty, id);
+    CREATE INDEX users_held ON users (held_since) WHERE held_score IS NOT NULL;
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        pxls_id INTEGER,
+        discord TEXT,
+        faction_id INTEGER,
+        faction_tag TEXT,
+        faction_name TEXT,
+        faction_color INTEGER,
+        delta INTEGER NOT NULL,
+        score INTEGER NOT NULL,
+        canvas TEXT NOT NULL,
+        observed_at TEXT NOT NULL
+    );
+    CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_USER_COLS = (
+    "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "
+    "score, canvas, held_score, held_canvas, held_observed_at, held_since, swept_in"
+)
+_OUTBOX_INSERT = (
+    "INSERT INTO outbox (user, pxls_id, discord, faction_id, faction_tag, faction_name, "
+    "faction_color, delta, score, canvas, observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def ts(value: datetime) -> str:
+    """Aware datetime → stored text (UTC, microseconds)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@attrs.define
+class UserRow:
+    """A user as the accounting code sees it (mutable working copy)."""
+
+    id: int
+    name: str
+    pxls_id: int | None
+    discord: str | None
+    faction_id: int | None
+    faction_tag: str | None
+    faction_name: str | None
+    faction_color: int | None
+    score: int
+    canvas: str | None
+    held_score: int | None
+    held_canvas: str | None
+    held_observed_at: str | None
+    held_since: str | None
+    swept_in: int
+
+    @property
+    def held(self) -> bool:
+        return self.held_score is not None
+
+    def outbox_row(self, delta: int, score: int, canvas: str, observed_at: str) -> tuple[Any, ...]:
+        return (
+            self.name,
+            self.pxls_id,
+            self.discord,
+            self.faction_id,
+            self.faction_tag,
+            self.faction_name,
+            self.faction_color,
+            delta,
+            score,
+            canvas,
+            observed_at,
+        )
+
+    def release(self, out: list[tuple[Any, ...]]) -> None:
+        """Hand out the held score: append its delta to ``out`` and make it the baseline."""
+        assert self.held_score is not None and self.held_canvas is not None
+        assert self.held_observed_at is not None
+        baseline = self.score if self.canvas == self.held_canvas else 0
+        delta = self.held_score - baseline
+        if delta:
+            out.append(
+                self.outbox_row(delta, self.held_score, self.held_canvas, self.held_observed_at)
+            )
+        self.score, self.canvas = self.held_score, self.held_canvas
+        self.held_score = self.held_canvas = self.held_observed_at = self.held_since = None
+
+
+@attrs.frozen
+class IngestResult:
+    """What one snapshot did: counts for the pull's log line."""
+
+    seen: int
+    new: int
+    deltas: int
+    held: int
+    unchanged: int
+
+
+@attrs.frozen
+class ProfileOutcome:
+    """What applying a profile did. ``renamed_from``: the old name merged into this user."""
+
+    released: bool
+    renamed_from: str | None
+    corrected: int
+
+
+class _Lock:
+    """An exclusive, non-blocking ``flock`` on ``<db>.lock`` for the store's lifetime."""
+
+    def __init__(self, path: str) -> None:
+        self._file: IO[str] | None = None
+        self.path = path
+
+    def acquire(self) -> None:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreLockedError(
+                f"{self.path}: the database is already in use by another pxls source "
+                "(two sources on one database would corrupt its accounting)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class Store:
+    """Async access to the database. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, conn: aiosqlite.Connection, lock: _Lock | None) -> None:
+        self._conn = conn
+        self._lock = lock
+
+    @classmethod
+    async def open(cls, path: str) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        lock = None
+        if path != ":memory:":
+            lock = _Lock(path + ".lock")
+            lock.acquire()
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except Exception as exc:
+            if lock:
+                lock.release()
+            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+        store = cls(conn, lock)
+        try:
+            await store._setup()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _setup(self) -> None:
+        conn = self._conn
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            version = await self._user_version()
+        except aiosqlite.DatabaseError as exc:
+            raise StoreError(f"not a usable SQLite database: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"the database has schema version {version}, but this version of "
+                f"neuro-chat-elo-pxls knows only up to {SCHEMA_VERSION}: upgrade the package "
+                "(or point db_path at a new file; it is only a cache)"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            async with self.transaction():
+                for statement in _split_sql(MIGRATIONS[number - 1]):
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version={number}")
+
+    async def _user_version(self) -> int:
+        async with self._conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def close(self) -> None:
+        """Close the connection and release the lock. Idempotent."""
+        with contextlib.suppress(Exception):
+            await self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` on any exception."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+
+    # -- state ---------------------------------------------------------------
+
+    async def get_state(self) -> dict[str, str]:
+        async with self._conn.execute("SELECT key, value FROM state") as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    @staticmethod
+    async def _set_state(conn: aiosqlite.Connection, values: dict[str, str | None]) -> None:
+        await conn.executemany(
+            "INSERT INTO state (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            list(values.items()),
+        )
+
+    async def set_state(self, **values: str | None) -> None:
+        async with self.transaction() as conn:
+            await self._set_state(conn, values)
+
+    # -- users ---------------------------------------------------------------
+
+    @staticmethod
+    async def _fetch_users(
+        conn: aiosqlite.Connection, where: str, params: Sequence[Any] = ()
+    ) -> list[UserRow]:
+        async with conn.execute(f"SELECT {_USER_COLS} FROM users {where}", params) as cur:  # noqa: S608
+            return [UserRow(*row) for row in await cur.fetchall()]
+
+    @staticmethod
+    async def _save_users(conn: aiosqlite.Connection, users: Iterable[UserRow]) -> None:
+        await conn.executemany(
+            "UPDATE users SET name=?, pxls_id=?, discord=?, faction_id=?, faction_tag=?, "
+            "faction_name=?, faction_color=?, score=?, canvas=?, held_score=?, held_canvas=?, "
+            "held_observed_at=?, held_since=?, swept_in=? WHERE id=?",
+            [
+                (
+                    u.name,
+                    u.pxls_id,
+                    u.discord,
+                    u.faction_id,
+                    u.faction_tag,
+                    u.faction_name,
+                    u.faction_color,
+                    u.score,
+                    u.canvas,
+                    u.held_score,
+                    u.held_canvas,
+                    u.held_observed_at,
+                    u.held_since,
+                    u.swept_in,
+                    u.id,
+                )
+                for u in users
+            ],
+        )
+
+    async def get_user(self, user_id: int) -> UserRow | None:
+        users = await self._fetch_users(self._conn, "WHERE id = ?", (user_id,))
+        return users[0] if users else None
+
+    async def ingest(
+        self,
+        canvas: str,
+        snapshot: Snapshot,
+        now: datetime,
+        *,
+        hold_new: bool,
+        state: dict[str, str | None],
+    ) -> IngestResult:
+        """Apply one snapshot of ``canvas`` in one transaction (with ``state`` updates).
+
+        Known user: ``delta = new - baseline`` (baseline 0 on another canvas), zero
+        deltas skipped. Held user on the same canvas: the held score is replaced.
+        New user: held when ``hold_new``, else handed out at once. All seen: dirty.
+        """
+        observed = ts(snapshot.generated_at)
+        now_s = ts(now)
+        async with self.transaction() as conn:
+            known = {u.name: u for u in await self._fetch_users(conn, "")}
+            outbox: list[tuple[Any, ...]] = []
+            changed: list[UserRow] = []
+            new_rows: list[tuple[Any, ...]] = []
+            new_released: list[ToplistLike] = []
+            held = unchanged = 0
+            for row in snapshot.rows:
+                user = known.get(row.username)
+                if user is None:
+                    if hold_new:
+                        new_rows.append(
+                            (row.username, row.pixels, canvas, observed, now_s, now_s, now_s)
+                        )
+                        held += 1
+                    else:
+                        new_released.append((row.username, row.pixels))
+                    continue
+                if user.held and user.held_canvas == canvas:
+                    user.held_score, user.held_observed_at = row.pixels, observed
+                    held += 1
+                    changed.append(user)
+                    continue
+                if user.held:  # held on an older canvas: hand that out first
+                    user.release(outbox)
+                baseline = user.score if user.canvas == canvas else 0
+                delta = row.pixels - baseline
+                if delta or user.canvas != canvas:
+                    if delta:
+                        outbox.append(user.outbox_row(delta, row.pixels, canvas, observed))
+                    user.score, user.canvas = row.pixels, canvas
+                    changed.append(user)
+                else:
+                    unchanged += 1
+            await self._save_users(conn, changed)
+            await conn.executemany(
+                "INSERT INTO users (name, held_score, held_canvas, held_observed_at, held_since,"
+                " first_seen, last_seen) VALUES (?,?,?,?,?,?,?)",
+                new_rows,
+            )
+            await conn.executemany(
+                "INSERT INTO users (name, score, canvas, first_seen, last_seen) VALUES (?,?,?,?,?)",
+                [(name, pixels, canvas, now_s, now_s) for name, pixels in new_released],
+            )
+            outbox.extend(
+                (name, None, None, None, None, None, None, pixels, pixels, canvas, observed)
+                for name, pixels in new_released
+                if pixels
+            )
+            await conn.executemany(
+                "UPDATE users SET dirty = 1, last_seen = ? WHERE name = ?",
+                [(now_s, r.username) for r in snapshot.rows],
+            )
+            await conn.executemany(_OUTBOX_INSERT, outbox)
+            await self._set_state(conn, state)
+        return IngestResult(
+            seen=len(snapshot.rows),
+            new=len(new_rows) + len(new_released),
+            deltas=len(outbox),
+            held=held,
+            unchanged=unchanged,
+        )
+
+    async def held_user_ids(self) -> list[int]:
+        """Users whose first delta waits for their profile, oldest first."""
+        async with self._conn.execute(
+            "SELECT id FROM users WHERE held_score IS NOT NULL ORDER BY held_since, id"
+        ) as cur:
+            return [row[0] for row in await cur.fetchall()]
+
+    async def earliest_hold(self) -> datetime | None:
+        """``held_since`` of the longest-held user, or None."""
+        async with self._conn.execute(
+            "SELECT MIN(held_since) FROM users WHERE held_score IS NOT NULL"
+        ) as cur:
+            row = await cur.fetchone()
+        return from_ts(row[0]) if row else None
+
+    async def release_held(self, held_before: datetime | None) -> list[str]:
+        """Hand out held scores held since before ``held_before`` (None: all). Names back."""
+        async with self.transaction() as conn:
+            if held_before is None:
+                users = await self._fetch_users(conn, "WHERE held_score IS NOT NULL")
+            else:
+                users = await self._fetch_users(
+                    conn, "WHERE held_score IS NOT NULL AND held_since <= ?", (ts(held_before),)
+                )
+            outbox: list[tuple[Any, ...]] = []
+            for user in users:
+                user.release(outbox)
+            await self._save_users(conn, users)
+            await conn.executemany(_OUTBOX_INSERT, outbox)
+        return [u.name for u in users]
+
+    async def apply_profile(
+        self, user_id: int, profile: Profile, now: datetime, sweep: int
+    ) -> ProfileOutcome:
+        """Store a fetched profile, merge a rename, release a held delta; one transaction.
+
+        Rename: another row with the same ``pxls_id`` is the same person under an old
+        name. If this row is still held, the old row takes the new name and keeps its
+        baseline (no double count). If both were handed out on the same canvas, the
+        old name's score is withdrawn with one correcting delta.
+        """
+        renamed_from: str | None = None
+        corrected = 0
+        async with self.transaction() as conn:
+            users = await self._fetch_users(conn, "WHERE id = ?", (user_id,))
+            if not users:
+                return ProfileOutcome(False, None, 0)
+            user = users[0]
+            outbox: list[tuple[Any, ...]] = []
+            if profile.pxls_id is not None:
+                others = await self._fetch_users(
+                    conn, "WHERE pxls_id = ? AND id != ?", (profile.pxls_id, user.id)
+                )
+                if others:
+                    old = others[0]
+                    renamed_from = old.name
+                    if user.held:
+                        await conn.execute("DELETE FROM users WHERE id = ?", (user.id,))
+                        old.name = user.name
+                        old.held_score, old.held_canvas = user.held_score, user.held_canvas
+                        old.held_observed_at, old.held_since = (
+                            user.held_observed_at,
+                            user.held_since,
+                        )
+                        old.swept_in = max(old.swept_in, user.swept_in)
+                        user = old
+                    else:
+                        if old.canvas is not None and old.canvas == user.canvas and old.score:
+                            outbox.append(old.outbox_row(-old.score, 0, old.canvas, ts(now)))
+                            corrected = old.score
+                        await conn.execute("DELETE FROM users WHERE id = ?", (old.id,))
+            faction = profile.faction
+            user.pxls_id = profile.pxls_id if profile.pxls_id is not None else user.pxls_id
+            user.discord = profile.discord
+            user.faction_id = faction.id if faction else None
+            user.faction_tag = faction.tag if faction else None
+            user.faction_name = faction.name if faction else None
+            user.faction_color = faction.color if faction else None
+            user.swept_in = max(user.swept_in, sweep)
+            released = user.held
+            if released:
+                user.release(outbox)
+            await self._save_users(conn, [user])
+            await conn.execute(
+                "UPDATE users SET dirty = 0, missing = 0, enriched = 1, last_profile_check = ?"
+                " WHERE id = ?",
+                (ts(now), user.id),
+            )
+            await conn.executemany(_OUTBOX_INSERT, outbox)
+        return ProfileOutcome(released, renamed_from, corrected)
+
+    async def mark_missing(self, user_id: int, now: datetime, sweep: int) -> bool:
+        """The profile 404'd: mark the name missing, release a held delta. True if released."""
+        async with self.transaction() as conn:
+            users = await self._fetch_users(conn, "WHERE id = ?", (user_id,))
+            if not users:
+                return False
+            user = users[0]
+            outbox: list[tuple[Any, ...]] = []
+            released = user.held
+            if released:
+                user.release(outbox)
+            user.swept_in = max(user.swept_in, sweep)
+            await self._save_users(conn, [user])
+            await conn.execute(
+                "UPDATE users SET dirty = 0, missing = 1, last_profile_check = ? WHERE id = ?",
+                (ts(now), user.id),
+            )
+            await conn.executemany(_OUTBOX_INSERT, outbox)
+        return released
+
+    async def mark_swept(self, user_id: int, sweep: int) -> None:
+        """Count a user as visited by ``sweep`` without a profile (gave up on it)."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE users SET swept_in = MAX(swept_in, ?) WHERE id = ?", (sweep, user_id)
+            )
+
+    async def sweep_candidates(self, sweep: int, limit: int) -> list[int]:
+        """Users not yet visited by ``sweep``, dirty first. Missing names only when dirty."""
+        async with self._conn.execute(
+            "SELECT id FROM users WHERE swept_in < ? AND (missing = 0 OR dirty = 1) "
+            "ORDER BY dirty DESC, id LIMIT ?",
+            (sweep, limit),
+        ) as cur:
+            return [row[0] for row in await cur.fetchall()]
+
+    async def count_sweep_remaining(self, sweep: int) -> int:
+        async with self._conn.execute(
+            "SELECT COUNT(*) FROM users WHERE swept_in < ? AND (missing = 0 OR dirty = 1)",
+            (sweep,),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- outbox --------------------------------------------------------------
+
+    async def drain_outbox(self) -> list[EloDelta]:
+        """Return and delete every outbox row, in ``seq`` order, in one transaction."""
+        async with self.transaction() as conn:
+            async with conn.execute(
+                "SELECT seq, user, pxls_id, discord, faction_id, faction_tag, faction_name, "
+                "faction_color, delta, score, canvas, observed_at FROM outbox ORDER BY seq"
+            ) as cur:
+                rows = list(await cur.fetchall())
+            if rows:
+                await conn.execute("DELETE FROM outbox WHERE seq <= ?", (rows[-1][0],))
+        return [_delta_from_row(row) for row in rows]
+
+    # -- operators -----------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """Users total / dirty / held / missing / never enriched, and the outbox size."""
+        async with self._conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(dirty), 0), COUNT(held_score), "
+            "COALESCE(SUM(missing), 0), COALESCE(SUM(1 - enriched), 0) FROM users"
+        ) as cur:
+            row = await cur.fetchone()
+        async with self._conn.execute("SELECT COUNT(*) FROM outbox") as cur:
+            outbox = await cur.fetchone()
+        assert row is not None and outbox is not None
+        return {
+            "users": int(row[0]),
+            "dirty": int(row[1]),
+            "awaiting_enrichment": int(row[2]),
+            "missing": int(row[3]),
+            "never_enriched": int(row[4]),
+            "outbox": int(outbox[0]),
+        }
+
+    async def export_users(self) -> list[dict[str, Any]]:
+        """Every user with a handed-out score, for exports (highest score first)."""
+        async with self._conn.execute(
+            "SELECT name, pxls_id, discord, faction_id, faction_tag, faction_name, score, "
+            "canvas FROM users WHERE canvas IS NOT NULL ORDER BY score DESC, name"
+        ) as cur:
+            rows = await cur.fetchall()
+        keys = (
+            "name",
+            "pxls_id",
+            "discord",
+            "faction_id",
+            "faction_tag",
+            "faction_name",
+            "score",
+            "canvas",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+ToplistLike = tuple[str, int]
+
+
+def _delta_from_row(row: Sequence[Any]) -> EloDelta:
+    (seq, user, pxls_id, discord, fid, ftag, fname, fcolor, delta, score, canvas, observed) = row
+    faction = Faction(fid, ftag or "", fname or "", fcolor) if fid is not None else None
+    observed_at = from_ts(observed)
+    assert observed_at is not None
+    return EloDelta(
+        seq=seq,
+        user=user,
+        pxls_id=pxls_id,
+        discord=discord,
+        faction=faction,
+        delta=delta,
+        score=score,
+        canvas=canvas,
+        observed_at=observed_at,
+    )
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
