@@ -448,9 +448,10 @@ class Store:
         """Store a fetched profile, merge a rename, release a held delta; one transaction.
 
         Rename: another row with the same ``pxls_id`` is the same person under an old
-        name. If this row is still held, the old row takes the new name and keeps its
-        baseline (no double count). If both were handed out on the same canvas, the
-        old name's score is withdrawn with one correcting delta.
+        name. The score moves: the old name's score on the same canvas is withdrawn
+        with one delta (``-old``, score 0) and the new name is credited its full
+        score, so per name *and* per person the deltas add up to the score, and the
+        pixels are never counted twice. The old row is deleted.
         """
         renamed_from: str | None = None
         corrected = 0
@@ -467,21 +468,13 @@ class Store:
                 if others:
                     old = others[0]
                     renamed_from = old.name
-                    if user.held:
-                        await conn.execute("DELETE FROM users WHERE id = ?", (user.id,))
-                        old.name = user.name
-                        old.held_score, old.held_canvas = user.held_score, user.held_canvas
-                        old.held_observed_at, old.held_since = (
-                            user.held_observed_at,
-                            user.held_since,
-                        )
-                        old.swept_in = max(old.swept_in, user.swept_in)
-                        user = old
-                    else:
-                        if old.canvas is not None and old.canvas == user.canvas and old.score:
-                            outbox.append(old.outbox_row(-old.score, 0, old.canvas, ts(now)))
-                            corrected = old.score
-                        await conn.execute("DELETE FROM users WHERE id = ?", (old.id,))
+                    canvas = user.held_canvas if user.held else user.canvas
+                    if old.score and old.canvas is not None and old.canvas == canvas:
+                        observed = user.held_observed_at or ts(now)
+                        outbox.append(old.outbox_row(-old.score, 0, old.canvas, observed))
+                        corrected = old.score
+                    user.swept_in = max(user.swept_in, old.swept_in)
+                    await conn.execute("DELETE FROM users WHERE id = ?", (old.id,))
             faction = profile.faction
             user.pxls_id = profile.pxls_id if profile.pxls_id is not None else user.pxls_id
             user.discord = profile.discord

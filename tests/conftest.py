@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
+from neuro_chat_elo_pxls.settings import Secret
+
+from .helpers import FakeClock, FakePxls
+
+TOKEN = "201733|s3cr3t-t0ken-value"
+CF_AUTH = "cf-auth-k3y-value"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fake(clock: FakeClock) -> FakePxls:
+    return FakePxls(clock)
+
+
+@pytest.fixture(autouse=True)
+def _no_env_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PXLS_TOKEN", raising=False)
+    monkeypatch.delenv("PXLS_CF_AUTH", raising=False)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., PxlsSettings]:
+    def make(**kw: Any) -> PxlsSettings:
+        kw.setdefault("db_path", str(tmp_path / "pxls.sqlite3"))
+        kw.setdefault("base_url", "http://pxls.test")
+        kw.setdefault("token", Secret(TOKEN))
+        kw.setdefault("cf_auth", Secret(CF_AUTH))
+        return PxlsSettings(**kw)
+
+    return make
+
+
+@pytest.fixture
+async def make_source(
+    make_settings: Callable[..., PxlsSettings], fake: FakePxls
+) -> AsyncIterator[Callable[..., PxlsSource]]:
+    import random
+
+    sources: list[PxlsSource] = []
+
+    def make(**kw: Any) -> PxlsSource:
+        source = PxlsSource(make_settings(**kw), client=fake, rng=random.Random(7))
+        sources.append(source)
+        return source
+
+    yield make
+    for source in sources:
+        await source.on_shutdown()
