@@ -172,11 +172,15 @@ class PxlsSource:
         """Earliest host time at which a tick has work (``now`` if it has some now)."""
         if self._store is None:
             return None if (self._disabled or self._closed) else now
+        sweep_feed = None  # an active sweep is fed from the database by the next tick
+        if self._sweep_active() and self.settings.profiles_enabled:
+            sweep_feed = max(now, self._queue.state(Key.PROFILE).ready_at or now)
         times = [
             t
             for t in (
                 self._pull_due(now),
                 self._sweep_due(),
+                sweep_feed,
                 self._next_hold_release,
                 self._queue.next_ready_at(now),
             )
@@ -220,6 +224,8 @@ class PxlsSource:
     async def _run_timers(self, store: Store, now: datetime) -> None:
         due = self._pull_due(now)
         if due is not None and now >= due:
+            if "pull_due_at" not in self._state:  # anchor the hourly grid on the first pull
+                await self._set_state(store, pull_due_at=ts(now))
             self._queue.push(Command(Kind.PULL))
         if self.settings.profiles_enabled:
             await self._sweep_timer(store, now)
@@ -492,6 +498,7 @@ class PxlsSource:
                 attempts,
                 exc,
             )
+            state.failures = 0
             await self._give_up(store, command, now)
             return
         state.failures += 1

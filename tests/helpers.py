@@ -87,8 +87,8 @@ class FakePxls:
     async def close(self) -> None:
         pass
 
-    def profile_requests(self) -> list[tuple[str | None, datetime]]:
-        return [(arg, at) for kind, arg, at in self.requests if kind == "profile"]
+    def profile_requests(self) -> list[tuple[str, datetime]]:
+        return [(arg or "", at) for kind, arg, at in self.requests if kind == "profile"]
 
 
 @attrs.define

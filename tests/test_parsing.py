@@ -1,0 +1,187 @@
+"""Parsers: real shapes, malformed input, and property tests (only our own error escapes)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neuro_chat_elo_pxls.errors import MalformedDataError
+from neuro_chat_elo_pxls.parsing import (
+    parse_generated_at,
+    parse_info,
+    parse_profile_html,
+    parse_profile_json,
+    parse_stats,
+)
+
+from .helpers import fixture_bytes
+
+GEN = "2025/03/14 - 18:45:02 (Europe/Berlin)"
+
+
+def stats(rows: Any, generated: Any = GEN, **extra: Any) -> bytes:
+    return json.dumps({"toplist": {"canvas": rows}, "generatedAt": generated, **extra}).encode()
+
+
+def test_generated_at_dst_and_php_escapes() -> None:
+    assert parse_generated_at("2025/07/01 - 12:00:00 (Europe/Berlin)") == datetime(
+        2025, 7, 1, 10, 0, tzinfo=UTC
+    )  # CEST
+    assert parse_generated_at("2025/01/01 - 12:00:00 (Europe/Berlin)") == datetime(
+        2025, 1, 1, 11, 0, tzinfo=UTC
+    )  # CET
+    # PHP json_encode escapes "/" as "\/": json.loads undoes it
+    snap = parse_stats(
+        b'{"toplist":{"canvas":[]},"generatedAt":"2025\\/03\\/14 - 18:45:02 (Europe\\/Berlin)"}'
+    )
+    assert snap.generated_at == datetime(2025, 3, 14, 17, 45, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        5,
+        "",
+        "yesterday",
+        "2025/13/40 - 99:00:00 (UTC)",
+        "2025/03/14 - 18:45:02 (Mars/Olympus)",
+    ],
+)
+def test_bad_generated_at_rejects_snapshot(value: Any) -> None:
+    with pytest.raises(MalformedDataError, match="generatedAt"):
+        parse_stats(stats([], value))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"toplist": []}',
+        b'{"generatedAt": "x"}',
+        stats(None),
+        stats({"username": "a"}),
+        b"[" * 100_000,
+    ],
+)
+def test_unusable_snapshot_is_rejected_whole(body: bytes) -> None:
+    with pytest.raises(MalformedDataError):
+        parse_stats(body)
+
+
+def test_bad_rows_dropped_good_rows_kept() -> None:
+    rows = [
+        {"username": "good_one", "pixels": 5, "place": 1},
+        {"username": "-snip-", "pixels": 4, "place": 2},
+        {"username": "robert'); DROP TABLE users;--", "pixels": 3},
+        {"username": "../../etc/passwd", "pixels": 3},
+        {"username": "x" * 10_000, "pixels": 3},
+        {"username": "名前", "pixels": 3},
+        {"username": "neg", "pixels": -1},
+        {"username": "huge", "pixels": 2**63},
+        {"username": "boolean", "pixels": True},
+        {"username": "floaty", "pixels": 1.5},
+        {"username": "numeric_str", "pixels": "42"},
+        {"username": "good_one", "pixels": 9},
+        "not an object",
+        {"pixels": 3},
+    ]
+    snap = parse_stats(stats(rows, board_info=[]))
+    assert [(r.username, r.pixels) for r in snap.rows] == [("good_one", 5), ("numeric_str", 42)]
+    assert snap.snipped == 1
+    assert len(snap.rejected) == 11
+    assert any("listed twice" in r for r in snap.rejected)
+    assert all(len(r) < 200 for r in snap.rejected)  # hostile names are truncated in logs
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{}",
+        b'{"canvasCode": 86}',
+        b'{"canvasCode": ""}',
+        b"<html>",
+        json.dumps({"canvasCode": "x" * 65}).encode(),
+    ],
+)
+def test_info_without_string_canvas_code(body: bytes) -> None:
+    with pytest.raises(MalformedDataError):
+        parse_info(body)
+
+
+def test_profile_json_wrong_types() -> None:
+    good = json.loads(fixture_bytes("profile_with_discord_and_faction.json"))
+    for field, value in [
+        ("id", "184467"),
+        ("id", -1),
+        ("discordName", 5),
+        ("factions", {}),
+        ("displayedFactionId", "x"),
+    ]:
+        bad = json.loads(json.dumps(good))
+        bad["user"][field] = value
+        with pytest.raises(MalformedDataError):
+            parse_profile_json(json.dumps(bad), "example_painter")
+
+
+def test_profile_html_error_pages_are_not_profiles() -> None:
+    for page in ("error_404_logged_in.html", "error_403_anonymous.html"):
+        with pytest.raises(MalformedDataError):
+            parse_profile_html(fixture_bytes(page), "someone")
+
+
+def test_profile_html_faction_with_brackets_and_parens() -> None:
+    page = fixture_bytes("profile_with_discord_and_faction.html").replace(
+        b"[EX\xe2\x99\xa5] Example Painters&#x27; Guild (ID: 4242)",
+        b"[A]B] The (best) &amp; co (ID: 77)",
+    )
+    profile = parse_profile_html(page, "example_painter")
+    assert profile.faction is not None
+    assert (profile.faction.id, profile.faction.tag, profile.faction.name) == (
+        77,
+        "A]B",
+        "The (best) & co",
+    )  # split at the first "] ", id from the last "(ID: n)"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode())))
+def test_parsers_raise_only_their_own_error(body: bytes) -> None:
+    for parse in (
+        parse_stats,
+        parse_info,
+        lambda b: parse_profile_json(b, "someone"),
+        lambda b: parse_profile_html(b, "someone"),
+    ):
+        with contextlib.suppress(MalformedDataError):
+            parse(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.fixed_dictionaries({"username": json_values, "pixels": json_values}), max_size=20)
+)
+def test_stats_rows_fuzz_valid_or_rejected(rows: list[dict[str, Any]]) -> None:
+    snap = parse_stats(stats(rows))
+    snipped = sum(1 for r in rows if r["username"] == "-snip-")
+    assert len(snap.rows) + len(snap.rejected) + snap.snipped == len(rows)
+    assert snap.snipped == snipped
+    for row in snap.rows:
+        assert 0 <= row.pixels <= 10**12

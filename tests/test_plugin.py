@@ -1,0 +1,107 @@
+"""The plugin as a host sees it: real pluggy PluginManager and entry-point discovery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import pytest
+
+from neuro_chat_elo_pxls import ConfigError, PxlsSettings, PxlsSource, hookspecs
+from neuro_chat_elo_pxls.hookspecs import PROJECT, call_async_hook
+
+from .helpers import T0
+
+
+def make_pm() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def test_hookspecs_import_only_pluggy_and_stdlib() -> None:
+    import ast
+
+    tree = ast.parse(Path(hookspecs.__file__).read_text())
+    imported = {
+        (node.module or "").split(".")[0]
+        if isinstance(node, ast.ImportFrom)
+        else alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= {"__future__", "collections", "datetime", "typing", "pluggy"}
+
+
+async def test_entry_point_discovery_and_hooks_driven_like_a_host(tmp_path: Path) -> None:
+    pm = make_pm()
+    loaded = pm.load_setuptools_entrypoints(PROJECT)
+    assert loaded >= 1, "editable install missing: pip install -e '.[test]'"
+    assert "pxls" in {name for name, _ in pm.list_name_plugin()}
+    sources: list[object] = []
+
+    def register(source: object) -> None:
+        sources.append(source)
+        pm.register(source)
+
+    config: dict[str, Any] = {
+        "pxls": {
+            "db_path": str(tmp_path / "x.sqlite3"),
+            "base_url": "http://127.0.0.1:9",
+            "profile_cooldown": 2,
+            "leaderboard_interval": 600,
+        }
+    }
+    pm.hook.register_sources(register=register, config=config)
+    assert len(sources) == 1
+    source = sources[0]
+    assert isinstance(source, PxlsSource)
+    assert source.settings.profile_cooldown == timedelta(seconds=2)
+    # nothing listens on port 9: the tick fails politely, the host loop survives
+    await call_async_hook(pm.hook.on_tick, now=T0)
+    assert await call_async_hook(pm.hook.collect_deltas) == [[]]
+    due = pm.hook.next_due_at(now=T0)
+    assert len(due) == 1
+    assert due[0] > T0  # backing off, not busy-looping
+    await call_async_hook(pm.hook.on_shutdown)
+
+
+def test_bad_config_names_the_key() -> None:
+    pm = make_pm()
+    from neuro_chat_elo_pxls import plugin
+
+    pm.register(plugin)
+    with pytest.raises(ConfigError, match=r"'profile_cooldwn'.*valid: base_url"):
+        pm.hook.register_sources(register=pm.register, config={"pxls": {"profile_cooldwn": 1}})
+    with pytest.raises(ConfigError, match="profile_cooldown"):
+        PxlsSettings.from_mapping({"profile_cooldown": -1})
+    with pytest.raises(ConfigError, match="auth_pause"):
+        PxlsSettings.from_mapping({"auth_pause": 60})
+
+
+async def test_call_async_hook_awaits_in_registration_order() -> None:
+    pm = make_pm()
+    order: list[str] = []
+
+    class Src:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @hookspecs.hookimpl
+        async def collect_deltas(self) -> list[Any]:
+            order.append(self.name)
+            return [self.name]
+
+    for name in ("first", "second", "third"):
+        pm.register(Src(name))
+    assert await call_async_hook(pm.hook.collect_deltas) == [["first"], ["second"], ["third"]]
+    assert order == ["first", "second", "third"]
+
+
+def test_source_constructible_without_pluggy(make_settings: Callable[..., PxlsSettings]) -> None:
+    source = PxlsSource(make_settings())
+    assert "pxls.test" in repr(source)

@@ -1,0 +1,87 @@
+"""The SQLite store: migrations, locking, outbox atomicity."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from neuro_chat_elo_pxls.errors import SchemaTooNewError, StoreError, StoreLockedError
+from neuro_chat_elo_pxls.models import Snapshot, ToplistRow
+from neuro_chat_elo_pxls.store import SCHEMA_VERSION, Store
+
+from .helpers import T0
+
+
+async def test_fresh_db_is_migrated_to_current_version_with_wal(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    store = await Store.open(path)
+    await store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"users", "outbox", "state"} <= tables
+    conn.close()
+
+
+async def test_reopen_keeps_data(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    store = await Store.open(path)
+    await store.ingest("86", Snapshot(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={})
+    await store.close()
+    store = await Store.open(path)
+    deltas = await store.drain_outbox()
+    assert [(d.user, d.delta) for d in deltas] == [("a", 5)]
+    assert await store.drain_outbox() == []
+    await store.close()
+
+
+async def test_newer_schema_gives_clear_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNewError, match="upgrade"):
+        await Store.open(path)
+    # the lock was released: a second attempt fails the same way, not as "locked"
+    with pytest.raises(SchemaTooNewError):
+        await Store.open(path)
+
+
+async def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        await Store.open(str(path))
+
+
+async def test_second_store_on_same_file_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    store = await Store.open(path)
+    with pytest.raises(StoreLockedError, match="already in use"):
+        await Store.open(path)
+    await store.close()
+    again = await Store.open(path)  # free again after close
+    await again.close()
+
+
+async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
+    store = await Store.open(str(tmp_path / "db.sqlite3"))
+    await store.ingest("86", Snapshot(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={})
+    await store.drain_outbox()
+
+    # a state value that cannot be bound makes the last statement of the transaction fail
+    with pytest.raises(sqlite3.ProgrammingError):
+        await store.ingest(
+            "86",
+            Snapshot(T0, (ToplistRow("a", 9), ToplistRow("b", 1))),
+            T0,
+            hold_new=False,
+            state={"x": object()},  # type: ignore[dict-item]
+        )
+    assert await store.drain_outbox() == []
+    counts = await store.counts()
+    assert counts["users"] == 1
+    await store.close()

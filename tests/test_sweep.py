@@ -1,0 +1,106 @@
+"""Timer 2: the daily sweep over every user, dirty first, resumable, never doubled."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from neuro_chat_elo_pxls import PxlsSource
+
+from .helpers import FakeClock, FakePxls, Ledger, drive
+
+
+async def test_each_user_checked_once_per_sweep_and_sweeps_repeat_daily(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    for i in range(30):
+        fake.add(f"u{i}", i + 1)
+    source = make_source()
+    start = clock.now
+    await drive(source, clock, start + timedelta(hours=23))
+    counts = Counter(name for name, _ in fake.profile_requests())
+    # enrichment of a new user counts as its visit for the sweep in progress
+    assert set(counts.values()) == {1}
+    assert len(counts) == 30
+    await drive(source, clock, start + timedelta(hours=25))
+    counts = Counter(name for name, _ in fake.profile_requests())
+    assert set(counts.values()) == {2}
+    status = await source.status(clock.now)
+    assert status["sweep"]["number"] == 2
+    assert status["dirty"] == 0 or status["sweep"]["active"] is False
+
+
+async def test_dirty_users_first(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    for i in range(10):
+        fake.add(f"u{i}", 1)
+    source = make_source()
+    start = clock.now
+    await drive(source, clock, start + timedelta(hours=1, minutes=30))
+    # only u7 and u3 are in the later snapshots (the others are absent): they turn dirty
+    for name in list(fake.users):
+        if name not in ("u3", "u7"):
+            fake.users[name].banned = True
+    fake.users["u7"].score = 5
+    fake.users["u3"].score = 5
+    fake.regenerate()
+    before = len(fake.profile_requests())
+    await drive(source, clock, start + timedelta(hours=24, seconds=30))
+    second_sweep = [name for name, _ in fake.profile_requests()[before:]]
+    assert second_sweep[:2] == ["u3", "u7"]
+    assert sorted(second_sweep) == sorted(fake.users)
+
+
+async def test_sweep_resumes_after_restart_without_skipping_or_repeating(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    source = make_source(profile_cooldown=timedelta(seconds=10), token=None)
+    for i in range(40):
+        fake.add(f"u{i}", 1)
+    await drive(source, clock, clock.now + timedelta(minutes=1))  # users known, no profiles
+    await source.on_shutdown()
+    source = make_source(profile_cooldown=timedelta(seconds=10))
+    start = clock.now
+    await drive(source, clock, start + timedelta(seconds=150))
+    first = [n for n, _ in fake.profile_requests()]
+    assert 10 <= len(first) < 40
+    await source.on_shutdown()
+    source = make_source(profile_cooldown=timedelta(seconds=10))
+    await drive(source, clock, start + timedelta(hours=2))
+    names = [n for n, _ in fake.profile_requests()]
+    assert sorted(names) == sorted(fake.users)  # all visited exactly once
+    status = await source.status(clock.now)
+    assert status["sweep"]["number"] == 1
+    assert status["sweep"]["active"] is False
+
+
+async def test_long_sweep_is_never_doubled(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for i in range(30):
+        fake.add(f"u{i}", 1)
+    source = make_source(
+        sweep_interval=timedelta(minutes=2), profile_cooldown=timedelta(seconds=10)
+    )
+    ledger = Ledger()
+    with caplog.at_level(logging.INFO):
+        await drive(source, clock, clock.now + timedelta(minutes=20), ledger)
+    counts = Counter(name for name, _ in fake.profile_requests())
+    sweeps = (await source.status(clock.now))["sweep"]["number"]
+    # 30 users x 10 s = 5 min per sweep: in 20 min at most 4 real sweeps after the empty first
+    assert sweeps <= 5
+    assert max(counts.values()) <= sweeps  # never two requests for one user in one sweep
+    assert any("longer than sweep_interval" in r.message for r in caplog.records)
+    times = [at for _, at in fake.profile_requests()]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 10
+    assert any("ETA" in r.message for r in caplog.records)
