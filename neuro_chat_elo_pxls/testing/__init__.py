@@ -1,0 +1,6 @@
+"""A local pxls.space stand-in for tests and demos (never talks to pxls.space)."""
+
+from .clock import SimClock
+from .standin import Fault, PxlsStandIn, RequestRecord, Scenario, SimUser
+
+__all__ = ["Fault", "PxlsStandIn", "RequestRecord", "Scenario", "SimClock", "SimUser"]

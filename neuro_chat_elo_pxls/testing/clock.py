@@ -1,0 +1,28 @@
+"""Clocks shared by a host and the stand-in: real time, or accelerated simulated time."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+
+class SimClock:
+    """Simulated UTC time running ``speed`` times faster than real time.
+
+    ``now()`` = ``start + (monotonic() - t0) * speed``. ``speed=1`` with ``start``
+    omitted is just the wall clock. ``real_seconds(delta)`` converts a simulated
+    wait into real seconds to sleep.
+    """
+
+    def __init__(self, start: datetime | None = None, speed: float = 1.0) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.start = start or datetime.now(UTC)
+        self.speed = speed
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+
+    def real_seconds(self, delta: timedelta) -> float:
+        return max(0.0, delta.total_seconds() / self.speed)
