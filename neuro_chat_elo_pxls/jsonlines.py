@@ -41,8 +41,9 @@ def delta_to_dict(delta: EloDelta) -> dict[str, Any]:
         "user": delta.user,
         "pxls_id": delta.pxls_id,
         "discord": delta.discord,
-        "faction": None if faction is None else {
-            "id": faction.id, "tag": faction.tag, "name": faction.name, "color": faction.color},
+        "faction": None
+        if faction is None
+        else {"id": faction.id, "tag": faction.tag, "name": faction.name, "color": faction.color},
         "delta": delta.delta,
         "score": delta.score,
         "canvas": delta.canvas,
@@ -62,17 +63,28 @@ def loads(line: str) -> EloDelta:
         if not isinstance(data, dict) or data.get("v") != VERSION:
             raise MalformedDataError(f"not a v{VERSION} delta line: {line[:80]!r}")
         raw = data["faction"]
-        faction = None if raw is None else Faction(
-            int(raw["id"]), str(raw["tag"]), str(raw["name"]),
-            None if raw["color"] is None else int(raw["color"]))
+        faction = (
+            None
+            if raw is None
+            else Faction(
+                int(raw["id"]),
+                str(raw["tag"]),
+                str(raw["name"]),
+                None if raw["color"] is None else int(raw["color"]),
+            )
+        )
         return EloDelta(
-            seq=int(data["seq"]), user=str(data["user"]),
+            seq=int(data["seq"]),
+            user=str(data["user"]),
             pxls_id=None if data["pxls_id"] is None else int(data["pxls_id"]),
             discord=None if data["discord"] is None else str(data["discord"]),
-            faction=faction, delta=int(data["delta"]), score=int(data["score"]),
+            faction=faction,
+            delta=int(data["delta"]),
+            score=int(data["score"]),
             canvas=str(data["canvas"]),
             observed_at=datetime.strptime(data["observed_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                tzinfo=UTC),
+                tzinfo=UTC
+            ),
         )
     except MalformedDataError:
         raise

@@ -12,6 +12,7 @@ Every failure is caught and logged: a tick never raises into the host's loop.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from datetime import UTC, datetime, timedelta
@@ -322,15 +323,16 @@ class PxlsSource:
             _, command = entry
             try:
                 sent = await self._execute(store, command, now)
-            except PxlsError as exc:
-                await self._on_failure(store, entry, exc, now)
-                return
             except Exception as exc:  # a bug must not wedge the queue or kill the host
-                log.exception("unexpected error in %s", command.describe())
+                if not isinstance(exc, PxlsError):
+                    log.exception("unexpected error in %s", command.describe())
                 await self._on_failure(store, entry, exc, now)
+                await self._persist_keys(store, now)
                 return
-            self._queue.state(command.key).failures = 0
-            self._queue.state(command.key).auth_pauses = 0
+            key_state = self._queue.state(command.key)
+            if key_state.failures or key_state.auth_pauses:
+                key_state.failures = key_state.auth_pauses = 0
+                await self._persist_keys(store, now)
             if sent:
                 return
 
@@ -360,14 +362,11 @@ class PxlsSource:
             outcome = await store.apply_profile(user.id, profile, now, sweep)
             if outcome.renamed_from:
                 log.info(
-                    "rename: %s is now %s (pxls id %s)%s",
+                    "rename: %s is now %s (pxls id %s); %d pixels moved from the old name",
                     outcome.renamed_from,
                     user.name,
                     profile.pxls_id,
-                    f"; withdrew {outcome.corrected} double-counted "
-                    f"pixels from {outcome.renamed_from}"
-                    if outcome.corrected
-                    else "",
+                    outcome.corrected,
                 )
         self._profile_problem = ""
         self._next_hold_release = await self._hold_deadline()
@@ -419,8 +418,9 @@ class PxlsSource:
         )
         self._state.update({k: v for k, v in state.items() if v is not None})
         log.info(
-            "pull: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
+            "pull at %s: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
             "%d unchanged, %d -snip- and %d invalid rows skipped",
+            now.isoformat(timespec="seconds"),
             canvas,
             result.seen,
             result.new,
@@ -530,39 +530,74 @@ class PxlsSource:
         if store is None:
             return {"disabled": self._disabled or "shut down"}
         now = _check_now(now) if now is not None else datetime.now(UTC)
-        counts = await store.counts()
-        sweep: dict[str, Any] = {
-            "number": self._sweep_number,
-            "active": self._sweep_active(),
-            "started_at": self._state.get("sweep_started_at"),
-            "finished_at": self._state.get("sweep_finished_at"),
-        }
-        if self._sweep_active():
-            total = int(self._state.get("sweep_total", "0"))
-            remaining = await store.count_sweep_remaining(self._sweep_number)
-            sweep.update(
-                total=total,
-                remaining=remaining,
-                eta_seconds=(self.settings.profile_cooldown * remaining).total_seconds(),
-            )
+        status = await build_status(store, self._state, now, self.settings)
+        status["queue"] = {kind.value: self._queue.count(kind) for kind in Kind}
+        status["keys"] = self._key_states(now)
+        return status
+
+    def _key_states(self, now: datetime) -> dict[str, dict[str, Any]]:
         keys = {}
         for key in Key:
             st = self._queue.state(key)
-            cooling = st.cooling(now)
+            cooling = st.cooling(now) and st.ready_at is not None
             keys[key.value] = {
                 "cooling_until": ts(st.ready_at) if cooling and st.ready_at else None,
                 "reason": st.reason if cooling else "",
                 "consecutive_failures": st.failures,
             }
-        return {
-            "canvas": self._state.get("canvas"),
-            "canvas_first_seen": self._state.get("canvas_first_seen"),
-            "last_pull_at": self._state.get("last_pull_at"),
-            "last_generated_at": self._state.get("last_generated_at"),
-            "next_pull_at": self._state.get("pull_due_at"),
-            "profiles_enabled": self.settings.profiles_enabled,
-            **counts,
-            "queue": {kind.value: self._queue.count(kind) for kind in Kind},
-            "sweep": sweep,
-            "keys": keys,
-        }
+        return keys
+
+    async def _persist_keys(self, store: Store, now: datetime) -> None:
+        """Keep the backoff state in the database, so ``status`` can show it from outside."""
+        await self._set_state(store, keys=json.dumps(self._key_states(now)))
+
+
+async def build_status(
+    store: Store, state: dict[str, str], now: datetime, settings: PxlsSettings
+) -> dict[str, Any]:
+    """Operators' view of a database: canvas, counts, last pull, sweep with ETA, keys.
+
+    Works on a read-only store too (the ``status`` command while a source runs);
+    then the queue is derived from the database and key states are the persisted ones.
+    """
+    counts = await store.counts()
+    sweep_active = "sweep_started_at" in state and not state.get("sweep_finished_at")
+    number = int(state.get("sweep_number", "0"))
+    sweep: dict[str, Any] = {
+        "number": number,
+        "active": sweep_active,
+        "started_at": state.get("sweep_started_at"),
+        "finished_at": state.get("sweep_finished_at"),
+    }
+    if sweep_active:
+        total = int(state.get("sweep_total", "0"))
+        remaining = await store.count_sweep_remaining(number)
+        started = from_ts(state.get("sweep_started_at")) or now
+        done = max(0, total - remaining)
+        elapsed = (now - started).total_seconds()
+        rate_eta = elapsed / done * remaining if done else None
+        floor = settings.profile_cooldown.total_seconds() * remaining
+        sweep.update(
+            total=total,
+            remaining=remaining,
+            done=done,
+            eta_seconds=round(max(floor, rate_eta or 0.0)),
+        )
+    keys: dict[str, Any] = json.loads(state.get("keys", "{}"))
+    return {
+        "db_path": settings.db_path,
+        "canvas": state.get("canvas"),
+        "canvas_first_seen": state.get("canvas_first_seen"),
+        "last_pull_at": state.get("last_pull_at"),
+        "last_generated_at": state.get("last_generated_at"),
+        "next_pull_at": state.get("pull_due_at"),
+        "profiles_enabled": settings.profiles_enabled,
+        **counts,
+        "queue": {
+            "pull": 0,
+            "enrich": counts["awaiting_enrichment"],
+            "sweep": sweep.get("remaining", 0),
+        },
+        "sweep": sweep,
+        "keys": keys,
+    }

@@ -206,6 +206,33 @@ class Store:
         self._lock = lock
 
     @classmethod
+    async def open_readonly(cls, path: str) -> Store:
+        """Open an existing, current database for reading only (no lock, no migration).
+
+        For operators' tools (``status``, ``export``) while a source runs.
+        """
+        if not os.path.exists(path):  # noqa: ASYNC240 - one stat, before any I/O
+            raise StoreError(f"{path}: no such database (has the source run yet?)")
+        try:
+            conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+            store = cls(conn, None)
+            version = await store._user_version()
+        except aiosqlite.DatabaseError as exc:
+            raise StoreError(f"{path}: not a usable SQLite database: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            await store.close()
+            raise SchemaTooNewError(
+                f"{path} has schema version {version}; this version of neuro-chat-elo-pxls "
+                f"knows up to {SCHEMA_VERSION}: upgrade the package"
+            )
+        if version < SCHEMA_VERSION:
+            await store.close()
+            raise StoreError(
+                f"{path} has schema version {version}: run the source once to migrate it"
+            )
+        return store
+
+    @classmethod
     async def open(cls, path: str) -> Store:
         """Open (creating if needed) and migrate the database at ``path``."""
         lock = None

@@ -1,6 +1,6 @@
 """A local pxls.space stand-in for tests and demos (never talks to pxls.space)."""
 
-from .clock import SimClock
+from .clock import JumpClock, SimClock
 from .standin import Fault, PxlsStandIn, RequestRecord, Scenario, SimUser
 
-__all__ = ["Fault", "PxlsStandIn", "RequestRecord", "Scenario", "SimClock", "SimUser"]
+__all__ = ["Fault", "JumpClock", "PxlsStandIn", "RequestRecord", "Scenario", "SimClock", "SimUser"]

@@ -26,3 +26,22 @@ class SimClock:
 
     def real_seconds(self, delta: timedelta) -> float:
         return max(0.0, delta.total_seconds() / self.speed)
+
+
+class JumpClock:
+    """Host time that jumps: ``real_seconds`` advances it by the wait and returns 0.
+
+    Lets the real host loop (:func:`neuro_chat_elo_pxls.host.run_host`) run days of
+    host time in seconds, deterministically, in tests and benchmarks.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self.current = start
+
+    def now(self) -> datetime:
+        return self.current
+
+    def real_seconds(self, delta: timedelta) -> float:
+        if delta > timedelta(0):
+            self.current += delta
+        return 0.0

@@ -116,6 +116,7 @@ class PxlsStandIn:
         self.base_url = ""
         self._sim_time: datetime | None = None  # activity simulated up to here
         self._stats_body = b""
+        self.served_stats = b""  # the last stats.json served without a fault
         self._stats_generated: datetime | None = None
         self._stale_until: datetime | None = None
         self._pending_resets = sorted(scenario.resets)
@@ -259,6 +260,16 @@ class PxlsStandIn:
             await self._runner.cleanup()
             self._runner = None
 
+    def schedule_rename(self, at: datetime, old: str, new: str) -> None:
+        """Rename ``old`` to ``new`` at simulated time ``at`` (the old name then 404s)."""
+        self._pending_renames.append((at, old, new))
+        self._pending_renames.sort()
+
+    def schedule_ban(self, at: datetime, name: str, duration: timedelta) -> None:
+        """Ban ``name`` from ``at`` for ``duration``: absent from stats.json meanwhile."""
+        self._pending_bans.append((at, name, duration))
+        self._pending_bans.sort()
+
     def inject(self, endpoint: str, fault: Fault, times: int = 1) -> None:
         """Make the next ``times`` requests to ``endpoint`` fail with ``fault``."""
         self.faults[endpoint].extend([fault] * times)
@@ -326,9 +337,11 @@ class PxlsStandIn:
         return error_page(403)
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
-        return await self._fault("stats", self._stats_body) or web.Response(
-            body=self._stats_body, content_type="application/json"
-        )
+        fault = await self._fault("stats", self._stats_body)
+        if fault is not None:
+            return fault
+        self.served_stats = self._stats_body
+        return web.Response(body=self._stats_body, content_type="application/json")
 
     def _info_body(self) -> bytes:
         return json.dumps(

@@ -1,0 +1,163 @@
+"""A small, real neuro_chat_elo host: what ``examples/standalone_host.py`` and
+``neuro-chat-elo-pxls run`` use. Read it as sample code for host authors.
+
+* a pluggy ``PluginManager("neuro_chat_elo")`` with the hookspecs of this package;
+* plugins found through the ``neuro_chat_elo`` entry-point group;
+* ``register_sources(register, config)`` creates the sources;
+* an asyncio scheduler: tick every source, collect deltas, then sleep until the
+  earliest ``next_due_at`` (no busy polling);
+* deltas go out as JSON lines (see :mod:`.jsonlines`); a running table of totals
+  per user and per Discord name is logged now and then;
+* SIGINT/SIGTERM stop it cleanly: a last ``collect_deltas``, then ``on_shutdown``.
+
+Time comes from a clock callable (``SimClock`` for accelerated demos), never from
+the sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TextIO
+
+import attrs
+import pluggy
+
+from . import hookspecs, jsonlines
+from .hookspecs import PROJECT, call_async_hook
+from .models import EloDelta
+
+log = logging.getLogger("neuro_chat_elo_pxls.host")
+
+
+class Clock(Protocol):
+    """Host time (aware UTC) and how many real seconds a wait of host time takes."""
+
+    def now(self) -> datetime: ...
+    def real_seconds(self, delta: timedelta) -> float: ...
+
+
+#: The host never sleeps longer than this many real seconds at once (stays responsive).
+MAX_SLEEP = 30.0
+
+
+@attrs.define
+class Totals:
+    """The host's running view: total per user and per Discord name (current canvas)."""
+
+    by_user: dict[str, int] = attrs.field(factory=lambda: defaultdict(int))
+    discord: dict[str, str] = attrs.field(factory=dict)
+    faction: dict[str, str] = attrs.field(factory=dict)
+    deltas: int = 0
+    last_seq: int = 0
+
+    def add(self, delta: EloDelta) -> None:
+        if delta.seq <= self.last_seq:  # de-duplicate by seq, as a host should
+            return
+        self.last_seq = delta.seq
+        self.deltas += 1
+        self.by_user[delta.user] += delta.delta
+        if delta.discord:
+            self.discord[delta.user] = delta.discord
+        if delta.faction:
+            self.faction[delta.user] = delta.faction.tag
+
+    def table(self, top: int = 10) -> str:
+        rows = sorted(self.by_user.items(), key=lambda kv: -kv[1])[:top]
+        by_discord: dict[str, int] = defaultdict(int)
+        for user, total in self.by_user.items():
+            by_discord[self.discord.get(user, "(no discord)")] += total
+        lines = [f"{'user':<24} {'discord':<26} {'faction':<8} {'pixels':>8}"]
+        lines += [
+            f"{user:<24} {self.discord.get(user, '-'):<26} {self.faction.get(user, '-'):<8} "
+            f"{total:>8}"
+            for user, total in rows
+        ]
+        linked = sum(1 for d in by_discord if d != "(no discord)")
+        lines.append(f"{self.deltas} deltas, {len(self.by_user)} users, {linked} Discord names")
+        return "\n".join(lines)
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """A PluginManager with this package's hookspecs and every installed plugin."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if pm.load_setuptools_entrypoints(PROJECT) == 0:
+        raise RuntimeError(
+            f"no '{PROJECT}' entry point found: install the package (pip install -e .)"
+        )
+    return pm
+
+
+async def run_host(
+    config: Mapping[str, Any],
+    *,
+    clock: Clock,
+    out: TextIO,
+    stop: asyncio.Event,
+    until: datetime | None = None,
+    table_every: timedelta = timedelta(hours=1),
+    on_started: Callable[[list[object]], None] | None = None,
+) -> Totals:
+    """Run the host loop until ``stop`` is set or host time reaches ``until``."""
+    pm = make_plugin_manager()
+    sources: list[object] = []
+
+    def register(source: object) -> None:
+        pm.register(source)
+        sources.append(source)
+
+    pm.hook.register_sources(register=register, config=config)
+    log.info("host: %d source(s) registered: %s", len(sources), ", ".join(map(repr, sources)))
+    if on_started is not None:
+        on_started(sources)
+    totals = Totals()
+    next_table = clock.now() + table_every
+
+    async def collect() -> None:
+        for batch in await call_async_hook(pm.hook.collect_deltas):
+            for delta in batch:
+                out.write(jsonlines.dumps(delta) + "\n")
+                totals.add(delta)
+        out.flush()
+
+    try:
+        while not stop.is_set():
+            now = clock.now()
+            if until is not None and now >= until:
+                break
+            await call_async_hook(pm.hook.on_tick, now=now)
+            await collect()
+            now = clock.now()
+            if now >= next_table:
+                log.info(
+                    "running table at %s\n%s", now.isoformat(timespec="seconds"), totals.table()
+                )
+                next_table = now + table_every
+            dues = [d for d in pm.hook.next_due_at(now=now) if d is not None]
+            wake = min([*dues, next_table] + ([until] if until else []))
+            delay = min(MAX_SLEEP, clock.real_seconds(wake - now))
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            else:
+                await asyncio.sleep(0)  # let other tasks (and signals) run
+    finally:
+        with contextlib.suppress(Exception):
+            await collect()
+        await call_async_hook(pm.hook.on_shutdown)
+        log.info("host stopped; final table\n%s", totals.table())
+    return totals
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set ``stop``: the loop finishes its tick and shuts down cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,93 @@
+"""The real host + source + local stand-in over loopback HTTP, 50 simulated hours."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from neuro_chat_elo_pxls import jsonlines
+from neuro_chat_elo_pxls.host import run_host
+from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
+
+from .helpers import T0, Ledger
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def standin_and_clock() -> AsyncIterator[tuple[PxlsStandIn, JumpClock]]:
+    clock = JumpClock(T0)
+    scenario = Scenario(users=300, seed=3, resets=[T0 + timedelta(hours=30, minutes=10)])
+    standin = PxlsStandIn(scenario, clock.now)
+    await standin.start()
+    yield standin, clock
+    await standin.stop()
+
+
+async def test_fifty_hours_through_the_host(
+    standin_and_clock: tuple[PxlsStandIn, JumpClock], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    standin, clock = standin_and_clock
+    standin.catch_up(T0)
+    renamed = standin.visible()[5].name
+    standin.schedule_rename(T0 + timedelta(hours=6, minutes=5), renamed, "renamed_person")
+    banned = standin.visible()[8].name
+    standin.schedule_ban(T0 + timedelta(hours=2), banned, timedelta(hours=5))
+    monkeypatch.setenv("PXLS_TOKEN", standin.scenario.token)
+    db = str(tmp_path / "pxls.sqlite3")
+    config = {"pxls": {"base_url": standin.base_url, "db_path": db}}
+    out = io.StringIO()
+    stop = asyncio.Event()
+    # run 24 h + 2 min (mid-sweep), stop, restart on the same database, run to 50 h
+    await run_host(config, clock=clock, out=out, stop=stop,
+                   until=T0 + timedelta(hours=24, minutes=2))
+    mid = sqlite3.connect(db).execute(
+        "SELECT value FROM state WHERE key='sweep_finished_at'").fetchone()
+    assert mid is None or mid[0] is None, "the restart must happen in the middle of sweep 2"
+    await run_host(config, clock=clock, out=out, stop=stop, until=T0 + timedelta(hours=50))
+
+    ledger = Ledger()
+    ledger.add([jsonlines.loads(line) for line in out.getvalue().splitlines()])
+    ledger.check_conservation()  # per user and canvas; seq strictly increasing, no repeats
+
+    # what the host holds equals the last stats.json the source read
+    snapshot = parse_stats(standin.served_stats)
+    assert standin.canvas == "87"
+    for row in snapshot.rows:
+        assert ledger.score(row.username, "87") == row.pixels, row.username
+    # the reset: canvas 86 deltas then canvas 87; no negative delta except rename moves
+    assert {d.canvas for d in ledger.deltas} == {"86", "87"}
+    negatives = [d for d in ledger.deltas if d.delta < 0]
+    assert all(d.score == 0 and d.user == renamed for d in negatives)
+    # the rename: the person keeps one identity, the old name ends at 0
+    person = {d.pxls_id for d in ledger.deltas if d.user in (renamed, "renamed_person")}
+    assert len(person) == 1
+    assert ledger.score(renamed, "86") == 0
+
+    profile_reqs = [r for r in standin.requests if r.path.startswith("/api/v1/profile")]
+    # politeness: never two requests in flight, profiles >= 1 s apart in host time
+    assert standin.max_in_flight == 1
+    assert all(r.in_flight == 1 for r in standin.requests)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(profile_reqs)]
+    assert min(gaps) >= timedelta(seconds=1)
+    # every user refreshed once per sweep: 3 sweeps (the first was empty) → at most 3
+    per_user = Counter(r.path.split("=", 1)[1] for r in profile_reqs)
+    assert max(per_user.values()) <= 3
+    conn = sqlite3.connect(db)
+    unchecked = conn.execute(
+        "SELECT COUNT(*) FROM users WHERE last_profile_check < ? AND missing = 0",
+        ((T0 + timedelta(hours=24)).isoformat(timespec="microseconds"),)).fetchone()[0]
+    assert unchecked == 0, "every user was re-checked by the second sweep"
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    state = dict(conn.execute("SELECT key, value FROM state").fetchall())
+    assert state["sweep_number"] == "3"
