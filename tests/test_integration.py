@@ -34,7 +34,8 @@ async def standin_and_clock() -> AsyncIterator[tuple[PxlsStandIn, JumpClock]]:
 
 
 async def test_fifty_hours_through_the_host(
-    standin_and_clock: tuple[PxlsStandIn, JumpClock], tmp_path: Path,
+    standin_and_clock: tuple[PxlsStandIn, JumpClock],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     standin, clock = standin_and_clock
@@ -49,10 +50,14 @@ async def test_fifty_hours_through_the_host(
     out = io.StringIO()
     stop = asyncio.Event()
     # run 24 h + 2 min (mid-sweep), stop, restart on the same database, run to 50 h
-    await run_host(config, clock=clock, out=out, stop=stop,
-                   until=T0 + timedelta(hours=24, minutes=2))
-    mid = sqlite3.connect(db).execute(
-        "SELECT value FROM state WHERE key='sweep_finished_at'").fetchone()
+    await run_host(
+        config, clock=clock, out=out, stop=stop, until=T0 + timedelta(hours=24, minutes=2)
+    )
+    mid = (
+        sqlite3.connect(db)
+        .execute("SELECT value FROM state WHERE key='sweep_finished_at'")
+        .fetchone()
+    )
     assert mid is None or mid[0] is None, "the restart must happen in the middle of sweep 2"
     await run_host(config, clock=clock, out=out, stop=stop, until=T0 + timedelta(hours=50))
 
@@ -86,7 +91,8 @@ async def test_fifty_hours_through_the_host(
     conn = sqlite3.connect(db)
     unchecked = conn.execute(
         "SELECT COUNT(*) FROM users WHERE last_profile_check < ? AND missing = 0",
-        ((T0 + timedelta(hours=24)).isoformat(timespec="microseconds"),)).fetchone()[0]
+        ((T0 + timedelta(hours=24)).isoformat(timespec="microseconds"),),
+    ).fetchone()[0]
     assert unchecked == 0, "every user was re-checked by the second sweep"
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     state = dict(conn.execute("SELECT key, value FROM state").fetchall())
