@@ -47,13 +47,21 @@ def delta_to_dict(delta: EloDelta) -> dict[str, Any]:
         "delta": delta.delta,
         "score": delta.score,
         "canvas": delta.canvas,
-        "observed_at": delta.observed_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "observed_at": delta.observed_at.astimezone(UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z"),
     }
 
 
 def dumps(delta: EloDelta) -> str:
     """One line (without the newline), non-ASCII kept as UTF-8."""
     return json.dumps(delta_to_dict(delta), ensure_ascii=False, separators=(",", ":"))
+
+
+def _utc(text: object) -> datetime:
+    if not isinstance(text, str) or not text.endswith("Z"):
+        raise ValueError(f"observed_at is not an ISO 8601 UTC time: {text!r:.40}")
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def loads(line: str) -> EloDelta:
@@ -82,9 +90,7 @@ def loads(line: str) -> EloDelta:
             delta=int(data["delta"]),
             score=int(data["score"]),
             canvas=str(data["canvas"]),
-            observed_at=datetime.strptime(data["observed_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                tzinfo=UTC
-            ),
+            observed_at=_utc(data["observed_at"]),
         )
     except MalformedDataError:
         raise

@@ -1,0 +1,142 @@
+"""The console script: status, export, config errors; the JSON-lines format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from neuro_chat_elo_pxls import EloDelta, Faction, PxlsSource, jsonlines
+from neuro_chat_elo_pxls.cli import main
+from neuro_chat_elo_pxls.errors import MalformedDataError
+
+from .helpers import FakeClock, FakePxls, drive
+
+
+@pytest.fixture
+async def populated_db(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock, tmp_path: Path
+) -> str:
+    fake.add("grid_master", 120, discord="grid.m", faction=Faction(17, "GK", "Grid Keepers", 1))
+    fake.add("quiet_lurker", 12)
+    source = make_source()
+    from datetime import timedelta
+
+    await drive(source, clock, clock.now + timedelta(minutes=2))
+    await source.on_shutdown()
+    return str(tmp_path / "pxls.sqlite3")
+
+
+async def test_status_json_and_text(populated_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await _main_async(["status", "--db", populated_db, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["canvas"] == "86"
+    assert status["users"] == 2
+    assert status["outbox"] == 2
+    assert status["awaiting_enrichment"] == 0
+    assert await _main_async(["status", "--db", populated_db]) == 0
+    text = capsys.readouterr().out
+    assert "2 total" in text
+    assert "outbox          2 deltas" in text
+
+
+async def test_export_pxls_json_matches_host_reader(populated_db: str, tmp_path: Path) -> None:
+    out = tmp_path / "pxls.json"
+    assert await _main_async(["export", "--db", populated_db, "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data == {
+        "users": [
+            {"PXLS_USERNAME": "grid_master", "DISCORD_TAG": "grid.m", "FACTION": 17, "SCORE": 120},
+            {"PXLS_USERNAME": "quiet_lurker", "DISCORD_TAG": None, "FACTION": None, "SCORE": 12},
+        ]
+    }
+    for user in data["users"]:  # serde: String, Option<String>, Option<u64>, u64
+        assert isinstance(user["SCORE"], int) and user["SCORE"] >= 0
+        assert user["FACTION"] is None or isinstance(user["FACTION"], int)
+
+
+async def test_export_csv(populated_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await _main_async(["export", "--db", populated_db, "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("pxls_username,pxls_id,discord")
+    assert lines[1].startswith("grid_master,")
+
+
+def test_helpful_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--db", str(tmp_path / "missing.sqlite3")]) == 2
+    assert "no such database" in capsys.readouterr().err
+    config = tmp_path / "host.toml"
+    config.write_text("[pxls]\nprofile_cooldwn = 1\n")
+    assert main(["status", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "'profile_cooldwn'" in err
+    assert "profile_cooldown" in err
+
+
+def test_console_script_installed() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "neuro_chat_elo_pxls.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "status" in result.stdout
+
+
+async def _main_async(argv: list[str]) -> int:
+    # main() calls asyncio.run: run it in a thread so the test's loop is not nested
+    import asyncio
+
+    return await asyncio.to_thread(main, argv)
+
+
+names = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+
+
+@given(
+    seq=st.integers(1, 2**62),
+    user=names,
+    pxls_id=st.none() | st.integers(0, 2**62),
+    discord=st.none() | st.text(max_size=37),
+    faction=st.none()
+    | st.builds(
+        Faction,
+        st.integers(0, 2**31),
+        st.text(max_size=5),
+        st.text(max_size=40),
+        st.none() | st.integers(0, 0xFFFFFF),
+    ),
+    delta=st.integers(-(2**40), 2**40),
+    score=st.integers(0, 2**40),
+    canvas=st.text(min_size=1),
+    observed=st.datetimes(timezones=st.just(UTC)),
+)
+def test_jsonlines_round_trip(
+    seq: int,
+    user: str,
+    pxls_id: int | None,
+    discord: str | None,
+    faction: Faction | None,
+    delta: int,
+    score: int,
+    canvas: str,
+    observed: datetime,
+) -> None:
+    value = EloDelta(seq, user, pxls_id, discord, faction, delta, score, canvas, observed)
+    line = jsonlines.dumps(value)
+    assert "\n" not in line
+    assert jsonlines.loads(line) == value
+
+
+@pytest.mark.parametrize("line", ["", "{}", '{"v": 2}', '{"v": 1, "seq": "x"}', "[1]"])
+def test_jsonlines_rejects_bad_lines(line: str) -> None:
+    with pytest.raises(MalformedDataError):
+        jsonlines.loads(line)
