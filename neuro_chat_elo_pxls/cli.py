@@ -78,8 +78,19 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _open_output(path: str | None) -> TextIO:
+    """stdout, or ``path`` opened for appending on a fresh line.
+
+    A host killed in the middle of a write may leave a partial last line; its
+    deltas were not acknowledged (``delivery = "ack"``) and come again, so the
+    partial line is just closed off here and readers skip it as malformed.
+    """
     if path in (None, "-"):
         return sys.stdout
+    with open(path, "ab+") as raw:
+        if raw.seek(0, os.SEEK_END) > 0:
+            raw.seek(-1, os.SEEK_END)
+            if raw.read(1) != b"\n":
+                raw.write(b"\n")
     return open(path, "a", encoding="utf-8")
 
 
@@ -91,7 +102,12 @@ async def _run(args: argparse.Namespace) -> int:
     install_signal_handlers(stop)
     out = _open_output(args.out)
     try:
-        await run_host(config, clock=SimClock(), out=out, stop=stop)
+        clock = SimClock(
+            start=datetime.fromisoformat(args.sim_start) if args.sim_start else None,
+            speed=args.speed,
+            epoch=args.sim_epoch,
+        )
+        await run_host(config, clock=clock, out=out, stop=stop)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -292,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(run)
     run.add_argument("--base-url", help="pxls instance (default https://pxls.space)")
     run.add_argument("--out", help="append JSON-lines deltas to this file (default stdout)")
+    # testing aids: run on a simulated clock shared with a stand-in in another process
+    run.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    run.add_argument("--sim-start", help=argparse.SUPPRESS)
+    run.add_argument("--sim-epoch", type=float, help=argparse.SUPPRESS)
 
     demo = sub.add_parser("demo", help="run the host against the local stand-in, accelerated")
     demo.add_argument("--db", help="database path (default: a new temporary file)")

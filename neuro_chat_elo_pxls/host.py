@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -113,6 +114,10 @@ async def run_host(
         sources.append(source)
 
     pm.hook.register_sources(register=register, config=config)
+    for source in sources:  # fail fast on a bad database instead of logging every tick
+        opener = getattr(source, "open", None)
+        if opener is not None:
+            await opener()
     log.info("host: %d source(s) registered: %s", len(sources), ", ".join(map(repr, sources)))
     if on_started is not None:
         on_started(sources)
@@ -120,11 +125,16 @@ async def run_host(
     next_table = clock.now() + table_every
 
     async def collect() -> None:
-        for batch in await call_async_hook(pm.hook.collect_deltas):
+        batches = await call_async_hook(pm.hook.collect_deltas)
+        for source, batch in zip(sources, batches, strict=True):
             for delta in batch:
                 out.write(jsonlines.dumps(delta) + "\n")
                 totals.add(delta)
-        out.flush()
+            out.flush()
+            if batch and hasattr(source, "ack_deltas"):
+                with contextlib.suppress(OSError, ValueError):  # not a real file: no fsync
+                    os.fsync(out.fileno())
+                await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge
 
     try:
         while not stop.is_set():

@@ -70,6 +70,11 @@ def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int)
         raise ConfigError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
+def _delivery(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("drain", "ack"):
+        raise ConfigError(f"delivery must be 'drain' or 'ack', got {value!r}")
+
+
 def _profile_endpoint(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("api", "html"):
         raise ConfigError(f"profile_endpoint must be 'api' or 'html', got {value!r}")
@@ -82,7 +87,10 @@ class PxlsSettings:
     ``profile_cooldown`` is the minimum host time between two profile requests;
     ``enrichment_hold`` the longest a new user's first delta waits for its profile;
     ``auth_pause`` how long profile requests stop after a 403 or challenge (doubling
-    while it repeats, up to ``auth_pause_max``).
+    while it repeats, up to ``auth_pause_max``). ``delivery``: ``"drain"`` (the
+    contract: ``collect_deltas`` removes what it returns, at-most-once across a host
+    crash) or ``"ack"`` (at-least-once: rows stay until
+    :meth:`~neuro_chat_elo_pxls.PxlsSource.ack_deltas`; de-duplicate on ``seq``).
     """
 
     base_url: str = attrs.field(default="https://pxls.space", validator=_base_url)
@@ -106,6 +114,7 @@ class PxlsSettings:
     max_stats_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive_int)
     max_page_bytes: int = attrs.field(default=1024 * 1024, validator=_positive_int)
     profile_endpoint: str = attrs.field(default="api", validator=_profile_endpoint)
+    delivery: str = attrs.field(default="drain", validator=_delivery)
     user_agent: str = attrs.field(
         default=DEFAULT_USER_AGENT, validator=attrs.validators.instance_of(str)
     )

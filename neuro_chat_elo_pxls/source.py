@@ -81,6 +81,7 @@ class PxlsSource:
         self._next_hold_release: datetime | None = None
         self._profile_problem = ""
         self._sweep_logged = 0
+        self._handed_out = 0  # ack delivery: highest seq returned since open
 
     def __repr__(self) -> str:
         return f"PxlsSource(base_url={self.settings.base_url!r}, db_path={self.settings.db_path!r})"
@@ -149,15 +150,32 @@ class PxlsSource:
 
     @hookimpl
     async def collect_deltas(self) -> list[EloDelta]:
-        """Return and remove (one transaction) every contribution since the last call."""
+        """Return every contribution since the last call.
+
+        ``delivery="drain"`` (default): removed in the same transaction (at-most-once
+        if the host crashes before storing them). ``delivery="ack"``: kept until
+        :meth:`ack_deltas`; after a restart the unacknowledged ones come again
+        (at-least-once; de-duplicate on ``seq``).
+        """
         try:
             store = await self._ensure_open()
             if store is None:
                 return []
-            return await store.drain_outbox()
+            if self.settings.delivery == "drain":
+                return await store.drain_outbox()
+            deltas = await store.peek_outbox(self._handed_out)
+            if deltas:
+                self._handed_out = deltas[-1].seq
+            return deltas
         except Exception:
             log.exception("collect_deltas failed; the deltas stay in the outbox for next time")
             return []
+
+    async def ack_deltas(self, upto_seq: int) -> None:
+        """``delivery="ack"``: the host has stored every delta up to ``upto_seq``."""
+        store = await self._ensure_open()
+        if store is not None:
+            await store.ack_outbox(upto_seq)
 
     @hookimpl
     async def on_shutdown(self) -> None:

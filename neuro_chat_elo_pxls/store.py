@@ -571,14 +571,30 @@ class Store:
     async def drain_outbox(self) -> list[EloDelta]:
         """Return and delete every outbox row, in ``seq`` order, in one transaction."""
         async with self.transaction() as conn:
-            async with conn.execute(
-                "SELECT seq, user, pxls_id, discord, faction_id, faction_tag, faction_name, "
-                "faction_color, delta, score, canvas, observed_at FROM outbox ORDER BY seq"
-            ) as cur:
-                rows = list(await cur.fetchall())
+            rows = await self._outbox_rows(conn, 0)
             if rows:
-                await conn.execute("DELETE FROM outbox WHERE seq <= ?", (rows[-1][0],))
-        return [_delta_from_row(row) for row in rows]
+                await conn.execute("DELETE FROM outbox WHERE seq <= ?", (rows[-1].seq,))
+        return rows
+
+    async def peek_outbox(self, after_seq: int) -> list[EloDelta]:
+        """Outbox rows with ``seq > after_seq``, in order, without removing them."""
+        return await self._outbox_rows(self._conn, after_seq)
+
+    async def ack_outbox(self, upto_seq: int) -> int:
+        """Delete outbox rows with ``seq <= upto_seq`` (delivered). Returns how many."""
+        async with self.transaction() as conn:
+            cur = await conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
+            return cur.rowcount
+
+    @staticmethod
+    async def _outbox_rows(conn: aiosqlite.Connection, after_seq: int) -> list[EloDelta]:
+        async with conn.execute(
+            "SELECT seq, user, pxls_id, discord, faction_id, faction_tag, faction_name, "
+            "faction_color, delta, score, canvas, observed_at FROM outbox WHERE seq > ? "
+            "ORDER BY seq",
+            (after_seq,),
+        ) as cur:
+            return [_delta_from_row(row) for row in await cur.fetchall()]
 
     # -- operators -----------------------------------------------------------
 

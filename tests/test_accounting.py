@@ -246,3 +246,23 @@ async def test_multi_day_run_with_restart_conserves_and_never_repeats_seq(
     # every user was enriched (their profile was requested at least once)
     requested = {name for name, _ in fake.profile_requests()}
     assert {r.username for r in snapshot.rows} <= requested
+
+
+async def test_ack_delivery_redelivers_unacknowledged_after_restart(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    fake.add("a_user", 10)
+    fake.add("b_user", 20)
+    source = make_source(delivery="ack")
+    await drive(source, clock, clock.now + timedelta(minutes=2))
+    first = await source.collect_deltas()
+    assert sorted(d.delta for d in first) == [10, 20]
+    assert await source.collect_deltas() == []  # not handed out twice in one run
+    await source.on_shutdown()  # the host "crashed" before acknowledging
+    source = make_source(delivery="ack")
+    again = await source.collect_deltas()
+    assert again == first  # same seq, same content: the host de-duplicates on seq
+    await source.ack_deltas(again[0].seq)
+    await source.on_shutdown()
+    source = make_source(delivery="ack")
+    assert await source.collect_deltas() == again[1:]

@@ -9,20 +9,23 @@ from datetime import UTC, datetime, timedelta
 class SimClock:
     """Simulated UTC time running ``speed`` times faster than real time.
 
-    ``now()`` = ``start + (monotonic() - t0) * speed``. ``speed=1`` with ``start``
-    omitted is just the wall clock. ``real_seconds(delta)`` converts a simulated
-    wait into real seconds to sleep.
+    ``now()`` = ``start + (time() - epoch) * speed``. Two processes given the same
+    ``start``, ``epoch`` (a ``time.time()`` value) and ``speed`` share one simulated
+    clock (the crash test's host and stand-in). ``speed=1`` with ``start`` omitted is
+    the wall clock. ``real_seconds(delta)`` converts a simulated wait to real seconds.
     """
 
-    def __init__(self, start: datetime | None = None, speed: float = 1.0) -> None:
+    def __init__(
+        self, start: datetime | None = None, speed: float = 1.0, epoch: float | None = None
+    ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
-        self.start = start or datetime.now(UTC)
+        self.epoch = time.time() if epoch is None else epoch
+        self.start = start or datetime.fromtimestamp(self.epoch, UTC)
         self.speed = speed
-        self._t0 = time.monotonic()
 
     def now(self) -> datetime:
-        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+        return self.start + timedelta(seconds=(time.time() - self.epoch) * self.speed)
 
     def real_seconds(self, delta: timedelta) -> float:
         return max(0.0, delta.total_seconds() / self.speed)

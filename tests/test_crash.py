@@ -1,0 +1,151 @@
+"""Crash safety: the real host in a subprocess, SIGKILLed again and again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from neuro_chat_elo_pxls import EloDelta, jsonlines
+from neuro_chat_elo_pxls.errors import MalformedDataError
+from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario, SimClock
+
+from .helpers import T0, Ledger
+
+pytestmark = pytest.mark.integration
+SPEED = 3600.0  # one simulated hour per real second
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[PxlsStandIn, SimClock, list[str]]]:
+    clock = SimClock(start=T0, speed=SPEED, epoch=time.time())
+    scenario = Scenario(users=150, seed=9, resets=[T0 + timedelta(hours=20, minutes=5)])
+    standin = PxlsStandIn(scenario, clock.now)
+    standin.catch_up(T0)
+    standin.schedule_rename(
+        T0 + timedelta(hours=6, minutes=5), standin.visible()[3].name, "renamed_survivor"
+    )
+    await standin.start()
+    config = tmp_path / "host.toml"
+    config.write_text(
+        f'[pxls]\nbase_url = "{standin.base_url}"\ndb_path = "{tmp_path / "pxls.sqlite3"}"\n'
+        'delivery = "ack"\nrequest_timeout = 5\n'
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "neuro_chat_elo_pxls.cli",
+        "--log-level",
+        "WARNING",
+        "run",
+        "--config",
+        str(config),
+        "--out",
+        str(tmp_path / "deltas.jsonl"),
+        "--speed",
+        str(SPEED),
+        "--sim-start",
+        T0.isoformat(),
+        "--sim-epoch",
+        str(clock.epoch),
+    ]
+    yield standin, clock, cmd
+    await standin.stop()
+
+
+async def _spawn(cmd: list[str], log: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "PXLS_TOKEN": "standin-token"}
+    with log.open("ab") as err:
+        return await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=err, env=env
+        )
+
+
+def _read_deltas(path: Path) -> tuple[list[EloDelta], int, int]:
+    """Deltas de-duplicated by seq (as a host must), duplicates and torn lines counted."""
+    by_seq: dict[int, EloDelta] = {}
+    duplicates = torn = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            delta = jsonlines.loads(line)
+        except MalformedDataError:
+            torn += 1
+            continue
+        if delta.seq in by_seq:
+            assert by_seq[delta.seq] == delta, "a re-delivered seq must be identical"
+            duplicates += 1
+        by_seq[delta.seq] = delta
+    return [by_seq[s] for s in sorted(by_seq)], duplicates, torn
+
+
+async def test_sigkill_at_random_points_loses_and_repeats_nothing(
+    world: tuple[PxlsStandIn, SimClock, list[str]], tmp_path: Path
+) -> None:
+    standin, clock, cmd = world
+    rng = random.Random(2024)
+    log = tmp_path / "host.log"
+    kills = 0
+    while kills < 22:
+        proc = await _spawn(cmd, log)
+        await asyncio.sleep(rng.uniform(0.2, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        kills += 1
+    killed_until = clock.now()
+    # a last, clean run through the end of a daily sweep, then SIGTERM
+    proc = await _spawn(cmd, log)
+    end = max(killed_until + timedelta(hours=1), T0 + timedelta(hours=49, minutes=30))
+    await asyncio.sleep(clock.real_seconds(end - clock.now()))
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+    deltas, duplicates, torn = _read_deltas(tmp_path / "deltas.jsonl")
+    print(
+        f"kills={kills} simulated={killed_until - T0} deltas={len(deltas)} "
+        f"redelivered={duplicates} torn_lines={torn}"
+    )
+    ledger = Ledger(deltas)
+    ledger.check_conservation()
+    assert [d.seq for d in deltas] == list(range(1, len(deltas) + 1)), "a delta was lost"
+    snapshot = parse_stats(standin.served_stats)
+    assert standin.canvas == "87"
+    for row in snapshot.rows:
+        assert ledger.score(row.username, "87") == row.pixels, row.username
+    conn = sqlite3.connect(tmp_path / "pxls.sqlite3")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    assert (
+        conn.execute("SELECT COUNT(*) FROM users WHERE enriched = 0 AND missing = 0").fetchone()[0]
+        == 0
+    )
+    state = dict(conn.execute("SELECT key, value FROM state").fetchall())
+    assert int(state["sweep_number"]) >= 2
+    assert state.get("sweep_finished_at"), "the daily sweep finished"
+    assert standin.max_in_flight == 1
+    assert "Traceback" not in log.read_text()
+
+
+async def test_second_process_on_same_database_refuses(
+    world: tuple[PxlsStandIn, SimClock, list[str]], tmp_path: Path
+) -> None:
+    _, _, cmd = world
+    first = await _spawn(cmd, tmp_path / "first.log")
+    try:
+        await asyncio.sleep(1.5)
+        second = await _spawn(cmd, tmp_path / "second.log")
+        assert await asyncio.wait_for(second.wait(), 20) == 2
+        assert "already in use" in (tmp_path / "second.log").read_text()
+        assert first.returncode is None  # the first keeps running
+    finally:
+        first.send_signal(signal.SIGTERM)
+        await first.wait()
