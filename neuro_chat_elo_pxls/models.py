@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 import attrs
 
@@ -37,9 +38,8 @@ class EloDelta:
     observed_at: datetime
 
 
-@attrs.frozen
-class ToplistRow:
-    """One valid row of ``toplist.canvas``."""
+class ToplistRow(NamedTuple):
+    """One valid row of ``toplist.canvas`` (a plain ``(username, pixels)`` pair will do)."""
 
     username: str
     pixels: int
@@ -54,7 +54,7 @@ class Snapshot:
     """
 
     generated_at: datetime
-    rows: tuple[ToplistRow, ...]
+    rows: tuple[tuple[str, int], ...]
     rejected: tuple[str, ...] = ()
     snipped: int = 0
 

@@ -98,6 +98,7 @@ class CommandQueue:
         self._keys: dict[Key, KeyState] = {k: KeyState() for k in Key}
         self._order = itertools.count()
         self._members: set[tuple[Key, int | None]] = set()
+        self._counts: dict[Kind, int] = dict.fromkeys(Kind, 0)
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -108,7 +109,12 @@ class CommandQueue:
         return (cmd for _, cmd in entries)
 
     def count(self, kind: Kind) -> int:
-        return sum(1 for _, c in self._queues[_KEY_OF[kind]] if c.kind is kind)
+        """Queued commands of ``kind`` (O(1))."""
+        return self._counts[kind]
+
+    def of_kind(self, kind: Kind) -> Iterator[Command]:
+        """The queued commands of ``kind`` (O(commands of its key))."""
+        return (c for _, c in self._queues[_KEY_OF[kind]] if c.kind is kind)
 
     def contains(self, key: Key, user_id: int | None) -> bool:
         return (key, user_id) in self._members
@@ -122,6 +128,7 @@ class CommandQueue:
         if member in self._members:
             return False
         self._members.add(member)
+        self._counts[command.kind] += 1
         self._queues[command.key].append((next(self._order), command))
         return True
 
@@ -139,12 +146,14 @@ class CommandQueue:
             return None
         self._queues[best[1].key].popleft()
         self._members.discard((best[1].key, best[1].user_id))
+        self._counts[best[1].kind] -= 1
         return best
 
     def put_back(self, entry: tuple[int, Command]) -> None:
         """Return a popped command to its original place (the front of its key)."""
         order, command = entry
         self._members.add((command.key, command.user_id))
+        self._counts[command.kind] += 1
         self._queues[command.key].appendleft((order, command))
 
     def cool(self, key: Key, until: datetime, reason: str) -> None:

@@ -34,8 +34,10 @@ from .store import Store, from_ts, ts
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
-#: How many sweep commands wait in the queue at once (the rest stay in the database).
+#: How many sweep / enrichment commands wait in the queue at once (the rest stay in
+#: the database, so the queue stays small and a restart loses nothing).
 SWEEP_WINDOW = 8
+ENRICH_WINDOW = 16
 #: After a stale or unchanged stats.json, look again this much sooner than the interval.
 STALE_RETRY = timedelta(minutes=15)
 
@@ -81,6 +83,10 @@ class PxlsSource:
         self._next_hold_release: datetime | None = None
         self._profile_problem = ""
         self._sweep_logged = 0
+        self._sweep_remaining: int | None = None  # progress estimate, from the db on resume
+        self._sweep_cursor = (0, 0)  # last id queued in the dirty and the clean phase
+        self._enrich_given_up: set[int] = set()  # retried after the next pull
+        self._enrich_backlog = False
         self._handed_out = 0  # ack delivery: highest seq returned since open
 
     def __repr__(self) -> str:
@@ -108,10 +114,7 @@ class PxlsSource:
             )
             released = await store.release_held(None)
             if released:
-                log.warning("released %d held deltas without Discord/faction", len(released))
-        else:
-            for user_id in await store.held_user_ids():
-                self._queue.push(Command(Kind.ENRICH, user_id))
+                log.warning("released %d held deltas without Discord/faction", released)
         self._next_hold_release = await self._hold_deadline()
         log.info(
             "pxls source open: db=%s canvas=%s queued=%d",
@@ -191,15 +194,15 @@ class PxlsSource:
         """Earliest host time at which a tick has work (``now`` if it has some now)."""
         if self._store is None:
             return None if (self._disabled or self._closed) else now
-        sweep_feed = None  # an active sweep is fed from the database by the next tick
-        if self._sweep_active() and self.settings.profiles_enabled:
-            sweep_feed = max(now, self._queue.state(Key.PROFILE).ready_at or now)
+        feed = None  # an active sweep or an enrichment backlog is fed by the next tick
+        if self.settings.profiles_enabled and (self._sweep_active() or self._enrich_backlog):
+            feed = max(now, self._queue.state(Key.PROFILE).ready_at or now)
         times = [
             t
             for t in (
                 self._pull_due(now),
                 self._sweep_due(),
-                sweep_feed,
+                feed,
                 self._next_hold_release,
                 self._queue.next_ready_at(now),
             )
@@ -247,6 +250,7 @@ class PxlsSource:
                 await self._set_state(store, pull_due_at=ts(now))
             self._queue.push(Command(Kind.PULL))
         if self.settings.profiles_enabled:
+            await self._enrich_timer(store)
             await self._sweep_timer(store, now)
         if self._next_hold_release is not None and now >= self._next_hold_release:
             released = await store.release_held(now - self.settings.enrichment_hold)
@@ -254,11 +258,25 @@ class PxlsSource:
                 log.warning(
                     "released %d held first deltas without Discord/faction after %s: "
                     "profile not fetched (%s)",
-                    len(released),
+                    released,
                     _fmt_duration(self.settings.enrichment_hold),
                     self._profile_problem or "profile queue behind",
                 )
             self._next_hold_release = await self._hold_deadline()
+
+    async def _enrich_timer(self, store: Store) -> None:
+        """Keep up to ENRICH_WINDOW enrichment commands queued (the rest wait in the db)."""
+        queued = self._queue.count(Kind.ENRICH)
+        if queued > ENRICH_WINDOW // 2:
+            return
+        exclude = self._enrich_given_up | {
+            c.user_id for c in self._queue.of_kind(Kind.ENRICH) if c.user_id is not None
+        }
+        want = ENRICH_WINDOW - queued
+        ids = await store.held_user_ids(want, exclude)
+        for user_id in ids:
+            self._queue.push(Command(Kind.ENRICH, user_id))
+        self._enrich_backlog = len(ids) == want  # maybe more waiting in the database
 
     async def _sweep_timer(self, store: Store, now: datetime) -> None:
         if not self._sweep_active():
@@ -266,29 +284,37 @@ class PxlsSource:
             if due is not None and now < due:
                 return
             number = self._sweep_number + 1
+            total = await store.count_sweep_remaining(number)
             await self._set_state(
                 store,
                 sweep_number=str(number),
                 sweep_started_at=ts(now),
                 sweep_finished_at=None,
-                sweep_total=str(await store.count_sweep_remaining(number)),
+                sweep_total=str(total),
             )
-            self._sweep_logged = 0
+            self._sweep_logged, self._sweep_remaining = 0, total
+            self._sweep_cursor = (0, 0)
             log.info(
-                "sweep %d started: %s users to re-check at <= 1 per %gs",
+                "sweep %d started: %d users to re-check at <= 1 per %gs",
                 number,
-                self._state["sweep_total"],
+                total,
                 self.settings.profile_cooldown.total_seconds(),
             )
         queued = self._queue.count(Kind.SWEEP)
         if queued > SWEEP_WINDOW // 2:
             return
         number = self._sweep_number
-        candidates = await store.sweep_candidates(number, SWEEP_WINDOW + len(self._queue))
-        fresh = [u for u in candidates if not self._queue.contains(Key.PROFILE, u)]
-        for user_id in fresh[: SWEEP_WINDOW - queued]:
-            self._queue.push(Command(Kind.SWEEP, user_id))
-        if not candidates and not queued:
+        if self._sweep_remaining is None:  # resumed after a restart
+            self._sweep_remaining = await store.count_sweep_remaining(number)
+        after_dirty, after_clean = self._sweep_cursor
+        dirty_phase, ids = await store.sweep_ids(number, after_dirty, after_clean, SWEEP_WINDOW)
+        if ids:
+            self._sweep_cursor = (ids[-1], after_clean) if dirty_phase else (after_dirty, ids[-1])
+            for user_id in ids[: SWEEP_WINDOW - queued]:
+                self._queue.push(Command(Kind.SWEEP, user_id))  # refused if queued already
+        elif self._sweep_cursor != (0, 0):
+            self._sweep_cursor = (0, 0)  # one more pass from the start for stragglers
+        elif not queued:
             await self._finish_sweep(store, now)
 
     async def _finish_sweep(self, store: Store, now: datetime) -> None:
@@ -311,12 +337,14 @@ class PxlsSource:
                 ts(started + self.settings.sweep_interval),
             )
 
-    async def _log_sweep_progress(self, store: Store, now: datetime) -> None:
+    def _log_sweep_progress(self, now: datetime) -> None:
+        """Count one visit of the sweep in progress; log every 5 % with an ETA."""
         total = int(self._state.get("sweep_total", "0"))
-        if total <= 0:
+        if self._sweep_remaining is None or total <= 0:
             return
-        remaining = await store.count_sweep_remaining(self._sweep_number)
-        done = max(0, total - remaining)
+        self._sweep_remaining = max(0, self._sweep_remaining - 1)
+        remaining = self._sweep_remaining
+        done = total - remaining
         step = max(1, min(500, total // 20))
         if done - self._sweep_logged < step or remaining == 0:
             return
@@ -388,8 +416,8 @@ class PxlsSource:
                 )
         self._profile_problem = ""
         self._next_hold_release = await self._hold_deadline()
-        if command.kind is Kind.SWEEP:
-            await self._log_sweep_progress(store, now)
+        if self._sweep_active() and user.swept_in < sweep:
+            self._log_sweep_progress(now)  # enrichment counts as the visit too
         return True
 
     async def _pull(self, store: Store, now: datetime) -> None:
@@ -448,9 +476,9 @@ class PxlsSource:
             snapshot.snipped,
             len(snapshot.rejected),
         )
+        self._enrich_given_up.clear()  # the next timer tries them again
         if self.settings.profiles_enabled:
-            for user_id in await store.held_user_ids():
-                self._queue.push(Command(Kind.ENRICH, user_id))
+            await self._enrich_timer(store)
         self._next_hold_release = await self._hold_deadline()
 
     def _next_pull(self, now: datetime) -> datetime:
@@ -538,7 +566,9 @@ class PxlsSource:
             await self._set_state(store, pull_due_at=ts(self._next_pull(now)))
         elif command.kind is Kind.SWEEP and command.user_id is not None:
             await store.mark_swept(command.user_id, self._sweep_number)
-        # ENRICH: the user stays held; enrichment_hold releases it, the sweep retries it.
+        elif command.kind is Kind.ENRICH and command.user_id is not None:
+            # stays held: enrichment_hold releases it; the next pull retries it
+            self._enrich_given_up.add(command.user_id)
 
     # -- operators -------------------------------------------------------------
 

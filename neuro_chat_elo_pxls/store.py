@@ -73,6 +73,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
     """,
+    # 2: the sweep walks dirty users, then all, by id with a cursor (no sort per refill)
+    """
+    DROP INDEX IF EXISTS users_sweep;
+    CREATE INDEX users_dirty ON users (dirty, id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -80,10 +85,13 @@ _USER_COLS = (
     "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "
     "score, canvas, held_score, held_canvas, held_observed_at, held_since, swept_in"
 )
-_OUTBOX_INSERT = (
-    "INSERT INTO outbox (user, pxls_id, discord, faction_id, faction_tag, faction_name, "
-    "faction_color, delta, score, canvas, observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_OUTBOX_COLS = (
+    "user, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, delta, "
+    "score, canvas, observed_at"
 )
+_OUTBOX_INSERT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+#: a known user's baseline on the snapshot's canvas (0 on another canvas: a reset)
+_BASELINE = "(CASE WHEN u.canvas = :canvas THEN u.score ELSE 0 END)"
 
 
 def ts(value: datetime) -> str:
@@ -133,19 +141,6 @@ class UserRow:
             canvas,
             observed_at,
         )
-
-    def release(self, out: list[tuple[Any, ...]]) -> None:
-        """Hand out the held score: append its delta to ``out`` and make it the baseline."""
-        assert self.held_score is not None and self.held_canvas is not None
-        assert self.held_observed_at is not None
-        baseline = self.score if self.canvas == self.held_canvas else 0
-        delta = self.held_score - baseline
-        if delta:
-            out.append(
-                self.outbox_row(delta, self.held_score, self.held_canvas, self.held_observed_at)
-            )
-        self.score, self.canvas = self.held_score, self.held_canvas
-        self.held_score = self.held_canvas = self.held_observed_at = self.held_since = None
 
 
 @attrs.frozen
@@ -323,7 +318,7 @@ class Store:
     async def _fetch_users(
         conn: aiosqlite.Connection, where: str, params: Sequence[Any] = ()
     ) -> list[UserRow]:
-        async with conn.execute(f"SELECT {_USER_COLS} FROM users {where}", params) as cur:  # noqa: S608
+        async with conn.execute(f"SELECT {_USER_COLS} FROM users {where}", params) as cur:
             return [UserRow(*row) for row in await cur.fetchall()]
 
     @staticmethod
@@ -369,81 +364,122 @@ class Store:
     ) -> IngestResult:
         """Apply one snapshot of ``canvas`` in one transaction (with ``state`` updates).
 
-        Known user: ``delta = new - baseline`` (baseline 0 on another canvas), zero
-        deltas skipped. Held user on the same canvas: the held score is replaced.
-        New user: held when ``hold_new``, else handed out at once. All seen: dirty.
+        Set-based: the rows go into a temporary table and SQLite computes the diff,
+        so the event loop does no per-user work. Known user: ``delta = new -
+        baseline`` (baseline 0 on another canvas), zero deltas skipped. Held user on
+        the same canvas: the held score is replaced. New user: held when
+        ``hold_new``, else handed out at once. Every user seen is marked dirty.
         """
-        observed = ts(snapshot.generated_at)
-        now_s = ts(now)
+        params = {"canvas": canvas, "obs": ts(snapshot.generated_at), "now": ts(now)}
         async with self.transaction() as conn:
-            known = {u.name: u for u in await self._fetch_users(conn, "")}
-            outbox: list[tuple[Any, ...]] = []
-            changed: list[UserRow] = []
-            new_rows: list[tuple[Any, ...]] = []
-            new_released: list[ToplistLike] = []
-            held = unchanged = 0
-            for row in snapshot.rows:
-                user = known.get(row.username)
-                if user is None:
-                    if hold_new:
-                        new_rows.append(
-                            (row.username, row.pixels, canvas, observed, now_s, now_s, now_s)
-                        )
-                        held += 1
-                    else:
-                        new_released.append((row.username, row.pixels))
-                    continue
-                if user.held and user.held_canvas == canvas:
-                    user.held_score, user.held_observed_at = row.pixels, observed
-                    held += 1
-                    changed.append(user)
-                    continue
-                if user.held:  # held on an older canvas: hand that out first
-                    user.release(outbox)
-                baseline = user.score if user.canvas == canvas else 0
-                delta = row.pixels - baseline
-                if delta or user.canvas != canvas:
-                    if delta:
-                        outbox.append(user.outbox_row(delta, row.pixels, canvas, observed))
-                    user.score, user.canvas = row.pixels, canvas
-                    changed.append(user)
-                else:
-                    unchanged += 1
-            await self._save_users(conn, changed)
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS snap "
+                "(name TEXT PRIMARY KEY, pixels INTEGER NOT NULL, place INTEGER NOT NULL)"
+            )
+            await conn.execute("DELETE FROM snap")
             await conn.executemany(
-                "INSERT INTO users (name, held_score, held_canvas, held_observed_at, held_since,"
-                " first_seen, last_seen) VALUES (?,?,?,?,?,?,?)",
-                new_rows,
+                "INSERT INTO snap (name, pixels, place) VALUES (?, ?, ?)",
+                [(name, pixels, place) for place, (name, pixels) in enumerate(snapshot.rows)],
             )
-            await conn.executemany(
-                "INSERT INTO users (name, score, canvas, first_seen, last_seen) VALUES (?,?,?,?,?)",
-                [(name, pixels, canvas, now_s, now_s) for name, pixels in new_released],
+            # held on an older canvas: hand that out first, then treat as known
+            deltas = await self._release(
+                conn, "held_canvas != :canvas AND name IN (SELECT name FROM snap)", params
             )
-            outbox.extend(
-                (name, None, None, None, None, None, None, pixels, pixels, canvas, observed)
-                for name, pixels in new_released
-                if pixels
+            held = await self._count(
+                conn,
+                "UPDATE users SET held_score = s.pixels, held_observed_at = :obs, dirty = 1, "
+                "last_seen = :now FROM snap s WHERE users.name = s.name "
+                "AND users.held_score IS NOT NULL",
+                params,
             )
-            await conn.executemany(
-                "UPDATE users SET dirty = 1, last_seen = ? WHERE name = ?",
-                [(now_s, r.username) for r in snapshot.rows],
+            deltas += await self._count(
+                conn,
+                f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT u.name, u.pxls_id, u.discord, "
+                "u.faction_id, u.faction_tag, u.faction_name, u.faction_color, "
+                f"s.pixels - {_BASELINE}, s.pixels, :canvas, :obs "
+                "FROM snap s JOIN users u ON u.name = s.name "
+                f"WHERE u.held_score IS NULL AND s.pixels != {_BASELINE} ORDER BY s.place",
+                params,
             )
-            await conn.executemany(_OUTBOX_INSERT, outbox)
+            known = await self._count(
+                conn,
+                "UPDATE users SET score = s.pixels, canvas = :canvas, dirty = 1, "
+                "last_seen = :now FROM snap s WHERE users.name = s.name "
+                "AND users.held_score IS NULL",
+                params,
+            )
+            unknown = "NOT EXISTS (SELECT 1 FROM users u WHERE u.name = s.name)"
+            if hold_new:
+                new = await self._count(
+                    conn,
+                    "INSERT INTO users (name, held_score, held_canvas, held_observed_at, "
+                    "held_since, first_seen, last_seen) SELECT s.name, s.pixels, :canvas, "
+                    f":obs, :now, :now, :now FROM snap s WHERE {unknown} ORDER BY s.place",
+                    params,
+                )
+                held += new
+            else:
+                deltas += await self._count(
+                    conn,
+                    f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT s.name, NULL, NULL, NULL, "
+                    "NULL, NULL, NULL, s.pixels, s.pixels, :canvas, :obs FROM snap s "
+                    f"WHERE {unknown} AND s.pixels != 0 ORDER BY s.place",
+                    params,
+                )
+                new = await self._count(
+                    conn,
+                    "INSERT INTO users (name, score, canvas, first_seen, last_seen) SELECT "
+                    f"s.name, s.pixels, :canvas, :now, :now FROM snap s WHERE {unknown} "
+                    "ORDER BY s.place",
+                    params,
+                )
+            await conn.execute("DELETE FROM snap")
             await self._set_state(conn, state)
         return IngestResult(
             seen=len(snapshot.rows),
-            new=len(new_rows) + len(new_released),
-            deltas=len(outbox),
+            new=new,
+            deltas=deltas,
             held=held,
-            unchanged=unchanged,
+            unchanged=known - (deltas - (0 if hold_new else new)),
         )
 
-    async def held_user_ids(self) -> list[int]:
-        """Users whose first delta waits for their profile, oldest first."""
+    @staticmethod
+    async def _count(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) -> int:
+        async with conn.execute(sql, params) as cur:
+            return max(0, cur.rowcount)
+
+    @classmethod
+    async def _release(cls, conn: aiosqlite.Connection, where: str, params: dict[str, Any]) -> int:
+        """Hand out held scores of the users matching ``where`` (a constant SQL filter).
+
+        One outbox row per non-zero delta (``held - baseline``; baseline 0 on another
+        canvas), then the held score becomes the baseline. Returns the rows written.
+        """
+        held = f"held_score IS NOT NULL AND ({where})"
+        baseline = "(CASE WHEN canvas = held_canvas THEN score ELSE 0 END)"
+        written = await cls._count(
+            conn,
+            f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT name, pxls_id, discord, faction_id, "
+            f"faction_tag, faction_name, faction_color, held_score - {baseline}, held_score, "
+            f"held_canvas, held_observed_at FROM users WHERE {held} "
+            f"AND held_score != {baseline} ORDER BY held_since, id",
+            params,
+        )
+        await conn.execute(
+            "UPDATE users SET score = held_score, canvas = held_canvas, held_score = NULL, "
+            f"held_canvas = NULL, held_observed_at = NULL, held_since = NULL WHERE {held}",
+            params,
+        )
+        return written
+
+    async def held_user_ids(self, limit: int, exclude: set[int]) -> list[int]:
+        """Up to ``limit`` users whose first delta waits for their profile, oldest first."""
         async with self._conn.execute(
-            "SELECT id FROM users WHERE held_score IS NOT NULL ORDER BY held_since, id"
+            "SELECT id FROM users WHERE held_score IS NOT NULL ORDER BY held_since, id LIMIT ?",
+            (limit + len(exclude),),
         ) as cur:
-            return [row[0] for row in await cur.fetchall()]
+            ids = [row[0] for row in await cur.fetchall()]
+        return [i for i in ids if i not in exclude][:limit]
 
     async def earliest_hold(self) -> datetime | None:
         """``held_since`` of the longest-held user, or None."""
@@ -453,21 +489,21 @@ class Store:
             row = await cur.fetchone()
         return from_ts(row[0]) if row else None
 
-    async def release_held(self, held_before: datetime | None) -> list[str]:
-        """Hand out held scores held since before ``held_before`` (None: all). Names back."""
+    async def release_held(self, held_before: datetime | None) -> int:
+        """Hand out held scores held since ``held_before`` or earlier (None: all).
+
+        Returns how many users were released.
+        """
         async with self.transaction() as conn:
-            if held_before is None:
-                users = await self._fetch_users(conn, "WHERE held_score IS NOT NULL")
-            else:
-                users = await self._fetch_users(
-                    conn, "WHERE held_score IS NOT NULL AND held_since <= ?", (ts(held_before),)
-                )
-            outbox: list[tuple[Any, ...]] = []
-            for user in users:
-                user.release(outbox)
-            await self._save_users(conn, users)
-            await conn.executemany(_OUTBOX_INSERT, outbox)
-        return [u.name for u in users]
+            where = "1" if held_before is None else "held_since <= :before"
+            params = {} if held_before is None else {"before": ts(held_before)}
+            async with conn.execute(
+                f"SELECT COUNT(*) FROM users WHERE held_score IS NOT NULL AND {where}",
+                params,
+            ) as cur:
+                row = await cur.fetchone()
+            await self._release(conn, where, params)
+        return int(row[0]) if row else 0
 
     async def apply_profile(
         self, user_id: int, profile: Profile, now: datetime, sweep: int
@@ -510,17 +546,15 @@ class Store:
             user.faction_name = faction.name if faction else None
             user.faction_color = faction.color if faction else None
             user.swept_in = max(user.swept_in, sweep)
-            released = user.held
-            if released:
-                user.release(outbox)
+            await conn.executemany(_OUTBOX_INSERT, outbox)  # the rename move comes first
             await self._save_users(conn, [user])
             await conn.execute(
                 "UPDATE users SET dirty = 0, missing = 0, enriched = 1, last_profile_check = ?"
                 " WHERE id = ?",
                 (ts(now), user.id),
             )
-            await conn.executemany(_OUTBOX_INSERT, outbox)
-        return ProfileOutcome(released, renamed_from, corrected)
+            await self._release(conn, "id = :id", {"id": user.id})
+        return ProfileOutcome(user.held, renamed_from, corrected)
 
     async def mark_missing(self, user_id: int, now: datetime, sweep: int) -> bool:
         """The profile 404'd: mark the name missing, release a held delta. True if released."""
@@ -529,18 +563,13 @@ class Store:
             if not users:
                 return False
             user = users[0]
-            outbox: list[tuple[Any, ...]] = []
-            released = user.held
-            if released:
-                user.release(outbox)
-            user.swept_in = max(user.swept_in, sweep)
-            await self._save_users(conn, [user])
             await conn.execute(
-                "UPDATE users SET dirty = 0, missing = 1, last_profile_check = ? WHERE id = ?",
-                (ts(now), user.id),
+                "UPDATE users SET dirty = 0, missing = 1, last_profile_check = ?, "
+                "swept_in = MAX(swept_in, ?) WHERE id = ?",
+                (ts(now), sweep, user.id),
             )
-            await conn.executemany(_OUTBOX_INSERT, outbox)
-        return released
+            await self._release(conn, "id = :id", {"id": user.id})
+        return user.held
 
     async def mark_swept(self, user_id: int, sweep: int) -> None:
         """Count a user as visited by ``sweep`` without a profile (gave up on it)."""
@@ -549,14 +578,28 @@ class Store:
                 "UPDATE users SET swept_in = MAX(swept_in, ?) WHERE id = ?", (sweep, user_id)
             )
 
-    async def sweep_candidates(self, sweep: int, limit: int) -> list[int]:
-        """Users not yet visited by ``sweep``, dirty first. Missing names only when dirty."""
+    async def sweep_ids(
+        self, sweep: int, after_dirty: int, after_clean: int, limit: int
+    ) -> tuple[bool, list[int]]:
+        """The next users not yet visited by ``sweep``: dirty ones first, then the rest.
+
+        Walks ids upward from the cursors (indexed, no sort), so a refill costs the
+        same at the start and the end of a 100,000-user sweep. Returns
+        ``(dirty_phase, ids)``. Missing (404) names are only visited when dirty.
+        """
         async with self._conn.execute(
-            "SELECT id FROM users WHERE swept_in < ? AND (missing = 0 OR dirty = 1) "
-            "ORDER BY dirty DESC, id LIMIT ?",
-            (sweep, limit),
+            "SELECT id FROM users WHERE dirty = 1 AND swept_in < ? AND id > ? ORDER BY id LIMIT ?",
+            (sweep, after_dirty, limit),
         ) as cur:
-            return [row[0] for row in await cur.fetchall()]
+            ids = [row[0] for row in await cur.fetchall()]
+        if ids:
+            return True, ids
+        async with self._conn.execute(
+            "SELECT id FROM users WHERE swept_in < ? AND missing = 0 AND id > ? ORDER BY id "
+            "LIMIT ?",
+            (sweep, after_clean, limit),
+        ) as cur:
+            return False, [row[0] for row in await cur.fetchall()]
 
     async def count_sweep_remaining(self, sweep: int) -> int:
         async with self._conn.execute(

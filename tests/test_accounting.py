@@ -242,10 +242,10 @@ async def test_multi_day_run_with_restart_conserves_and_never_repeats_seq(
     # what the host holds equals pxls's truth for every user in the last snapshot
     snapshot = await fake.fetch_stats()
     for row in snapshot.rows:
-        assert ledger.score(row.username, "86") == row.pixels, row.username
+        assert ledger.score(row[0], "86") == row[1], row[0]
     # every user was enriched (their profile was requested at least once)
     requested = {name for name, _ in fake.profile_requests()}
-    assert {r.username for r in snapshot.rows} <= requested
+    assert {name for name, _ in snapshot.rows} <= requested
 
 
 async def test_ack_delivery_redelivers_unacknowledged_after_restart(

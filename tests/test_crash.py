@@ -120,7 +120,7 @@ async def test_sigkill_at_random_points_loses_and_repeats_nothing(
     snapshot = parse_stats(standin.served_stats)
     assert standin.canvas == "87"
     for row in snapshot.rows:
-        assert ledger.score(row.username, "87") == row.pixels, row.username
+        assert ledger.score(row[0], "87") == row[1], row[0]
     conn = sqlite3.connect(tmp_path / "pxls.sqlite3")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0

@@ -113,7 +113,7 @@ async def test_fault_matrix(
     ledger.check_conservation()
     snapshot = parse_stats(standin.served_stats)
     for r in snapshot.rows:
-        assert ledger.score(r.username, standin.canvas) == r.pixels, r.username
+        assert ledger.score(r[0], standin.canvas) == r[1], r[0]
 
 
 async def test_persistent_5xx_retries_are_bounded(

@@ -69,7 +69,7 @@ async def test_fifty_hours_through_the_host(
     snapshot = parse_stats(standin.served_stats)
     assert standin.canvas == "87"
     for row in snapshot.rows:
-        assert ledger.score(row.username, "87") == row.pixels, row.username
+        assert ledger.score(row[0], "87") == row[1], row[0]
     # the reset: canvas 86 deltas then canvas 87; no negative delta except rename moves
     assert {d.canvas for d in ledger.deltas} == {"86", "87"}
     negatives = [d for d in ledger.deltas if d.delta < 0]

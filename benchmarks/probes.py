@@ -1,0 +1,177 @@
+"""Measurements that need a fresh process or real time; each prints one JSON line.
+
+``python -m benchmarks.probes pacing|idle|memory|stall`` (used by ``benchmarks.run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
+from neuro_chat_elo_pxls.host import run_host
+from neuro_chat_elo_pxls.models import CanvasInfo, Profile, Snapshot
+from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.settings import Secret
+from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario, SimClock
+
+from .data import stats_body
+
+
+async def pacing() -> dict[str, float]:
+    """Achieved / configured profile rate of the real host against the stand-in."""
+    cooldown = 0.05
+    clock = SimClock()
+    standin = PxlsStandIn(Scenario(users=200, seed=4, new_users_per_hour=0), clock.now)
+    await standin.start()
+    os.environ["PXLS_TOKEN"] = standin.scenario.token
+    db = os.path.join(tempfile.mkdtemp(), "pacing.sqlite3")
+    config = {"pxls": {"base_url": standin.base_url, "db_path": db, "profile_cooldown": cooldown}}
+    stop = asyncio.Event()
+    host = asyncio.create_task(run_host(config, clock=clock, out=open(os.devnull, "w"), stop=stop))  # noqa: SIM115
+
+    def profiles() -> list[datetime]:
+        return [r.at for r in standin.requests if r.path.startswith("/api/v1/profile")]
+
+    while len(profiles()) < 190:
+        await asyncio.sleep(0.2)
+    stop.set()
+    await host
+    await standin.stop()
+    times = profiles()
+    span = (times[-1] - times[0]).total_seconds()
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    return {
+        "ratio": (len(times) - 1) / span * cooldown,
+        "max_rate_ratio": cooldown / min(gaps),
+        "requests": len(times),
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def idle(seconds: float) -> dict[str, float]:
+    """CPU use of the example host (a subprocess) while nothing is due."""
+    clock = SimClock()
+    standin = PxlsStandIn(Scenario(users=20, seed=4, new_users_per_hour=0), clock.now)
+    await standin.start()
+    tmp = tempfile.mkdtemp()
+    config = Path(tmp, "host.toml")
+    config.write_text(
+        f'[pxls]\nbase_url = "{standin.base_url}"\n'
+        f'db_path = "{tmp}/idle.sqlite3"\nprofile_cooldown = 0.1\n'
+    )
+    root = Path(__file__).parent.parent
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(root / "examples" / "standalone_host.py"),
+            "--log-level",
+            "WARNING",
+            "run",
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PXLS_TOKEN": standin.scenario.token},
+    )
+    while sum(r.path.startswith("/api/v1/profile") for r in standin.requests) < 20:
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # the last tick finishes; now nothing is due for an hour
+    before, start = _cpu_seconds(proc.pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    used, wall = _cpu_seconds(proc.pid) - before, time.monotonic() - start
+    proc.terminate()
+    proc.wait(10)
+    await standin.stop()
+    return {"cpu_per_wall": used / wall, "cpu_seconds": used, "wall_seconds": wall}
+
+
+class BodyClient:
+    """A fake pxls client that serves prepared stats.json bodies (no network)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    async def fetch_info(self) -> CanvasInfo:
+        return CanvasInfo("86")
+
+    async def fetch_stats(self) -> Snapshot:
+        return await asyncio.to_thread(parse_stats, self.body)
+
+    async def fetch_profile(self, username: str) -> Profile:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        pass
+
+
+async def _ingest_twice(users: int, measure_stall: bool) -> float:
+    """First pull (all new, held) and a steady-state pull (all changed) through the source."""
+    db = os.path.join(tempfile.mkdtemp(), "ingest.sqlite3")
+    client = BodyClient(stats_body(users))
+    settings = PxlsSettings(db_path=db, token=Secret("x"), cf_auth=None)
+    source = PxlsSource(settings, client=client)
+    worst = 0.0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not stop:
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - start - 0.001)
+
+    task = asyncio.create_task(ticker()) if measure_stall else None
+    now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    await source.on_tick(now)  # first pull: every user new
+    client.body = stats_body(users, bump=1)
+    await source.on_tick(now + timedelta(hours=1))  # steady state: every score changed
+    stop = True
+    if task is not None:
+        await task
+    await source.on_shutdown()
+    return worst
+
+
+async def memory(users: int) -> dict[str, float]:
+    await _ingest_twice(users, measure_stall=False)
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+async def stall(users: int) -> dict[str, float]:
+    return {"max_stall_ms": await _ingest_twice(users, measure_stall=True) * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("probe", choices=["pacing", "idle", "memory", "stall"])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=30)
+    args = parser.parse_args()
+    if args.probe == "pacing":
+        result = asyncio.run(pacing())
+    elif args.probe == "idle":
+        result = asyncio.run(idle(args.seconds))
+    elif args.probe == "memory":
+        result = asyncio.run(memory(args.users))
+    else:
+        result = asyncio.run(stall(args.users))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
