@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,7 @@ def bench_parse(n: int, repeat: int) -> dict[str, float]:
 # -- 2. ingest --------------------------------------------------------------------
 
 
-def raw_upsert(path: str, rows: list[tuple[str, int]]) -> None:
+def raw_upsert(path: str, rows: Sequence[tuple[str, int]]) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

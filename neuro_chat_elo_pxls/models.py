@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -49,14 +50,41 @@ class ToplistRow(NamedTuple):
 class Snapshot:
     """A parsed stats.json: the current canvas's toplist and when it was generated (UTC).
 
-    ``rejected`` lists one human-readable reason per dropped row; ``snipped`` counts
-    ``-snip-`` rows skipped on purpose.
+    Stored as two columns (``names[i]`` has ``pixels[i]``, best first), so a
+    100,000-row snapshot costs no per-row objects. ``rejected`` lists one reason per
+    dropped row; ``snipped`` counts ``-snip-`` rows skipped on purpose.
     """
 
     generated_at: datetime
-    rows: tuple[tuple[str, int], ...]
+    names: tuple[str, ...]
+    pixels: tuple[int, ...]
     rejected: tuple[str, ...] = ()
     snipped: int = 0
+
+    @classmethod
+    def from_rows(
+        cls,
+        generated_at: datetime,
+        rows: Iterable[tuple[str, int]],
+        rejected: Iterable[str] = (),
+        snipped: int = 0,
+    ) -> Snapshot:
+        pairs = list(rows)
+        return cls(
+            generated_at,
+            tuple(name for name, _ in pairs),
+            tuple(pixels for _, pixels in pairs),
+            tuple(rejected),
+            snipped,
+        )
+
+    @property
+    def rows(self) -> list[ToplistRow]:
+        """The rows as ``(username, pixels)`` pairs (builds them: not for hot paths)."""
+        return list(map(ToplistRow._make, zip(self.names, self.pixels, strict=True)))
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 @attrs.frozen

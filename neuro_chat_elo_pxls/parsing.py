@@ -11,6 +11,7 @@ import re
 from datetime import UTC, datetime
 from html import unescape
 from html.parser import HTMLParser
+from itertools import repeat
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,35 +79,38 @@ def _parse_row(row: object) -> ToplistRow | str:
     return ToplistRow(name, pixels)
 
 
-_ALL_NAMES_RE = re.compile(r"(?:[A-Za-z0-9_-]{1,32}\n)*")
+#: a character outside ``[A-Za-z0-9_-]``, an empty name, or a name over 32 characters,
+#: in the names joined by newlines
+_BAD_NAMES = re.compile(r"[^A-Za-z0-9_\-\n]|[^\n]{33}|\n\n|\A\n|\n\Z")
 
 
-def _fast_rows(canvas: list[Any]) -> tuple[list[tuple[str, int]], int] | None:
+def _fast_columns(canvas: list[Any]) -> tuple[list[str], list[int], int] | None:
     """The common case in bulk (C-level checks over whole columns), or None.
 
-    Returns the rows and the ``-snip-`` count when every row is a dict with a valid
-    name and an in-range int, and no name (but ``-snip-``) repeats; otherwise None,
-    and the row-by-row path finds and reports the bad rows.
+    Returns names, pixels and the ``-snip-`` count when every row is a dict with a
+    valid name and an in-range int and no name (but ``-snip-``) repeats; otherwise
+    None, and the row-by-row path finds and reports the bad rows.
     """
-    if not all(type(row) is dict for row in canvas):
+    if not canvas:
+        return [], [], 0
+    try:  # dict.get raises for a row that is not a dict; join for a name not a str
+        names: list[Any] = list(map(dict.get, canvas, repeat("username")))
+        pixels: list[Any] = list(map(dict.get, canvas, repeat("pixels")))
+        joined = "\n".join(names)
+    except TypeError:
         return None
-    names = [row.get("username") for row in canvas]
-    pixels = [row.get("pixels") for row in canvas]
-    if not names:
-        return [], 0
-    if set(map(type, names)) != {str} or set(map(type, pixels)) != {int}:
+    if set(map(type, pixels)) != {int} or min(pixels) < 0 or max(pixels) > MAX_PIXELS:
         return None
-    if min(pixels) < 0 or max(pixels) > MAX_PIXELS:
-        return None
-    if _ALL_NAMES_RE.fullmatch("\n".join(names) + "\n") is None:
+    if _BAD_NAMES.search(joined):
         return None
     snipped = names.count(SNIP)
     if len(set(names)) != len(names) - snipped + (1 if snipped else 0):
         return None  # a name listed twice: the slow path keeps the first and says so
-    rows = list(zip(names, pixels, strict=True))
     if snipped:
-        rows = [row for row in rows if row[0] != SNIP]
-    return rows, snipped
+        keep = [i for i, name in enumerate(names) if name != SNIP]
+        names = [names[i] for i in keep]
+        pixels = [pixels[i] for i in keep]
+    return names, pixels, snipped
 
 
 def parse_stats(body: bytes | str) -> Snapshot:
@@ -125,9 +129,10 @@ def parse_stats(body: bytes | str) -> Snapshot:
     canvas = toplist.get("canvas") if isinstance(toplist, dict) else None
     if not isinstance(canvas, list):
         raise MalformedDataError("stats.json: toplist.canvas is missing or not a list")
-    fast = _fast_rows(canvas)
+    fast = _fast_columns(canvas)
     if fast is not None:
-        return Snapshot(generated_at, tuple(fast[0]), (), fast[1])
+        names, pixels, snipped = fast
+        return Snapshot(generated_at, tuple(names), tuple(pixels), (), snipped)
     rows: list[tuple[str, int]] = []
     rejected: list[str] = []
     seen: set[str] = set()
@@ -144,7 +149,7 @@ def parse_stats(body: bytes | str) -> Snapshot:
         else:
             seen.add(parsed.username)
             rows.append(parsed)
-    return Snapshot(generated_at, tuple(rows), tuple(rejected), snipped)
+    return Snapshot.from_rows(generated_at, rows, rejected, snipped)
 
 
 def parse_info(body: bytes | str) -> CanvasInfo:

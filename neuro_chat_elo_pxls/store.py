@@ -379,7 +379,7 @@ class Store:
             await conn.execute("DELETE FROM snap")
             await conn.executemany(
                 "INSERT INTO snap (name, pixels, place) VALUES (?, ?, ?)",
-                [(name, pixels, place) for place, (name, pixels) in enumerate(snapshot.rows)],
+                zip(snapshot.names, snapshot.pixels, range(len(snapshot)), strict=True),
             )
             # held on an older canvas: hand that out first, then treat as known
             deltas = await self._release(
@@ -436,7 +436,7 @@ class Store:
             await conn.execute("DELETE FROM snap")
             await self._set_state(conn, state)
         return IngestResult(
-            seen=len(snapshot.rows),
+            seen=len(snapshot),
             new=new,
             deltas=deltas,
             held=held,

@@ -74,7 +74,7 @@ class FakePxls:
             (ToplistRow(n, u.score) for n, u in self.users.items() if u.score > 0 and not u.banned),
             key=lambda r: -r.pixels,
         )
-        return Snapshot(self.generated_at, tuple(rows[:1000]), (), self.snips)
+        return Snapshot.from_rows(self.generated_at, rows[:1000], (), self.snips)
 
     async def fetch_profile(self, username: str) -> Profile:
         self.requests.append(("profile", username, self.clock.now))

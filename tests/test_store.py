@@ -29,7 +29,9 @@ async def test_fresh_db_is_migrated_to_current_version_with_wal(tmp_path: Path) 
 async def test_reopen_keeps_data(tmp_path: Path) -> None:
     path = str(tmp_path / "db.sqlite3")
     store = await Store.open(path)
-    await store.ingest("86", Snapshot(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={})
+    await store.ingest(
+        "86", Snapshot.from_rows(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={}
+    )
     await store.close()
     store = await Store.open(path)
     deltas = await store.drain_outbox()
@@ -69,14 +71,16 @@ async def test_second_store_on_same_file_refused(tmp_path: Path) -> None:
 
 async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
     store = await Store.open(str(tmp_path / "db.sqlite3"))
-    await store.ingest("86", Snapshot(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={})
+    await store.ingest(
+        "86", Snapshot.from_rows(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={}
+    )
     await store.drain_outbox()
 
     # a state value that cannot be bound makes the last statement of the transaction fail
     with pytest.raises(sqlite3.ProgrammingError):
         await store.ingest(
             "86",
-            Snapshot(T0, (ToplistRow("a", 9), ToplistRow("b", 1))),
+            Snapshot.from_rows(T0, (ToplistRow("a", 9), ToplistRow("b", 1))),
             T0,
             hold_new=False,
             state={"x": object()},  # type: ignore[dict-item]
