@@ -79,9 +79,8 @@ def _parse_row(row: object) -> ToplistRow | str:
     return ToplistRow(name, pixels)
 
 
-#: a character outside ``[A-Za-z0-9_-]``, an empty name, or a name over 32 characters,
-#: in the names joined by newlines
-_BAD_NAMES = re.compile(r"[^A-Za-z0-9_\-\n]|[^\n]{33}|\n\n|\A\n|\n\Z")
+#: a character outside ``[A-Za-z0-9_-]`` in the names joined by newlines
+_BAD_NAME_CHAR = re.compile(r"[^A-Za-z0-9_\-\n]")
 
 
 def _fast_columns(canvas: list[Any]) -> tuple[list[str], list[int], int] | None:
@@ -101,7 +100,8 @@ def _fast_columns(canvas: list[Any]) -> tuple[list[str], list[int], int] | None:
         return None
     if set(map(type, pixels)) != {int} or min(pixels) < 0 or max(pixels) > MAX_PIXELS:
         return None
-    if _BAD_NAMES.search(joined):
+    lengths = list(map(len, names))
+    if min(lengths) < 1 or max(lengths) > 32 or _BAD_NAME_CHAR.search(joined):
         return None
     snipped = names.count(SNIP)
     if len(set(names)) != len(names) - snipped + (1 if snipped else 0):

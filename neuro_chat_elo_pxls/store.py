@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import IO, Any
 
 import aiosqlite
@@ -47,7 +49,7 @@ MIGRATIONS: tuple[str, ...] = (
         held_canvas TEXT,
         held_observed_at TEXT,
         held_since TEXT,
-        dirty INTEGER NOT NULL DEFAULT 1,
+        dirty INTEGER NOT NULL DEFAULT 1,  -- dropped by migration 2 (derived since)
         missing INTEGER NOT NULL DEFAULT 0,
         enriched INTEGER NOT NULL DEFAULT 0,
         last_profile_check TEXT,
@@ -73,10 +75,37 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
     """,
-    # 2: the sweep walks dirty users, then all, by id with a cursor (no sort per refill)
+    # 2: accounting in the database, and "dirty" derived instead of written.
+    # * Whenever a user's handed-out (score, canvas) changes, the difference goes to
+    #   the outbox in the same statement (triggers): conservation holds by
+    #   construction, whatever code path writes a score.
+    # * dirty = seen in a pull since the last profile check (last_seen >
+    #   last_profile_check); the sweep walks ids with a cursor (no index, no sort).
     """
     DROP INDEX IF EXISTS users_sweep;
-    CREATE INDEX users_dirty ON users (dirty, id);
+    ALTER TABLE users DROP COLUMN dirty;
+    ALTER TABLE users ADD COLUMN observed_at TEXT;
+    UPDATE users SET observed_at = last_seen WHERE observed_at IS NULL;
+    CREATE TRIGGER users_outbox_update AFTER UPDATE OF score, canvas ON users
+    WHEN NEW.canvas IS NOT NULL
+        AND NEW.score != (CASE WHEN OLD.canvas IS NEW.canvas THEN OLD.score ELSE 0 END)
+    BEGIN
+        INSERT INTO outbox (user, pxls_id, discord, faction_id, faction_tag, faction_name,
+                            faction_color, delta, score, canvas, observed_at)
+        VALUES (NEW.name, NEW.pxls_id, NEW.discord, NEW.faction_id, NEW.faction_tag,
+                NEW.faction_name, NEW.faction_color,
+                NEW.score - (CASE WHEN OLD.canvas IS NEW.canvas THEN OLD.score ELSE 0 END),
+                NEW.score, NEW.canvas, COALESCE(NEW.observed_at, NEW.last_seen));
+    END;
+    CREATE TRIGGER users_outbox_insert AFTER INSERT ON users
+    WHEN NEW.canvas IS NOT NULL AND NEW.score != 0
+    BEGIN
+        INSERT INTO outbox (user, pxls_id, discord, faction_id, faction_tag, faction_name,
+                            faction_color, delta, score, canvas, observed_at)
+        VALUES (NEW.name, NEW.pxls_id, NEW.discord, NEW.faction_id, NEW.faction_tag,
+                NEW.faction_name, NEW.faction_color, NEW.score, NEW.score, NEW.canvas,
+                COALESCE(NEW.observed_at, NEW.last_seen));
+    END;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -90,8 +119,28 @@ _OUTBOX_COLS = (
     "score, canvas, observed_at"
 )
 _OUTBOX_INSERT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-#: a known user's baseline on the snapshot's canvas (0 on another canvas: a reset)
-_BASELINE = "(CASE WHEN u.canvas = :canvas THEN u.score ELSE 0 END)"
+#: a user seen in a pull since its last profile check (the sweep visits these first)
+DIRTY = "(last_profile_check IS NULL OR last_seen > last_profile_check)"
+#: one snapshot row: ?1 name, ?2 pixels, ?3 canvas, ?4 generatedAt, ?5 host time
+_UPSERT_SET = (
+    "ON CONFLICT (name) DO UPDATE SET "
+    "score = CASE WHEN held_score IS NULL THEN ?2 ELSE score END, "
+    "canvas = CASE WHEN held_score IS NULL THEN ?3 ELSE canvas END, "
+    "observed_at = CASE WHEN held_score IS NULL THEN ?4 ELSE observed_at END, "
+    "held_score = CASE WHEN held_score IS NULL THEN NULL ELSE ?2 END, "
+    "held_observed_at = CASE WHEN held_score IS NULL THEN NULL ELSE ?4 END, "
+    "last_seen = ?5"
+)
+#: a new user's first score is held until its profile is read
+_UPSERT_HOLD = (
+    "INSERT INTO users (name, score, held_score, held_canvas, held_observed_at, held_since, "
+    "first_seen, last_seen) VALUES (?1, 0, ?2, ?3, ?4, ?5, ?5, ?5) " + _UPSERT_SET
+)
+#: a new user's first score is handed out at once (no profiles)
+_UPSERT_RELEASE = (
+    "INSERT INTO users (name, score, canvas, observed_at, first_seen, last_seen) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?5) " + _UPSERT_SET
+)
 
 
 def ts(value: datetime) -> str:
@@ -250,6 +299,11 @@ class Store:
 
     async def _setup(self) -> None:
         conn = self._conn
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or newer is needed "
+                "(upsert, DROP COLUMN)"
+            )
         try:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
@@ -364,113 +418,65 @@ class Store:
     ) -> IngestResult:
         """Apply one snapshot of ``canvas`` in one transaction (with ``state`` updates).
 
-        Set-based: the rows go into a temporary table and SQLite computes the diff,
-        so the event loop does no per-user work. Known user: ``delta = new -
-        baseline`` (baseline 0 on another canvas), zero deltas skipped. Held user on
-        the same canvas: the held score is replaced. New user: held when
+        One upsert per row, all in SQLite (the event loop does no per-user work); the
+        outbox rows come from the accounting triggers. Known user: new score (its
+        delta is ``new - baseline``, baseline 0 on another canvas; zero deltas make no
+        row). Held user: the held score is replaced. New user: held when
         ``hold_new``, else handed out at once. Every user seen is marked dirty.
+        Users still held for an older canvas are handed out first.
         """
-        params = {"canvas": canvas, "obs": ts(snapshot.generated_at), "now": ts(now)}
+        ctx = {"canvas": canvas, "obs": ts(snapshot.generated_at), "now": ts(now)}
         async with self.transaction() as conn:
-            await conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS snap "
-                "(name TEXT PRIMARY KEY, pixels INTEGER NOT NULL, place INTEGER NOT NULL)"
-            )
-            await conn.execute("DELETE FROM snap")
+            await self._release(conn, "held_canvas != :canvas", ctx)
+            before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
+            users_before = await self._scalar(conn, "SELECT COUNT(*) FROM users")
+            n = len(snapshot)
             await conn.executemany(
-                "INSERT INTO snap (name, pixels, place) VALUES (?, ?, ?)",
-                zip(snapshot.names, snapshot.pixels, range(len(snapshot)), strict=True),
+                _UPSERT_HOLD if hold_new else _UPSERT_RELEASE,
+                zip(
+                    snapshot.names,
+                    snapshot.pixels,
+                    repeat(canvas, n),
+                    repeat(ctx["obs"], n),
+                    repeat(ctx["now"], n),
+                    strict=True,
+                ),
             )
-            # held on an older canvas: hand that out first, then treat as known
-            deltas = await self._release(
-                conn, "held_canvas != :canvas AND name IN (SELECT name FROM snap)", params
-            )
-            held = await self._count(
-                conn,
-                "UPDATE users SET held_score = s.pixels, held_observed_at = :obs, dirty = 1, "
-                "last_seen = :now FROM snap s WHERE users.name = s.name "
-                "AND users.held_score IS NOT NULL",
-                params,
-            )
-            deltas += await self._count(
-                conn,
-                f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT u.name, u.pxls_id, u.discord, "
-                "u.faction_id, u.faction_tag, u.faction_name, u.faction_color, "
-                f"s.pixels - {_BASELINE}, s.pixels, :canvas, :obs "
-                "FROM snap s JOIN users u ON u.name = s.name "
-                f"WHERE u.held_score IS NULL AND s.pixels != {_BASELINE} ORDER BY s.place",
-                params,
-            )
-            known = await self._count(
-                conn,
-                "UPDATE users SET score = s.pixels, canvas = :canvas, dirty = 1, "
-                "last_seen = :now FROM snap s WHERE users.name = s.name "
-                "AND users.held_score IS NULL",
-                params,
-            )
-            unknown = "NOT EXISTS (SELECT 1 FROM users u WHERE u.name = s.name)"
-            if hold_new:
-                new = await self._count(
-                    conn,
-                    "INSERT INTO users (name, held_score, held_canvas, held_observed_at, "
-                    "held_since, first_seen, last_seen) SELECT s.name, s.pixels, :canvas, "
-                    f":obs, :now, :now, :now FROM snap s WHERE {unknown} ORDER BY s.place",
-                    params,
-                )
-                held += new
-            else:
-                deltas += await self._count(
-                    conn,
-                    f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT s.name, NULL, NULL, NULL, "
-                    "NULL, NULL, NULL, s.pixels, s.pixels, :canvas, :obs FROM snap s "
-                    f"WHERE {unknown} AND s.pixels != 0 ORDER BY s.place",
-                    params,
-                )
-                new = await self._count(
-                    conn,
-                    "INSERT INTO users (name, score, canvas, first_seen, last_seen) SELECT "
-                    f"s.name, s.pixels, :canvas, :now, :now FROM snap s WHERE {unknown} "
-                    "ORDER BY s.place",
-                    params,
-                )
-            await conn.execute("DELETE FROM snap")
             await self._set_state(conn, state)
+            deltas = await self._scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)
+            new = await self._scalar(conn, "SELECT COUNT(*) FROM users") - users_before
+            held = await self._scalar(
+                conn, "SELECT COUNT(*) FROM users WHERE held_score IS NOT NULL"
+            )
         return IngestResult(
             seen=len(snapshot),
             new=new,
             deltas=deltas,
             held=held,
-            unchanged=known - (deltas - (0 if hold_new else new)),
+            unchanged=len(snapshot) - new - deltas if not hold_new else len(snapshot) - deltas,
         )
 
     @staticmethod
-    async def _count(conn: aiosqlite.Connection, sql: str, params: dict[str, Any]) -> int:
+    async def _scalar(conn: aiosqlite.Connection, sql: str, *params: Any) -> int:
         async with conn.execute(sql, params) as cur:
-            return max(0, cur.rowcount)
+            row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
-    @classmethod
-    async def _release(cls, conn: aiosqlite.Connection, where: str, params: dict[str, Any]) -> int:
+    @staticmethod
+    async def _release(conn: aiosqlite.Connection, where: str, params: dict[str, Any]) -> int:
         """Hand out held scores of the users matching ``where`` (a constant SQL filter).
 
-        One outbox row per non-zero delta (``held - baseline``; baseline 0 on another
-        canvas), then the held score becomes the baseline. Returns the rows written.
+        The held score becomes the handed-out score; the trigger writes its delta
+        (``held - baseline``, baseline 0 on another canvas). Returns users released.
         """
-        held = f"held_score IS NOT NULL AND ({where})"
-        baseline = "(CASE WHEN canvas = held_canvas THEN score ELSE 0 END)"
-        written = await cls._count(
-            conn,
-            f"INSERT INTO outbox ({_OUTBOX_COLS}) SELECT name, pxls_id, discord, faction_id, "
-            f"faction_tag, faction_name, faction_color, held_score - {baseline}, held_score, "
-            f"held_canvas, held_observed_at FROM users WHERE {held} "
-            f"AND held_score != {baseline} ORDER BY held_since, id",
+        async with conn.execute(
+            "UPDATE users SET score = held_score, canvas = held_canvas, "
+            "observed_at = held_observed_at, held_score = NULL, held_canvas = NULL, "
+            f"held_observed_at = NULL, held_since = NULL WHERE held_score IS NOT NULL "
+            f"AND ({where})",
             params,
-        )
-        await conn.execute(
-            "UPDATE users SET score = held_score, canvas = held_canvas, held_score = NULL, "
-            f"held_canvas = NULL, held_observed_at = NULL, held_since = NULL WHERE {held}",
-            params,
-        )
-        return written
+        ) as cur:
+            return max(0, cur.rowcount)
 
     async def held_user_ids(self, limit: int, exclude: set[int]) -> list[int]:
         """Up to ``limit`` users whose first delta waits for their profile, oldest first."""
@@ -495,15 +501,9 @@ class Store:
         Returns how many users were released.
         """
         async with self.transaction() as conn:
-            where = "1" if held_before is None else "held_since <= :before"
-            params = {} if held_before is None else {"before": ts(held_before)}
-            async with conn.execute(
-                f"SELECT COUNT(*) FROM users WHERE held_score IS NOT NULL AND {where}",
-                params,
-            ) as cur:
-                row = await cur.fetchone()
-            await self._release(conn, where, params)
-        return int(row[0]) if row else 0
+            if held_before is None:
+                return await self._release(conn, "1", {})
+            return await self._release(conn, "held_since <= :before", {"before": ts(held_before)})
 
     async def apply_profile(
         self, user_id: int, profile: Profile, now: datetime, sweep: int
@@ -523,7 +523,6 @@ class Store:
             if not users:
                 return ProfileOutcome(False, None, 0)
             user = users[0]
-            outbox: list[tuple[Any, ...]] = []
             if profile.pxls_id is not None:
                 others = await self._fetch_users(
                     conn, "WHERE pxls_id = ? AND id != ?", (profile.pxls_id, user.id)
@@ -533,9 +532,11 @@ class Store:
                     renamed_from = old.name
                     canvas = user.held_canvas if user.held else user.canvas
                     if old.score and old.canvas is not None and old.canvas == canvas:
-                        observed = user.held_observed_at or ts(now)
-                        outbox.append(old.outbox_row(-old.score, 0, old.canvas, observed))
-                        corrected = old.score
+                        corrected = old.score  # withdrawn by the trigger: -old, score 0
+                        await conn.execute(
+                            "UPDATE users SET score = 0, observed_at = ? WHERE id = ?",
+                            (user.held_observed_at or ts(now), old.id),
+                        )
                     user.swept_in = max(user.swept_in, old.swept_in)
                     await conn.execute("DELETE FROM users WHERE id = ?", (old.id,))
             faction = profile.faction
@@ -546,11 +547,9 @@ class Store:
             user.faction_name = faction.name if faction else None
             user.faction_color = faction.color if faction else None
             user.swept_in = max(user.swept_in, sweep)
-            await conn.executemany(_OUTBOX_INSERT, outbox)  # the rename move comes first
             await self._save_users(conn, [user])
             await conn.execute(
-                "UPDATE users SET dirty = 0, missing = 0, enriched = 1, last_profile_check = ?"
-                " WHERE id = ?",
+                "UPDATE users SET missing = 0, enriched = 1, last_profile_check = ? WHERE id = ?",
                 (ts(now), user.id),
             )
             await self._release(conn, "id = :id", {"id": user.id})
@@ -564,7 +563,7 @@ class Store:
                 return False
             user = users[0]
             await conn.execute(
-                "UPDATE users SET dirty = 0, missing = 1, last_profile_check = ?, "
+                "UPDATE users SET missing = 1, last_profile_check = ?, "
                 "swept_in = MAX(swept_in, ?) WHERE id = ?",
                 (ts(now), sweep, user.id),
             )
@@ -588,7 +587,7 @@ class Store:
         ``(dirty_phase, ids)``. Missing (404) names are only visited when dirty.
         """
         async with self._conn.execute(
-            "SELECT id FROM users WHERE dirty = 1 AND swept_in < ? AND id > ? ORDER BY id LIMIT ?",
+            f"SELECT id FROM users WHERE {DIRTY} AND swept_in < ? AND id > ? ORDER BY id LIMIT ?",
             (sweep, after_dirty, limit),
         ) as cur:
             ids = [row[0] for row in await cur.fetchall()]
@@ -603,7 +602,7 @@ class Store:
 
     async def count_sweep_remaining(self, sweep: int) -> int:
         async with self._conn.execute(
-            "SELECT COUNT(*) FROM users WHERE swept_in < ? AND (missing = 0 OR dirty = 1)",
+            f"SELECT COUNT(*) FROM users WHERE swept_in < ? AND (missing = 0 OR {DIRTY})",
             (sweep,),
         ) as cur:
             row = await cur.fetchone()
@@ -644,7 +643,7 @@ class Store:
     async def counts(self) -> dict[str, int]:
         """Users total / dirty / held / missing / never enriched, and the outbox size."""
         async with self._conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(dirty), 0), COUNT(held_score), "
+            f"SELECT COUNT(*), COALESCE(SUM({DIRTY}), 0), COUNT(held_score), "
             "COALESCE(SUM(missing), 0), COALESCE(SUM(1 - enriched), 0) FROM users"
         ) as cur:
             row = await cur.fetchone()
@@ -702,4 +701,13 @@ def _delta_from_row(row: Sequence[Any]) -> EloDelta:
 
 
 def _split_sql(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Statements of a migration script (a trigger body's ``;`` stays inside it)."""
+    statements: list[str] = []
+    current = ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
