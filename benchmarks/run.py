@@ -98,24 +98,56 @@ def raw_upsert(path: str, rows: Sequence[tuple[str, int]]) -> None:
     conn.close()
 
 
-async def bench_ingest(n: int, repeat: int) -> dict[str, float]:
-    """Steady state: n known users, every score changed (n updates + n outbox rows)."""
+def schema_upsert(path: str, rows: Sequence[tuple[str, int]]) -> None:
+    """Baseline 2: the same users table and indexes, accounting triggers dropped."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("DROP TRIGGER IF EXISTS users_outbox_update")
+    conn.execute("DROP TRIGGER IF EXISTS users_outbox_insert")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO users (name, score, canvas, first_seen, last_seen) VALUES (?, ?, '86', "
+        "'2026-01-05', '2026-01-05') ON CONFLICT (name) DO UPDATE SET score = excluded.score, "
+        "canvas = excluded.canvas, last_seen = excluded.last_seen",
+        rows,
+    )
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def bench_ingest(n: int, repeat: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Steady state: n known users, every score changed (n updates + n outbox rows).
+
+    Ours: parse (worker thread) + ``Store.ingest``. Baseline 1: raw executemany
+    upsert of the same (name, pixels) rows into a two-column table. Baseline 2: the
+    same upsert into a copy of our own database with the triggers dropped.
+    """
     tmp = tempfile.mkdtemp()
-    ours, base = [], []
+    ours, base, base_schema = [], [], []
     first = parse_stats(stats_body(n, bump=0))
     for i in range(repeat):
         path = os.path.join(tmp, f"ours{i}.sqlite3")
         store = await Store.open(path)
         await store.ingest("86", first, NOW, hold_new=False, state={})
         await store.drain_outbox()
+        await store.close()
+        copy = os.path.join(tmp, f"schema{i}.sqlite3")
+        src = sqlite3.connect(path)
+        src.execute("VACUUM INTO ?", (copy,))
+        src.close()
         body = stats_body(n, bump=i + 1)
         raw = os.path.join(tmp, f"raw{i}.sqlite3")
         raw_upsert(raw, list(first.rows))
-        rows = list(parse_stats(body).rows)
+        rows = parse_stats(body).rows
         gc.collect()
         start = time.perf_counter()
         raw_upsert(raw, rows)
         base.append(time.perf_counter() - start)
+        gc.collect()
+        start = time.perf_counter()
+        schema_upsert(copy, rows)
+        base_schema.append(time.perf_counter() - start)
+        store = await Store.open(path)
         gc.collect()
         start = time.perf_counter()
         snapshot = await asyncio.to_thread(parse_stats, body)
@@ -123,7 +155,7 @@ async def bench_ingest(n: int, repeat: int) -> dict[str, float]:
         ours.append(time.perf_counter() - start)
         assert result.deltas == n, result
         await store.close()
-    return summary(ours, base)
+    return summary(ours, base), summary(ours, base_schema)
 
 
 # -- 3. collect_deltas ------------------------------------------------------------
@@ -215,13 +247,21 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str, str,
         rows.append((what, how, value, target, ok))
         print(f"{'PASS' if ok else 'MISS'}  {what}: {value} (target {target})", flush=True)
 
-    r = await bench_ingest(n, rep)
+    r, r2 = await bench_ingest(n, rep)
     add(
-        f"ingest {n:,} users",
-        f"vs raw sqlite3 executemany upsert ({r['base_ms']:.0f} ms)",
+        f"ingest {n:,} users, all changed",
+        f"vs raw executemany upsert into (name, score) ({r['base_ms']:.0f} ms; "
+        f"ours {r['ours_ms']:.0f} ms)",
         fmt(r),
         "≤ 2.0×",
         r["median"] <= 2.0,
+    )
+    add(
+        f"ingest {n:,} users, all changed",
+        f"vs the same upsert into our users schema, triggers dropped ({r2['base_ms']:.0f} ms)",
+        fmt(r2),
+        "(context)",
+        True,
     )
     r = bench_parse(n, rep)
     add(

@@ -114,11 +114,6 @@ _USER_COLS = (
     "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "
     "score, canvas, held_score, held_canvas, held_observed_at, held_since, swept_in"
 )
-_OUTBOX_COLS = (
-    "user, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, delta, "
-    "score, canvas, observed_at"
-)
-_OUTBOX_INSERT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 #: a user seen in a pull since its last profile check (the sweep visits these first)
 DIRTY = "(last_profile_check IS NULL OR last_seen > last_profile_check)"
 #: one snapshot row: ?1 name, ?2 pixels, ?3 canvas, ?4 generatedAt, ?5 host time
@@ -175,21 +170,6 @@ class UserRow:
     @property
     def held(self) -> bool:
         return self.held_score is not None
-
-    def outbox_row(self, delta: int, score: int, canvas: str, observed_at: str) -> tuple[Any, ...]:
-        return (
-            self.name,
-            self.pxls_id,
-            self.discord,
-            self.faction_id,
-            self.faction_tag,
-            self.faction_name,
-            self.faction_color,
-            delta,
-            score,
-            canvas,
-            observed_at,
-        )
 
 
 @attrs.frozen
@@ -636,7 +616,7 @@ class Store:
             "ORDER BY seq",
             (after_seq,),
         ) as cur:
-            return [_delta_from_row(row) for row in await cur.fetchall()]
+            return _deltas_from_rows(await cur.fetchall())
 
     # -- operators -----------------------------------------------------------
 
@@ -682,22 +662,25 @@ class Store:
 ToplistLike = tuple[str, int]
 
 
-def _delta_from_row(row: Sequence[Any]) -> EloDelta:
-    (seq, user, pxls_id, discord, fid, ftag, fname, fcolor, delta, score, canvas, observed) = row
-    faction = Faction(fid, ftag or "", fname or "", fcolor) if fid is not None else None
-    observed_at = from_ts(observed)
-    assert observed_at is not None
-    return EloDelta(
-        seq=seq,
-        user=user,
-        pxls_id=pxls_id,
-        discord=discord,
-        faction=faction,
-        delta=delta,
-        score=score,
-        canvas=canvas,
-        observed_at=observed_at,
-    )
+def _deltas_from_rows(rows: Iterable[Sequence[Any]]) -> list[EloDelta]:
+    """Outbox rows → EloDelta. Times and factions repeat a lot: each is built once."""
+    times: dict[str, datetime] = {}
+    factions: dict[tuple[Any, ...], Faction] = {}
+    out = []
+    for seq, user, pxls_id, discord, fid, ftag, fname, fcolor, delta, score, canvas, obs in rows:
+        observed_at = times.get(obs)
+        if observed_at is None:
+            observed_at = times[obs] = datetime.fromisoformat(obs)
+        faction = None
+        if fid is not None:
+            key = (fid, ftag, fname, fcolor)
+            faction = factions.get(key)
+            if faction is None:
+                faction = factions[key] = Faction(fid, ftag or "", fname or "", fcolor)
+        out.append(
+            EloDelta(seq, user, pxls_id, discord, faction, delta, score, canvas, observed_at)
+        )
+    return out
 
 
 def _split_sql(script: str) -> list[str]:
