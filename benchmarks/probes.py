@@ -28,6 +28,18 @@ from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario, SimClock
 from .data import stats_body
 
 
+async def _wait_enriched(standin: PxlsStandIn, timeout: float = 120) -> None:
+    """Until every user of the last served stats.json had a profile request."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        listed = len(parse_stats(standin.served_stats)) if standin.served_stats else -1
+        fetched = sum(r.path.startswith("/api/v1/profile") for r in standin.requests)
+        if fetched >= listed > 0:
+            return
+    raise TimeoutError("the host did not enrich every listed user in time")
+
+
 async def pacing() -> dict[str, float]:
     """Achieved / configured profile rate of the real host against the stand-in."""
     cooldown = 0.05
@@ -43,8 +55,7 @@ async def pacing() -> dict[str, float]:
     def profiles() -> list[datetime]:
         return [r.at for r in standin.requests if r.path.startswith("/api/v1/profile")]
 
-    while len(profiles()) < 190:
-        await asyncio.sleep(0.2)
+    await _wait_enriched(standin)
     stop.set()
     await host
     await standin.stop()
@@ -88,8 +99,7 @@ async def idle(seconds: float) -> dict[str, float]:
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PXLS_TOKEN": standin.scenario.token},
     )
-    while sum(r.path.startswith("/api/v1/profile") for r in standin.requests) < 20:
-        await asyncio.sleep(0.2)
+    await _wait_enriched(standin)
     await asyncio.sleep(1.0)  # the last tick finishes; now nothing is due for an hour
     before, start = _cpu_seconds(proc.pid), time.monotonic()
     await asyncio.sleep(seconds)

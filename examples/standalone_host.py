@@ -19,6 +19,6 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--demo" in argv:
         argv = ["demo", *[a for a in argv if a != "--demo"]]
-    elif not argv or argv[0].startswith("-"):
+    elif not {"run", "demo", "status", "export"} & set(argv):
         argv = ["run", *argv]
     sys.exit(main(argv))

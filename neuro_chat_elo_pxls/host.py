@@ -24,7 +24,7 @@ import signal
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 import attrs
 import pluggy
@@ -41,6 +41,14 @@ class Clock(Protocol):
 
     def now(self) -> datetime: ...
     def real_seconds(self, delta: timedelta) -> float: ...
+
+
+class LineSink(Protocol):
+    """Where JSON lines go: a text file, stdout, or anything with these methods."""
+
+    def write(self, text: str, /) -> int: ...
+    def flush(self) -> None: ...
+    def fileno(self) -> int: ...
 
 
 #: The host never sleeps longer than this many real seconds at once (stays responsive).
@@ -99,7 +107,7 @@ async def run_host(
     config: Mapping[str, Any],
     *,
     clock: Clock,
-    out: TextIO,
+    out: LineSink,
     stop: asyncio.Event,
     until: datetime | None = None,
     table_every: timedelta = timedelta(hours=1),

@@ -38,6 +38,9 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 #: the database, so the queue stays small and a restart loses nothing).
 SWEEP_WINDOW = 8
 ENRICH_WINDOW = 16
+#: Profile requests are spaced by ``profile_cooldown`` times this, so that event-loop
+#: and network jitter never make pxls.space see two requests closer than promised.
+PACING_MARGIN = 1.02
 #: After a stale or unchanged stats.json, look again this much sooner than the interval.
 STALE_RETRY = timedelta(minutes=15)
 
@@ -115,6 +118,9 @@ class PxlsSource:
             released = await store.release_held(None)
             if released:
                 log.warning("released %d held deltas without Discord/faction", released)
+        ready = from_ts(self._state.get("profile_ready_at"))
+        if ready is not None:
+            self._queue.cool(Key.PROFILE, ready, "profile pacing (before the restart)")
         self._next_hold_release = await self._hold_deadline()
         log.info(
             "pxls source open: db=%s canvas=%s queued=%d",
@@ -393,7 +399,9 @@ class PxlsSource:
             return False  # merged away by a rename, or profiles off
         if command.kind is Kind.SWEEP and user.swept_in >= self._sweep_number:
             return False  # already visited (e.g. by its enrichment)
-        self._queue.cool(Key.PROFILE, now + self.settings.profile_cooldown, "profile pacing")
+        ready = now + self.settings.profile_cooldown * PACING_MARGIN
+        self._queue.cool(Key.PROFILE, ready, "profile pacing")
+        await self._set_state(store, profile_ready_at=ts(ready))  # pacing survives a restart
         sweep = self._sweep_number
         try:
             profile = await self._client.fetch_profile(user.name)

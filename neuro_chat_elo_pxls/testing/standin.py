@@ -96,6 +96,8 @@ class Scenario:
     snip_users: int = 3
     token: str = "standin-token"  # noqa: S105 (the stand-in's fake session, not a secret)
     slow_seconds: float = 30.0
+    #: probability that a request gets a random fault (never SLOW) on top of inject()
+    fault_rate: float = 0.0
 
 
 class PxlsStandIn:
@@ -110,6 +112,8 @@ class PxlsStandIn:
         self._ids = 100_000
         self.requests: list[RequestRecord] = []
         self.faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self.faults_served = 0
+        self._fault_rng = random.Random(scenario.seed + 1)
         self._in_flight = 0
         self.max_in_flight = 0
         self._runner: web.AppRunner | None = None
@@ -295,9 +299,14 @@ class PxlsStandIn:
             self.requests.append(RequestRecord(request.path_qs, at, in_flight, status))
 
     async def _fault(self, endpoint: str, json_ok: bytes) -> web.StreamResponse | None:
+        if self.scenario.fault_rate and self._fault_rng.random() < self.scenario.fault_rate:
+            self.faults[endpoint].append(
+                self._fault_rng.choice([f for f in Fault if f is not Fault.SLOW])
+            )
         if not self.faults[endpoint]:
             return None
         fault = self.faults[endpoint].popleft()
+        self.faults_served += 1
         if fault is Fault.RATE_LIMIT_TEXT:
             return web.Response(
                 status=429, body=b"You're doing that too much. Try again in 73 seconds."
