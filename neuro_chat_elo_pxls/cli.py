@@ -27,7 +27,7 @@ from .errors import ConfigError, PxlsError
 from .host import install_signal_handlers, run_host
 from .settings import TOKEN_ENV, PxlsSettings
 from .source import build_status
-from .store import Store
+from .store import EXPORT_FIELDS, Store
 from .testing.clock import SimClock
 from .testing.standin import PxlsStandIn, Scenario
 
@@ -251,31 +251,9 @@ async def _export(args: argparse.Namespace) -> int:
         buffer.write("\n")
     else:
         writer = csv.writer(buffer)
-        writer.writerow(
-            [
-                "pxls_username",
-                "pxls_id",
-                "discord",
-                "faction_id",
-                "faction_tag",
-                "faction_name",
-                "score",
-                "canvas",
-            ]
-        )
+        writer.writerow(["pxls_username", *EXPORT_FIELDS[1:]])
         for u in users:
-            writer.writerow(
-                [
-                    u["name"],
-                    u["pxls_id"],
-                    u["discord"],
-                    u["faction_id"],
-                    u["faction_tag"],
-                    u["faction_name"],
-                    u["score"],
-                    u["canvas"],
-                ]
-            )
+            writer.writerow([u[field] for field in EXPORT_FIELDS])
     if args.output in (None, "-"):
         sys.stdout.write(buffer.getvalue())
     else:

@@ -114,6 +114,17 @@ _USER_COLS = (
     "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "
     "score, canvas, held_score, held_canvas, held_observed_at, held_since, swept_in"
 )
+#: the columns :meth:`Store.export_users` returns, in order
+EXPORT_FIELDS = (
+    "name",
+    "pxls_id",
+    "discord",
+    "faction_id",
+    "faction_tag",
+    "faction_name",
+    "score",
+    "canvas",
+)
 #: a user seen in a pull since its last profile check (the sweep visits these first)
 DIRTY = "(last_profile_check IS NULL OR last_seen > last_profile_check)"
 #: one snapshot row: ?1 name, ?2 pixels, ?3 canvas, ?4 generatedAt, ?5 host time
@@ -646,17 +657,7 @@ class Store:
             "canvas FROM users WHERE canvas IS NOT NULL ORDER BY score DESC, name"
         ) as cur:
             rows = await cur.fetchall()
-        keys = (
-            "name",
-            "pxls_id",
-            "discord",
-            "faction_id",
-            "faction_tag",
-            "faction_name",
-            "score",
-            "canvas",
-        )
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [dict(zip(EXPORT_FIELDS, row, strict=True)) for row in rows]
 
 
 ToplistLike = tuple[str, int]
