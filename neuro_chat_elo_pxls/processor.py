@@ -116,9 +116,6 @@ class CommandQueue:
         """The queued commands of ``kind`` (O(commands of its key))."""
         return (c for _, c in self._queues[_KEY_OF[kind]] if c.kind is kind)
 
-    def contains(self, key: Key, user_id: int | None) -> bool:
-        return (key, user_id) in self._members
-
     def state(self, key: Key) -> KeyState:
         return self._keys[key]
 
