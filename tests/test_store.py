@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -88,4 +89,32 @@ async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
     assert await store.drain_outbox() == []
     counts = await store.counts()
     assert counts["users"] == 1
+    await store.close()
+
+
+async def test_held_user_seen_again_keeps_only_the_latest_held_score(tmp_path: Path) -> None:
+    """The one-statement upsert: a held user's new pixels replace the held score (no
+    delta), a known user gets ``new - old``, and the release hands out the latest."""
+    store = await Store.open(str(tmp_path / "db.sqlite3"))
+    snap = Snapshot.from_rows
+    first = await store.ingest("86", snap(T0, (ToplistRow("a", 5),)), T0, hold_new=True, state={})
+    assert (first.new, first.deltas, first.held) == (1, 0, 1)
+    later = T0 + timedelta(hours=1)
+    second = await store.ingest(
+        "86", snap(later, (ToplistRow("a", 8), ToplistRow("b", 2))), later, hold_new=True, state={}
+    )
+    assert (second.new, second.deltas, second.held) == (1, 0, 2)
+    assert await store.drain_outbox() == []
+    assert await store.release_held(None) == 2
+    released = {d.user: (d.delta, d.score, d.observed_at) for d in await store.drain_outbox()}
+    assert released == {"a": (8, 8, later), "b": (2, 2, later)}
+    third = await store.ingest(
+        "86",
+        snap(later + timedelta(hours=1), (ToplistRow("a", 6),)),
+        later,
+        hold_new=True,
+        state={},
+    )
+    assert (third.new, third.deltas, third.held) == (0, 1, 0)
+    assert [(d.user, d.delta, d.score) for d in await store.drain_outbox()] == [("a", -2, 6)]
     await store.close()
