@@ -8,6 +8,7 @@ import pytest
 
 from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.settings import Secret
+from neuro_chat_elo_pxls.store import Store
 
 from .helpers import FakeClock, FakePxls
 
@@ -23,6 +24,23 @@ def clock() -> FakeClock:
 @pytest.fixture
 def fake(clock: FakeClock) -> FakePxls:
     return FakePxls(clock)
+
+
+@pytest.fixture(autouse=True)
+async def _close_leaked_stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """A test that fails before it closes its store must fail, not hang pytest at exit
+    waiting for the database thread: every store a test left open is closed."""
+    opened: list[Store] = []
+    original = Store.__init__
+
+    def init(self: Store, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(Store, "__init__", init)
+    yield
+    for store in opened:
+        await store.close()  # idempotent
 
 
 @pytest.fixture(autouse=True)

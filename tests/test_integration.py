@@ -16,6 +16,7 @@ import pytest
 from neuro_chat_elo_pxls import jsonlines
 from neuro_chat_elo_pxls.host import run_host
 from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.store import us
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
 
 from .helpers import T0, Ledger
@@ -91,7 +92,7 @@ async def test_fifty_hours_through_the_host(
     conn = sqlite3.connect(db)
     unchecked = conn.execute(
         "SELECT COUNT(*) FROM users WHERE last_profile_check < ? AND missing = 0",
-        ((T0 + timedelta(hours=24)).isoformat(timespec="microseconds"),),
+        (us(T0 + timedelta(hours=24)),),
     ).fetchone()[0]
     assert unchecked == 0, "every user was re-checked by the second sweep"
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

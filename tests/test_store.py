@@ -10,7 +10,7 @@ import pytest
 
 from neuro_chat_elo_pxls.errors import SchemaTooNewError, StoreError, StoreLockedError
 from neuro_chat_elo_pxls.models import Snapshot, ToplistRow
-from neuro_chat_elo_pxls.store import SCHEMA_VERSION, Store
+from neuro_chat_elo_pxls.store import MIGRATIONS, SCHEMA_VERSION, Store, _split_sql, ts, us
 
 from .helpers import T0
 
@@ -117,4 +117,70 @@ async def test_held_user_seen_again_keeps_only_the_latest_held_score(tmp_path: P
     )
     assert (third.new, third.deltas, third.held) == (0, 1, 0)
     assert [(d.user, d.delta, d.score) for d in await store.drain_outbox()] == [("a", -2, 6)]
+    await store.close()
+
+
+async def test_migration_3_converts_times_exactly_and_keeps_seq(tmp_path: Path) -> None:
+    """A schema-2 file (ISO text times, pending and drained outbox rows) opened by this
+    version: every time survives to the microsecond, NULLs stay NULL, seq goes on."""
+    path = str(tmp_path / "db.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        for statement in _split_sql(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version=2")
+    seen, checked = T0 + timedelta(microseconds=123_456), T0 + timedelta(minutes=5, microseconds=1)
+    obs = T0 - timedelta(minutes=30)
+    conn.execute(
+        "INSERT INTO users (name, score, canvas, observed_at, last_profile_check, first_seen, "
+        "last_seen) VALUES ('known', 5, '86', ?, ?, ?, ?)",
+        (ts(obs), ts(checked), ts(T0), ts(seen)),
+    )
+    conn.execute(
+        "INSERT INTO users (name, held_score, held_canvas, held_observed_at, held_since, "
+        "first_seen, last_seen) VALUES ('held', 7, '86', ?, ?, ?, ?)",
+        (ts(obs), ts(seen), ts(seen), ts(seen)),
+    )
+    conn.execute("DELETE FROM outbox WHERE seq = 1")  # drained: seq 1 must not come back
+    conn.execute("UPDATE users SET score = 9, observed_at = ? WHERE name = 'known'", (ts(seen),))
+    conn.close()
+
+    store = await Store.open(path)
+    assert await store.earliest_hold() == seen
+    pending = await store.drain_outbox()
+    assert [(d.seq, d.user, d.delta, d.observed_at) for d in pending] == [(2, "known", 4, seen)]
+    assert await store.release_held(None) == 1
+    released = await store.drain_outbox()
+    assert [(d.seq, d.user, d.delta, d.observed_at) for d in released] == [(3, "held", 7, obs)]
+    await store.close()
+    conn = sqlite3.connect(path)
+    row = conn.execute(
+        "SELECT first_seen, last_seen, last_profile_check, held_since FROM users "
+        "WHERE name = 'known'"
+    ).fetchone()
+    assert row == (us(T0), us(seen), us(checked), None)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+async def test_migration_3_with_drained_outbox_does_not_reuse_seq(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:2]:
+        for statement in _split_sql(script):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version=2")
+    for score in (1, 2, 3):  # seq 1..3, all delivered
+        conn.execute(
+            "INSERT INTO users (name, score, canvas, first_seen, last_seen) VALUES (?, ?, '86', "
+            "?, ?) ON CONFLICT (name) DO UPDATE SET score = excluded.score",
+            ("a", score, ts(T0), ts(T0)),
+        )
+    conn.execute("DELETE FROM outbox")
+    conn.close()
+    store = await Store.open(path)
+    await store.ingest(
+        "86", Snapshot.from_rows(T0, (ToplistRow("a", 10),)), T0, hold_new=False, state={}
+    )
+    assert [(d.seq, d.delta, d.score) for d in await store.drain_outbox()] == [(4, 7, 10)]
     await store.close()
