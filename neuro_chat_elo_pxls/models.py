@@ -50,14 +50,14 @@ class ToplistRow(NamedTuple):
 class Snapshot:
     """A parsed stats.json: the current canvas's toplist and when it was generated (UTC).
 
-    Stored as two columns (``names[i]`` has ``pixels[i]``, best first), so a
-    100,000-row snapshot costs no per-row objects. ``rejected`` lists one reason per
-    dropped row; ``snipped`` counts ``-snip-`` rows skipped on purpose.
+    ``scores`` maps each name to its pixels, best first (a plain dict: insertion
+    order is rank order, names are unique, no per-row objects; do not mutate it).
+    ``rejected`` lists one reason per dropped row; ``snipped`` counts ``-snip-`` rows
+    skipped on purpose.
     """
 
     generated_at: datetime
-    names: tuple[str, ...]
-    pixels: tuple[int, ...]
+    scores: dict[str, int] = attrs.field(hash=False)
     rejected: tuple[str, ...] = ()
     snipped: int = 0
 
@@ -69,22 +69,19 @@ class Snapshot:
         rejected: Iterable[str] = (),
         snipped: int = 0,
     ) -> Snapshot:
-        pairs = list(rows)
-        return cls(
-            generated_at,
-            tuple(name for name, _ in pairs),
-            tuple(pixels for _, pixels in pairs),
-            tuple(rejected),
-            snipped,
-        )
+        """From ``(name, pixels)`` pairs; a name listed twice keeps its first row."""
+        scores: dict[str, int] = {}
+        for name, pixels in rows:
+            scores.setdefault(name, pixels)
+        return cls(generated_at, scores, tuple(rejected), snipped)
 
     @property
     def rows(self) -> list[ToplistRow]:
         """The rows as ``(username, pixels)`` pairs (builds them: not for hot paths)."""
-        return list(map(ToplistRow._make, zip(self.names, self.pixels, strict=True)))
+        return list(map(ToplistRow._make, self.scores.items()))
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.scores)
 
 
 @attrs.frozen

@@ -83,15 +83,16 @@ def _parse_row(row: object) -> ToplistRow | str:
 _BAD_NAME_CHAR = re.compile(r"[^A-Za-z0-9_\-\n]")
 
 
-def _fast_columns(canvas: list[Any]) -> tuple[list[str], list[int], int] | None:
+def _fast_columns(canvas: list[Any]) -> tuple[dict[str, int], int] | None:
     """The common case in bulk (C-level checks over whole columns), or None.
 
-    Returns names, pixels and the ``-snip-`` count when every row is a dict with a
-    valid name and an in-range int and no name (but ``-snip-``) repeats; otherwise
-    None, and the row-by-row path finds and reports the bad rows.
+    Returns ``{name: pixels}`` in toplist order and the ``-snip-`` count when every
+    row is a dict with a valid name and an in-range int and no name (but
+    ``-snip-``) repeats; otherwise None, and the row-by-row path finds and reports
+    the bad rows.
     """
     if not canvas:
-        return [], [], 0
+        return {}, 0
     try:  # dict.get raises for a row that is not a dict; join for a name not a str
         names: list[Any] = list(map(dict.get, canvas, repeat("username")))
         pixels: list[Any] = list(map(dict.get, canvas, repeat("pixels")))
@@ -104,13 +105,12 @@ def _fast_columns(canvas: list[Any]) -> tuple[list[str], list[int], int] | None:
     if min(lengths) < 1 or max(lengths) > 32 or _BAD_NAME_CHAR.search(joined):
         return None
     snipped = names.count(SNIP)
-    if len(set(names)) != len(names) - snipped + (1 if snipped else 0):
+    scores = dict(zip(names, pixels, strict=True))
+    if len(scores) != len(names) - snipped + (1 if snipped else 0):
         return None  # a name listed twice: the slow path keeps the first and says so
     if snipped:
-        keep = [i for i, name in enumerate(names) if name != SNIP]
-        names = [names[i] for i in keep]
-        pixels = [pixels[i] for i in keep]
-    return names, pixels, snipped
+        del scores[SNIP]
+    return scores, snipped
 
 
 def parse_stats(body: bytes | str) -> Snapshot:
@@ -131,8 +131,8 @@ def parse_stats(body: bytes | str) -> Snapshot:
         raise MalformedDataError("stats.json: toplist.canvas is missing or not a list")
     fast = _fast_columns(canvas)
     if fast is not None:
-        names, pixels, snipped = fast
-        return Snapshot(generated_at, tuple(names), tuple(pixels), (), snipped)
+        scores, snipped = fast
+        return Snapshot(generated_at, scores, (), snipped)
     rows: list[tuple[str, int]] = []
     rejected: list[str] = []
     seen: set[str] = set()

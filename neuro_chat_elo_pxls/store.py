@@ -527,7 +527,7 @@ class Store:
             await self._release(conn, "held_canvas != :canvas", ctx)
             before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
             users_before = await self._scalar(conn, "SELECT COUNT(*) FROM users")
-            rows = orjson.dumps(dict(zip(snapshot.names, snapshot.pixels, strict=True)))
+            rows = orjson.dumps(snapshot.scores)
             await conn.execute(
                 _UPSERT_HOLD if hold_new else _UPSERT_RELEASE,
                 (rows.decode(), canvas, ctx["obs"], ctx["now"]),
