@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from html import unescape
 from html.parser import HTMLParser
-from itertools import repeat
+from operator import countOf, itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -79,6 +79,8 @@ def _parse_row(row: object) -> ToplistRow | str:
     return ToplistRow(name, pixels)
 
 
+_NAME_AND_PIXELS = itemgetter("username", "pixels")
+_NAME = itemgetter("username")
 #: a character outside ``[A-Za-z0-9_-]`` in the names joined by newlines
 _BAD_NAME_CHAR = re.compile(r"[^A-Za-z0-9_\-\n]")
 
@@ -93,20 +95,19 @@ def _fast_columns(canvas: list[Any]) -> tuple[dict[str, int], int] | None:
     """
     if not canvas:
         return {}, 0
-    try:  # dict.get raises for a row that is not a dict; join for a name not a str
-        names: list[Any] = list(map(dict.get, canvas, repeat("username")))
-        pixels: list[Any] = list(map(dict.get, canvas, repeat("pixels")))
-        joined = "\n".join(names)
-    except TypeError:
+    try:  # a row that is not a dict, lacks a key or has an unhashable name raises
+        scores: dict[Any, Any] = dict(map(_NAME_AND_PIXELS, canvas))
+        joined = "\n".join(scores)  # raises for a name that is not a str
+    except (TypeError, KeyError):
         return None
+    pixels = scores.values()
     if set(map(type, pixels)) != {int} or min(pixels) < 0 or max(pixels) > MAX_PIXELS:
         return None
-    lengths = list(map(len, names))
+    lengths = list(map(len, scores))
     if min(lengths) < 1 or max(lengths) > 32 or _BAD_NAME_CHAR.search(joined):
         return None
-    snipped = names.count(SNIP)
-    scores = dict(zip(names, pixels, strict=True))
-    if len(scores) != len(names) - snipped + (1 if snipped else 0):
+    snipped = countOf(map(_NAME, canvas), SNIP) if SNIP in scores else 0
+    if len(scores) != len(canvas) - snipped + (1 if snipped else 0):
         return None  # a name listed twice: the slow path keeps the first and says so
     if snipped:
         del scores[SNIP]
