@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 import attrs
+import orjson
 
 
 @attrs.frozen
@@ -50,16 +51,30 @@ class ToplistRow(NamedTuple):
 class Snapshot:
     """A parsed stats.json: the current canvas's toplist and when it was generated (UTC).
 
-    ``scores`` maps each name to its pixels, best first (a plain dict: insertion
-    order is rank order, names are unique, no per-row objects; do not mutate it).
-    ``rejected`` lists one reason per dropped row; ``snipped`` counts ``-snip-`` rows
+    ``toplist`` is the valid rows as one compact JSON object ``{name: pixels}`` in
+    rank order (names unique): the store hands it to SQLite as is, and a
+    100,000-row snapshot keeps no per-row Python objects alive (they would scatter
+    over the host's heap and slow every later allocation). ``size`` counts its rows,
+    ``rejected`` lists one reason per dropped row, ``snipped`` counts ``-snip-`` rows
     skipped on purpose.
     """
 
     generated_at: datetime
-    scores: dict[str, int] = attrs.field(hash=False)
+    toplist: bytes
+    size: int
     rejected: tuple[str, ...] = ()
     snipped: int = 0
+
+    @classmethod
+    def from_scores(
+        cls,
+        generated_at: datetime,
+        scores: dict[str, int],
+        rejected: Iterable[str] = (),
+        snipped: int = 0,
+    ) -> Snapshot:
+        """From ``{name: pixels}`` in rank order."""
+        return cls(generated_at, orjson.dumps(scores), len(scores), tuple(rejected), snipped)
 
     @classmethod
     def from_rows(
@@ -73,15 +88,15 @@ class Snapshot:
         scores: dict[str, int] = {}
         for name, pixels in rows:
             scores.setdefault(name, pixels)
-        return cls(generated_at, scores, tuple(rejected), snipped)
+        return cls.from_scores(generated_at, scores, rejected, snipped)
 
     @property
     def rows(self) -> list[ToplistRow]:
-        """The rows as ``(username, pixels)`` pairs (builds them: not for hot paths)."""
-        return list(map(ToplistRow._make, self.scores.items()))
+        """The rows as ``(username, pixels)`` pairs (decodes them: not for hot paths)."""
+        return list(map(ToplistRow._make, orjson.loads(self.toplist).items()))
 
     def __len__(self) -> int:
-        return len(self.scores)
+        return self.size
 
 
 @attrs.frozen

@@ -26,7 +26,6 @@ from typing import IO, Any
 
 import aiosqlite
 import attrs
-import orjson
 
 from .errors import SchemaTooNewError, StoreError, StoreLockedError
 from .models import EloDelta, Faction, Profile, Snapshot
@@ -527,10 +526,9 @@ class Store:
             await self._release(conn, "held_canvas != :canvas", ctx)
             before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
             users_before = await self._scalar(conn, "SELECT COUNT(*) FROM users")
-            rows = orjson.dumps(snapshot.scores)
             await conn.execute(
                 _UPSERT_HOLD if hold_new else _UPSERT_RELEASE,
-                (rows.decode(), canvas, ctx["obs"], ctx["now"]),
+                (snapshot.toplist.decode(), canvas, ctx["obs"], ctx["now"]),
             )
             await self._set_state(conn, state)
             deltas = await self._scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)

@@ -189,3 +189,30 @@ def test_stats_rows_fuzz_valid_or_rejected(rows: list[dict[str, Any]]) -> None:
     assert snap.snipped == snipped
     for row in snap.rows:
         assert 0 <= row[1] <= 10**12
+
+
+edge_names = st.sampled_from(["a", "A_-9", "x" * 32, "x" * 33, "", "-snip-", "é", 'q"uote', "a\\b"])
+edge_pixels = st.sampled_from([0, 1, 10**12, 10**12 + 1, -1, True, False, 1.0, "7", None])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "username": edge_names | st.from_regex(r"[A-Za-z0-9_\-]{1,32}", fullmatch=True),
+                "pixels": edge_pixels | st.integers(0, 99),
+            }
+        ),
+        max_size=12,
+    )
+)
+def test_bulk_path_agrees_with_row_by_row_path(rows: list[dict[str, Any]]) -> None:
+    """The bulk check (one regex over the re-encoded toplist) accepts exactly what
+    the row-by-row path accepts: a trailing bad row forces the latter."""
+    bulk = parse_stats(stats(rows))
+    row_by_row = parse_stats(stats([*rows, {"username": 5, "pixels": 1}]))
+    assert bulk.rows == row_by_row.rows
+    assert len(bulk) == len(row_by_row)
+    assert len(bulk.rejected) + 1 == len(row_by_row.rejected)
+    assert bulk.snipped == row_by_row.snipped
