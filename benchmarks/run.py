@@ -32,6 +32,7 @@ from .data import stats_body
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 RESULTS = Path(__file__).with_name("RESULTS.md")
+NOTES_MARKER = "<!-- notes: kept when the table is rewritten -->"
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
@@ -340,7 +341,11 @@ def write_results(rows: list[tuple[str, str, str, str, bool]], args: argparse.Na
         "|---|---|---|---|---|",
     ]
     lines += [f"| {w} | {h} | {v} | {t} | {'✅' if ok else '❌'} |" for w, h, v, t, ok in rows]
-    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = "\n".join(lines) + "\n"
+    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    if NOTES_MARKER in old:  # hand-written notes below the table survive a rerun
+        text += "\n" + old[old.index(NOTES_MARKER) :]
+    RESULTS.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
