@@ -125,7 +125,7 @@ MIGRATIONS: tuple[str, ...] = (
     + _ACCOUNTING_TRIGGERS,
     # 3: times in users and outbox as INTEGER microseconds since the Unix epoch (UTC)
     # instead of 32-character ISO text: a pull rewrites every listed user's row, and
-    # narrower rows make a 100,000-user ingest about a fifth faster. SQLite cannot
+    # narrower rows make that rewrite cheaper (~15-20 % at 100,000 users). SQLite cannot
     # change a column's type in place, so both tables are rebuilt (ids, seq and the
     # AUTOINCREMENT counter kept); the indexes and triggers are made again.
     f"""
@@ -208,8 +208,8 @@ DIRTY = "(last_profile_check IS NULL OR last_seen > last_profile_check)"
 #: the whole snapshot in one statement: ?1 a JSON object {name: pixels} (json_each
 #: yields key = name, value = pixels, in toplist order), ?2 canvas, ?3 generatedAt,
 #: ?4 host time. One statement instead of ``executemany``: SQLite walks the rows in
-#: C and sets the accounting triggers up once, not once per row (about 1.6x faster
-#: at 100,000 rows, see benchmarks/RESULTS.md).
+#: C and sets the accounting triggers up once, not once per row (566 → 407 ms for
+#: 100,000 changed rows when measured; see benchmarks/RESULTS.md).
 _UPSERT_SET = (
     "ON CONFLICT (name) DO UPDATE SET "
     "score = CASE WHEN held_score IS NULL THEN excluded.score ELSE score END, "
@@ -623,7 +623,10 @@ class Store:
                         corrected = old.score  # withdrawn by the trigger: -old, score 0
                         await conn.execute(
                             "UPDATE users SET score = 0, observed_at = ? WHERE id = ?",
-                            (user.held_observed_at or us(now), old.id),
+                            (
+                                us(now) if user.held_observed_at is None else user.held_observed_at,
+                                old.id,
+                            ),
                         )
                     user.swept_in = max(user.swept_in, old.swept_in)
                     await conn.execute("DELETE FROM users WHERE id = ?", (old.id,))
