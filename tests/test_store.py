@@ -120,15 +120,21 @@ async def test_held_user_seen_again_keeps_only_the_latest_held_score(tmp_path: P
     await store.close()
 
 
-async def test_migration_3_converts_times_exactly_and_keeps_seq(tmp_path: Path) -> None:
-    """A schema-2 file (ISO text times, pending and drained outbox rows) opened by this
-    version: every time survives to the microsecond, NULLs stay NULL, seq goes on."""
-    path = str(tmp_path / "db.sqlite3")
+def _schema_2_database(path: str) -> sqlite3.Connection:
+    """A database as the previous release left it (migrations 1 and 2 only)."""
     conn = sqlite3.connect(path, isolation_level=None)
     for script in MIGRATIONS[:2]:
         for statement in _split_sql(script):
             conn.execute(statement)
     conn.execute("PRAGMA user_version=2")
+    return conn
+
+
+async def test_migration_3_converts_times_exactly_and_keeps_seq(tmp_path: Path) -> None:
+    """A schema-2 file (ISO text times, pending and drained outbox rows) opened by this
+    version: every time survives to the microsecond, NULLs stay NULL, seq goes on."""
+    path = str(tmp_path / "db.sqlite3")
+    conn = _schema_2_database(path)
     seen, checked = T0 + timedelta(microseconds=123_456), T0 + timedelta(minutes=5, microseconds=1)
     obs = T0 - timedelta(minutes=30)
     conn.execute(
@@ -165,11 +171,7 @@ async def test_migration_3_converts_times_exactly_and_keeps_seq(tmp_path: Path) 
 
 async def test_migration_3_with_drained_outbox_does_not_reuse_seq(tmp_path: Path) -> None:
     path = str(tmp_path / "db.sqlite3")
-    conn = sqlite3.connect(path, isolation_level=None)
-    for script in MIGRATIONS[:2]:
-        for statement in _split_sql(script):
-            conn.execute(statement)
-    conn.execute("PRAGMA user_version=2")
+    conn = _schema_2_database(path)
     for score in (1, 2, 3):  # seq 1..3, all delivered
         conn.execute(
             "INSERT INTO users (name, score, canvas, first_seen, last_seen) VALUES (?, ?, '86', "
