@@ -130,7 +130,8 @@ class BodyClient:
 
 
 async def _ingest_twice(users: int, measure_stall: bool, collect: bool = False) -> float:
-    """First pull (all new, held) and a steady-state pull (all changed) through the source."""
+    """First pull (all new, held), a steady-state pull (all changed) and, with
+    ``collect``, the host collecting every delta; all through the real source."""
     db = os.path.join(tempfile.mkdtemp(), "ingest.sqlite3")
     # Both bodies are made before the stall ticker starts: generating them is the
     # benchmark's own work, and it once showed up as a ~200 ms "stall" of the source.
