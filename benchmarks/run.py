@@ -19,14 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from neuro_chat_elo_pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
-from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.store import Store, us
 
 from .data import stats_body
 
@@ -84,36 +84,48 @@ def bench_parse(n: int, repeat: int) -> dict[str, float]:
 # -- 2. ingest --------------------------------------------------------------------
 
 
-def raw_upsert(path: str, rows: Sequence[tuple[str, int]]) -> None:
+def _executemany_once(path: str, setup: Sequence[str], sql: str, rows: Iterable[Any]) -> None:
+    """Run ``setup``, then ``sql`` for every row in one ``BEGIN IMMEDIATE`` transaction."""
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE IF NOT EXISTS u (name TEXT PRIMARY KEY, score INTEGER)")
+    for statement in setup:
+        conn.execute(statement)
     conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(
+    conn.executemany(sql, rows)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def raw_upsert(path: str, rows: Sequence[tuple[str, int]]) -> None:
+    """Baseline 1: a bare two-column table."""
+    _executemany_once(
+        path,
+        (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "CREATE TABLE IF NOT EXISTS u (name TEXT PRIMARY KEY, score INTEGER)",
+        ),
         "INSERT INTO u (name, score) VALUES (?, ?) "
         "ON CONFLICT (name) DO UPDATE SET score = excluded.score",
         rows,
     )
-    conn.execute("COMMIT")
-    conn.close()
 
 
 def schema_upsert(path: str, rows: Sequence[tuple[str, int]]) -> None:
-    """Baseline 2: the same users table and indexes, accounting triggers dropped."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("DROP TRIGGER IF EXISTS users_outbox_update")
-    conn.execute("DROP TRIGGER IF EXISTS users_outbox_insert")
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(
+    """Baseline 2: the same users table and indexes, accounting triggers dropped; the
+    times are integer microseconds, as the store writes them."""
+    now = us(NOW)
+    _executemany_once(
+        path,
+        (
+            "PRAGMA synchronous=NORMAL",
+            "DROP TRIGGER IF EXISTS users_outbox_update",
+            "DROP TRIGGER IF EXISTS users_outbox_insert",
+        ),
         "INSERT INTO users (name, score, canvas, first_seen, last_seen) VALUES (?, ?, '86', "
-        "'2026-01-05', '2026-01-05') ON CONFLICT (name) DO UPDATE SET score = excluded.score, "
+        f"{now}, {now}) ON CONFLICT (name) DO UPDATE SET score = excluded.score, "
         "canvas = excluded.canvas, last_seen = excluded.last_seen",
         rows,
     )
-    conn.execute("COMMIT")
-    conn.close()
 
 
 async def bench_ingest(n: int, repeat: int) -> tuple[dict[str, float], dict[str, float]]:

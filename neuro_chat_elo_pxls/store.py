@@ -421,9 +421,7 @@ class Store:
                 await conn.execute(f"PRAGMA user_version={number}")
 
     async def _user_version(self) -> int:
-        async with self._conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return await self._scalar(self._conn, "PRAGMA user_version")
 
     async def close(self) -> None:
         """Close the connection and release the lock. Idempotent."""
@@ -514,8 +512,9 @@ class Store:
     ) -> IngestResult:
         """Apply one snapshot of ``canvas`` in one transaction (with ``state`` updates).
 
-        One upsert per row, all in SQLite (the event loop does no per-user work); the
-        outbox rows come from the accounting triggers. Known user: new score (its
+        One statement upserts the whole snapshot (``snapshot.toplist`` through
+        ``json_each``; the event loop does no per-user work); the outbox rows come
+        from the accounting triggers. Known user: new score (its
         delta is ``new - baseline``, baseline 0 on another canvas; zero deltas make no
         row). Held user: the held score is replaced. New user: held when
         ``hold_new``, else handed out at once. Every user seen is marked dirty.
