@@ -88,6 +88,23 @@ def _read_deltas(path: Path) -> tuple[list[EloDelta], int, int]:
     return [by_seq[s] for s in sorted(by_seq)], duplicates, torn
 
 
+def _sweep_idle_and_all_enriched(db: Path) -> bool:
+    """Read-only look at the running host's database (WAL: readers do not block it)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        finished = conn.execute(
+            "SELECT value FROM state WHERE key = 'sweep_finished_at'"
+        ).fetchone()
+        pending = conn.execute(
+            "SELECT COUNT(*) FROM users WHERE enriched = 0 AND missing = 0"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:  # busy, or not yet created
+        return False
+    finally:
+        conn.close()
+    return bool(finished and finished[0]) and pending == 0
+
+
 async def test_sigkill_at_random_points_loses_and_repeats_nothing(
     world: tuple[PxlsStandIn, SimClock, list[str]], tmp_path: Path
 ) -> None:
@@ -106,6 +123,14 @@ async def test_sigkill_at_random_points_loses_and_repeats_nothing(
     proc = await _spawn(cmd, log)
     end = max(killed_until + timedelta(hours=1), T0 + timedelta(hours=49, minutes=30))
     await asyncio.sleep(clock.real_seconds(end - clock.now()))
+    # A sweep may have started shortly before `end`; how much simulated time it takes
+    # depends on real request latency (one simulated hour is one real second here), so
+    # wait in real time for it to finish instead of betting on a simulated deadline.
+    db = tmp_path / "pxls.sqlite3"
+    for _ in range(600):  # at most 60 real seconds
+        if _sweep_idle_and_all_enriched(db):
+            break
+        await asyncio.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 30) == 0
 
