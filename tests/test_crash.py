@@ -105,6 +105,19 @@ def _sweep_idle_and_all_enriched(db: Path) -> bool:
     return bool(finished and finished[0]) and pending == 0
 
 
+def _schema_version(db: Path) -> int:
+    """`PRAGMA user_version` of the database, 0 while it does not exist yet."""
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
 async def test_sigkill_at_random_points_loses_and_repeats_nothing(
     world: tuple[PxlsStandIn, SimClock, list[str]], tmp_path: Path
 ) -> None:
@@ -166,7 +179,11 @@ async def test_second_process_on_same_database_refuses(
     _, _, cmd = world
     first = await _spawn(cmd, tmp_path / "first.log")
     try:
-        await asyncio.sleep(1.5)
+        for _ in range(300):  # until the first holds the lock and has migrated: ≤ 30 s
+            if _schema_version(tmp_path / "pxls.sqlite3") > 0:
+                break
+            await asyncio.sleep(0.1)
+        assert first.returncode is None
         second = await _spawn(cmd, tmp_path / "second.log")
         assert await asyncio.wait_for(second.wait(), 20) == 2
         assert "already in use" in (tmp_path / "second.log").read_text()
