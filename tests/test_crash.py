@@ -90,6 +90,8 @@ def _read_deltas(path: Path) -> tuple[list[EloDelta], int, int]:
 
 def _sweep_idle_and_all_enriched(db: Path) -> bool:
     """Read-only look at the running host's database (WAL: readers do not block it)."""
+    if not db.exists():
+        return False
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         finished = conn.execute(
