@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,36 +89,30 @@ def _read_deltas(path: Path) -> tuple[list[EloDelta], int, int]:
     return [by_seq[s] for s in sorted(by_seq)], duplicates, torn
 
 
-def _sweep_idle_and_all_enriched(db: Path) -> bool:
-    """Read-only look at the running host's database (WAL: readers do not block it)."""
+def _peek(db: Path, sql: str) -> tuple[Any, ...] | None:
+    """One row from the running host's database, read-only (WAL: readers do not block it).
+
+    None while the database does not exist yet, is busy, or lacks the table.
+    """
     if not db.exists():
-        return False
+        return None
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        finished = conn.execute(
-            "SELECT value FROM state WHERE key = 'sweep_finished_at'"
-        ).fetchone()
-        pending = conn.execute(
-            "SELECT COUNT(*) FROM users WHERE enriched = 0 AND missing = 0"
-        ).fetchone()[0]
-    except sqlite3.OperationalError:  # busy, or not yet created
-        return False
-    finally:
-        conn.close()
-    return bool(finished and finished[0]) and pending == 0
-
-
-def _schema_version(db: Path) -> int:
-    """`PRAGMA user_version` of the database, 0 while it does not exist yet."""
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        row: tuple[Any, ...] | None = conn.execute(sql).fetchone()
+        return row
     except sqlite3.OperationalError:
-        return 0
+        return None
     finally:
         conn.close()
+
+
+def _sweep_idle_and_all_enriched(db: Path) -> bool:
+    row = _peek(
+        db,
+        "SELECT (SELECT value FROM state WHERE key = 'sweep_finished_at'), "
+        "(SELECT COUNT(*) FROM users WHERE enriched = 0 AND missing = 0)",
+    )
+    return row is not None and bool(row[0]) and row[1] == 0
 
 
 async def test_sigkill_at_random_points_loses_and_repeats_nothing(
@@ -182,7 +177,7 @@ async def test_second_process_on_same_database_refuses(
     first = await _spawn(cmd, tmp_path / "first.log")
     try:
         for _ in range(300):  # until the first holds the lock and has migrated: ≤ 30 s
-            if _schema_version(tmp_path / "pxls.sqlite3") > 0:
+            if (row := _peek(tmp_path / "pxls.sqlite3", "PRAGMA user_version")) and row[0] > 0:
                 break
             await asyncio.sleep(0.1)
         assert first.returncode is None
