@@ -26,7 +26,8 @@ from typing import Any
 
 from neuro_chat_elo_pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
-from neuro_chat_elo_pxls.store import Store, us
+from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.times import us
 
 from .data import stats_body
 
@@ -141,7 +142,7 @@ async def bench_ingest(n: int, repeat: int) -> tuple[dict[str, float], dict[str,
     for i in range(repeat):
         path = os.path.join(tmp, f"ours{i}.sqlite3")
         store = await Store.open(path)
-        await store.ingest("86", first, NOW, hold_new=False, state={})
+        await store.ingest("86", first, NOW, hold_new=False, state=None)
         await store.drain_outbox()
         await store.close()
         copy = os.path.join(tmp, f"schema{i}.sqlite3")
@@ -165,7 +166,7 @@ async def bench_ingest(n: int, repeat: int) -> tuple[dict[str, float], dict[str,
         gc.collect()
         start = time.perf_counter()
         snapshot = await asyncio.to_thread(parse_stats, body)
-        result = await store.ingest("86", snapshot, NOW, hold_new=False, state={})
+        result = await store.ingest("86", snapshot, NOW, hold_new=False, state=None)
         ours.append(time.perf_counter() - start)
         assert result.deltas == n, result
         await store.close()
@@ -181,7 +182,7 @@ async def bench_collect(n: int, repeat: int) -> dict[str, float]:
     for i in range(repeat):
         path = os.path.join(tmp, f"c{i}.sqlite3")
         store = await Store.open(path)
-        await store.ingest("86", parse_stats(stats_body(n)), NOW, hold_new=False, state={})
+        await store.ingest("86", parse_stats(stats_body(n)), NOW, hold_new=False, state=None)
         await store.close()
         # baseline: raw SELECT + DELETE of the same rows, on a copy of the same file
         copy = os.path.join(tmp, f"copy{i}.sqlite3")

@@ -19,6 +19,7 @@ from .errors import (
 from .models import EloDelta, Faction
 from .settings import PxlsSettings, Secret
 from .source import PxlsSource
+from .version import VERSION
 
 __all__ = [
     "AuthError",
@@ -37,4 +38,4 @@ __all__ = [
     "StoreLockedError",
     "TransientError",
 ]
-__version__ = "0.1.0"
+__version__ = VERSION

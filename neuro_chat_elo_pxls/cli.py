@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
-import io
 import json
 import logging
 import os
@@ -26,10 +26,11 @@ from typing import Any, TextIO
 from .errors import ConfigError, PxlsError
 from .host import install_signal_handlers, run_host
 from .settings import TOKEN_ENV, PxlsSettings
-from .source import build_status
-from .store import EXPORT_FIELDS, Store
+from .state import SchedulerState
+from .status import build_status, format_status
+from .store import StoreReader
+from .tables import EXPORT_FIELDS
 from .testing.clock import SimClock
-from .testing.standin import PxlsStandIn, Scenario
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -66,7 +67,7 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
         try:
             config = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{args.config}: {exc}") from None
+            raise ConfigError(f"{args.config}: {exc}") from exc
     section = dict(config.get("pxls", {}))
     for flag, key in (("base_url", "base_url"), ("db", "db_path")):
         value = getattr(args, flag, None)
@@ -115,20 +116,17 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    from .testing.standin import PxlsStandIn, Scenario  # the stand-in only for the demo
+
     clock = SimClock(speed=args.speed)
     start = clock.now()
     scenario = Scenario(
-        users=args.users,
-        seed=args.seed,
-        resets=[start + timedelta(hours=args.hours * 0.7)],
-        renames=[(start + timedelta(hours=5), "", "")],
-        bans=[],
+        users=args.users, seed=args.seed, resets=[start + timedelta(hours=args.hours * 0.7)]
     )
     standin = PxlsStandIn(scenario, clock.now)
     # rename a real user of the scenario, five simulated hours in
     victim = sorted(standin.users)[0]
-    scenario.renames[:] = [(start + timedelta(hours=5), victim, f"{victim[:24]}_renamed")]
-    standin._pending_renames = list(scenario.renames)
+    standin.schedule_rename(start + timedelta(hours=5), victim, f"{victim[:24]}_renamed")
     url = await standin.start()
     os.environ[TOKEN_ENV] = scenario.token  # the stand-in's session, not a real secret
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="pxls-demo-"), "demo.sqlite3")
@@ -170,102 +168,82 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read(args: argparse.Namespace) -> tuple[Store, dict[str, str], PxlsSettings]:
+async def _read(args: argparse.Namespace) -> tuple[StoreReader, SchedulerState, PxlsSettings]:
     config = load_config(args)
     settings = PxlsSettings.from_mapping(config["pxls"])
-    store = await Store.open_readonly(settings.db_path)
-    return store, await store.get_state(), settings
+    reader = await StoreReader.open(settings.db_path)
+    try:
+        return reader, await reader.load_state(), settings
+    except BaseException:
+        await reader.close()
+        raise
 
 
 async def _status(args: argparse.Namespace) -> int:
-    store, state, settings = await _read(args)
-    try:
-        status = await build_status(store, state, datetime.now(UTC), settings)
-    finally:
-        await store.close()
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
-    sweep = status["sweep"]
-    lines = [
-        f"database        {status['db_path']}",
-        f"canvas          {status['canvas'] or '-'} (first seen {status['canvas_first_seen']})",
-        f"last pull       {status['last_pull_at'] or 'never'} "
-        f"(stats.json generatedAt {status['last_generated_at'] or '-'})",
-        f"next pull       {status['next_pull_at'] or 'at the next tick'}",
-        f"users           {status['users']} total, {status['dirty']} dirty, "
-        f"{status['awaiting_enrichment']} awaiting enrichment, {status['missing']} missing (404),"
-        f" {status['never_enriched']} never enriched",
-        f"outbox          {status['outbox']} deltas not yet collected",
-        f"profiles        {'enabled' if status['profiles_enabled'] else 'DISABLED (PXLS_TOKEN)'}",
-    ]
-    if sweep["active"]:
-        eta = timedelta(seconds=sweep["eta_seconds"])
-        lines.append(
-            f"sweep           #{sweep['number']}: {sweep['done']}/{sweep['total']} "
-            f"checked, {sweep['remaining']} left, ETA {eta}"
-        )
-    else:
-        lines.append(f"sweep           #{sweep['number']} finished {sweep['finished_at'] or '-'}")
-    for key, st in status["keys"].items():
-        state_text = (
-            f"cooling until {st['cooling_until']}: {st['reason']}"
-            if st.get("cooling_until")
-            else "ready"
-        )
-        lines.append(
-            f"key {key:<11} {state_text} ({st.get('consecutive_failures', 0)} consecutive failures)"
-        )
-    print("\n".join(lines))
+    reader, state, settings = await _read(args)
+    async with reader:
+        status = await build_status(reader, state, datetime.now(UTC), settings)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 0
+
+
+#: first characters that make a spreadsheet read a cell as a formula
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text: a string starting like a formula
+    gets a leading apostrophe (OWASP's advice for CSV injection)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+async def _write_export(reader: StoreReader, canvas: str | None, fmt: str, out: TextIO) -> None:
+    """Stream the users from the database to ``out`` (memory stays flat)."""
+    rows = reader.export_rows(canvas=canvas)
+    if fmt == "pxls-json":
+        # the host's reader: PXLS_USERNAME String, DISCORD_TAG Option<String>,
+        # FACTION Option<u64> (faction id), SCORE u64
+        out.write('{"users":[')
+        first = True
+        async for name, _pid, discord, faction_id, _tag, _fname, score, _canvas in rows:
+            user = {
+                "PXLS_USERNAME": name,
+                "DISCORD_TAG": discord,
+                "FACTION": faction_id,
+                "SCORE": max(0, int(score)),
+            }
+            out.write(("" if first else ",") + json.dumps(user, ensure_ascii=True))
+            first = False
+        out.write("]}\n")
+        return
+    writer = csv.writer(out)
+    writer.writerow(["pxls_username", *EXPORT_FIELDS[1:]])
+    async for row in rows:
+        writer.writerow([csv_cell(value) for value in row])
 
 
 async def _export(args: argparse.Namespace) -> int:
-    store, state, _ = await _read(args)
-    try:
-        users = await store.export_users()
-    finally:
-        await store.close()
-    canvas = state.get("canvas")
-    if not args.all_canvases:
-        users = [u for u in users if u["canvas"] == canvas]
-    buffer = io.StringIO()
-    if args.format == "pxls-json":
-        # the host's reader: PXLS_USERNAME String, DISCORD_TAG Option<String>,
-        # FACTION Option<u64> (faction id), SCORE u64
-        json.dump(
-            {
-                "users": [
-                    {
-                        "PXLS_USERNAME": u["name"],
-                        "DISCORD_TAG": u["discord"],
-                        "FACTION": u["faction_id"],
-                        "SCORE": max(0, int(u["score"])),
-                    }
-                    for u in users
-                ]
-            },
-            buffer,
-            ensure_ascii=False,
-        )
-        buffer.write("\n")
-    else:
-        writer = csv.writer(buffer)
-        writer.writerow(["pxls_username", *EXPORT_FIELDS[1:]])
-        for u in users:
-            writer.writerow([u[field] for field in EXPORT_FIELDS])
-    if args.output in (None, "-"):
-        sys.stdout.write(buffer.getvalue())
-    else:
-        await asyncio.to_thread(write_atomic, args.output, buffer.getvalue())
+    reader, state, _ = await _read(args)
+    canvas = None if args.all_canvases else (state.canvas or "")
+    async with reader:
+        if args.output in (None, "-"):
+            await _write_export(reader, canvas, args.format, sys.stdout)
+            return 0
+        target = Path(args.output)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+                await _write_export(reader, canvas, args.format, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     return 0
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write via a temporary file and rename: readers never see half a file."""
-    tmp = f"{path}.tmp"
-    Path(tmp).write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def build_parser() -> argparse.ArgumentParser:

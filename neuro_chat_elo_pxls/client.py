@@ -158,6 +158,9 @@ class PxlsClient:
                 if status == 404:
                     raise NotFoundError(f"{what}: HTTP 404 Not Found")
                 raise TransientError(f"{what}: HTTP {status}")
+        # causes dropped on purpose below: aiohttp's exceptions carry the request's
+        # RequestInfo (headers with the pxls-token cookie and X-Pxls-CFAuth), and a
+        # chained cause is printed by every traceback logger
         except TimeoutError:
             raise TransientError(
                 f"{what}: no complete answer within "

@@ -44,12 +44,15 @@ class TransientError(PxlsRequestError):
     """5xx, timeout, connection error, truncated body: worth retrying later."""
 
 
-class MalformedDataError(PxlsRequestError):
-    """The response arrived but its content is not what pxls.space serves.
+# -- data --------------------------------------------------------------------------
 
-    Raised by the parsers for wrong types, missing fields, absurd values, non-JSON
-    bodies, an HTML page where JSON was expected, or a body over the size cap.
-    """
+
+class MalformedDataError(PxlsError):
+    """Data is not what it should be: a response whose content is not what
+    pxls.space serves (wrong types, missing fields, absurd values, non-JSON bodies, an
+    HTML page where JSON was expected, a body over the size cap), an invalid
+    username, or a malformed JSON line. Retried like a transient failure when it
+    came from a request."""
 
 
 # -- configuration and storage ----------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pluggy
 
@@ -31,11 +31,38 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+# -- the host contract of a source, as one type ------------------------------------
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What a host may call on a registered source, so it needs no ``getattr``.
+
+    Required hooks: ``on_tick``, ``collect_deltas``, ``on_shutdown``. The others are
+    optional in meaning, not in presence; a source without the feature implements
+    them trivially:
+
+    * ``next_due_at(now)`` (sync): earliest host time with work; ``None`` if nothing
+      is scheduled (a source that cannot tell returns ``now``: poll me);
+    * ``ack_deltas(upto_seq)``: the host has durably stored every delta up to
+      ``upto_seq`` (at-least-once sources delete them now; others do nothing);
+    * ``open()``: open resources early and raise on a bad configuration, so a host
+      fails at start-up instead of logging every tick (idempotent).
+    """
+
+    async def on_tick(self, now: datetime) -> None: ...
+    async def collect_deltas(self) -> list[Any]: ...
+    async def on_shutdown(self) -> None: ...
+    def next_due_at(self, now: datetime) -> datetime | None: ...
+    async def ack_deltas(self, upto_seq: int) -> None: ...
+    async def open(self) -> None: ...
+
+
 # -- plugin level: implemented by the module the entry point names ---------------
 
 
 @hookspec
-def register_sources(register: Callable[[object], None], config: Mapping[str, Any]) -> None:
+def register_sources(register: Callable[[Source], None], config: Mapping[str, Any]) -> None:
     """Create the plugin's sources from the host's config and hand each to register().
 
     Synchronous. ``config`` is the host's whole config mapping; each plugin reads

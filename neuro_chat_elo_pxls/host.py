@@ -30,7 +30,7 @@ import attrs
 import pluggy
 
 from . import hookspecs, jsonlines
-from .hookspecs import PROJECT, call_async_hook
+from .hookspecs import PROJECT, Source, call_async_hook
 from .models import EloDelta
 
 log = logging.getLogger("neuro_chat_elo_pxls.host")
@@ -111,21 +111,19 @@ async def run_host(
     stop: asyncio.Event,
     until: datetime | None = None,
     table_every: timedelta = timedelta(hours=1),
-    on_started: Callable[[list[object]], None] | None = None,
+    on_started: Callable[[list[Source]], None] | None = None,
 ) -> Totals:
     """Run the host loop until ``stop`` is set or host time reaches ``until``."""
     pm = make_plugin_manager()
-    sources: list[object] = []
+    sources: list[Source] = []
 
-    def register(source: object) -> None:
+    def register(source: Source) -> None:
         pm.register(source)
         sources.append(source)
 
     pm.hook.register_sources(register=register, config=config)
     for source in sources:  # fail fast on a bad database instead of logging every tick
-        opener = getattr(source, "open", None)
-        if opener is not None:
-            await opener()
+        await source.open()
     log.info("host: %d source(s) registered: %s", len(sources), ", ".join(map(repr, sources)))
     if on_started is not None:
         on_started(sources)
@@ -139,7 +137,7 @@ async def run_host(
                 out.write(jsonlines.dumps(delta) + "\n")
                 totals.add(delta)
             out.flush()
-            if batch and hasattr(source, "ack_deltas"):
+            if batch:
                 with contextlib.suppress(OSError, ValueError):  # not a real file: no fsync
                     os.fsync(out.fileno())
                 await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge

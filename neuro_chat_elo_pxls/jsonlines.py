@@ -95,4 +95,4 @@ def loads(line: str) -> EloDelta:
     except MalformedDataError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
-        raise MalformedDataError(f"bad delta line ({exc}): {line[:80]!r}") from None
+        raise MalformedDataError(f"bad delta line ({exc}): {line[:80]!r}") from exc

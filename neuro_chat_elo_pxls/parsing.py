@@ -41,7 +41,7 @@ def _loads(body: bytes | str, what: str) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedDataError(f"{what}: not valid JSON ({exc})") from None
+        raise MalformedDataError(f"{what}: not valid JSON ({exc})") from exc
 
 
 def parse_generated_at(value: object) -> datetime:
@@ -57,7 +57,7 @@ def parse_generated_at(value: object) -> datetime:
         year, month, day, hour, minute, second = (int(p) for p in parts)
         local = datetime(year, month, day, hour, minute, second, tzinfo=tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise MalformedDataError(f"stats.json: bad generatedAt {value!r:.80} ({exc})") from None
+        raise MalformedDataError(f"stats.json: bad generatedAt {value!r:.80} ({exc})") from exc
     return local.astimezone(UTC)
 
 
@@ -280,7 +280,7 @@ def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
         parser.feed(text)
         parser.close()
     except (AssertionError, ValueError) as exc:  # pragma: no cover - HTMLParser is lenient
-        raise MalformedDataError(f"profile page: unparseable HTML ({exc})") from None
+        raise MalformedDataError(f"profile page: unparseable HTML ({exc})") from exc
     title = unescape(parser.title).strip()
     if title != f"{expected_name} - pxls.space":
         raise MalformedDataError(f"profile page: title is {title[:80]!r}, not {expected_name}'s")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .hookspecs import hookimpl
+from .hookspecs import Source, hookimpl
 from .settings import PxlsSettings
 from .source import PxlsSource
 
 
 @hookimpl
-def register_sources(register: Callable[[object], None], config: Mapping[str, Any]) -> None:
+def register_sources(register: Callable[[Source], None], config: Mapping[str, Any]) -> None:
     """Create one :class:`PxlsSource` from ``config["pxls"]`` and register it.
 
     A host config without a ``pxls`` section gets the defaults. A bad section raises

@@ -1,4 +1,4 @@
-"""The sequential command processor's queue: commands, cooldown keys and backoff.
+"""The sequential command processor's queue: commands and cooldown keys.
 
 Semantics are those of one ``collections.deque`` scanned from the front, where a
 command whose key is cooling down is skipped (it keeps its place) for the first one
@@ -12,10 +12,9 @@ All times are the host's ``now`` (aware UTC); nothing here reads the clock or sl
 from __future__ import annotations
 
 import itertools
-import random
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 import attrs
@@ -64,26 +63,6 @@ class KeyState:
 
     def cooling(self, now: datetime) -> bool:
         return self.ready_at is not None and now < self.ready_at
-
-
-@attrs.frozen
-class Backoff:
-    """Exponential backoff with jitter: ``initial * 2**(n-1)``, capped, times 1..1.25."""
-
-    initial: timedelta
-    maximum: timedelta
-    rng: random.Random = attrs.field(factory=random.Random)
-
-    def delay(self, failures: int, retry_after: float | None = None) -> timedelta:
-        """The wait after the ``failures``-th consecutive failure (``failures`` ≥ 1).
-
-        A server-given ``retry_after`` (seconds) wins, with at least one second.
-        """
-        if retry_after is not None:
-            return timedelta(seconds=max(1.0, min(retry_after, 6 * 3600.0)))
-        base: timedelta = min(self.maximum, self.initial * 2 ** min(failures - 1, 30))
-        jittered: timedelta = base * self.rng.uniform(1.0, 1.25)
-        return min(self.maximum, jittered)
 
 
 class CommandQueue:

@@ -16,12 +16,13 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
+from .version import VERSION
 
 TOKEN_ENV = "PXLS_TOKEN"  # noqa: S105 (the variable name, not a secret)
 CF_AUTH_ENV = "PXLS_CF_AUTH"
 
 DEFAULT_USER_AGENT = (
-    "neuro-chat-elo-pxls/0.1 (neuro-chat-elo community leaderboard; "
+    f"neuro-chat-elo-pxls/{VERSION} (neuro-chat-elo community leaderboard; "
     "one request in flight, at most 1 profile/s)"
 )
 
@@ -157,4 +158,4 @@ class PxlsSettings:
         try:
             return cls(**kwargs)
         except TypeError as exc:  # wrong type for a plain field
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(str(exc)) from exc

@@ -16,8 +16,8 @@ import pytest
 from neuro_chat_elo_pxls import jsonlines
 from neuro_chat_elo_pxls.host import run_host
 from neuro_chat_elo_pxls.parsing import parse_stats
-from neuro_chat_elo_pxls.store import us
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
+from neuro_chat_elo_pxls.times import us
 
 from .helpers import T0, Ledger
 

@@ -17,7 +17,9 @@ from neuro_chat_elo_pxls.errors import (
     RateLimitedError,
     TransientError,
 )
-from neuro_chat_elo_pxls.processor import Backoff, Command, CommandQueue, Key, Kind
+from neuro_chat_elo_pxls.policy import FailurePolicy, compute_backoff
+from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
+from neuro_chat_elo_pxls.settings import PxlsSettings
 
 from .conftest import CF_AUTH, TOKEN
 from .helpers import T0, FakeClock, FakePxls, Ledger, drive
@@ -64,14 +66,32 @@ def test_pop_cost_does_not_depend_on_queue_length() -> None:
     assert q.next_ready_at(T0) == T0 + timedelta(hours=1)
 
 
-def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
-    b = Backoff(timedelta(seconds=30), timedelta(minutes=15), random.Random(1))
-    delays = [b.delay(n).total_seconds() for n in range(1, 8)]
-    assert 30 <= delays[0] <= 37.5
-    assert 60 <= delays[1] <= 75
-    assert delays[-1] == 900
-    assert b.delay(1, retry_after=73) == timedelta(seconds=73)
-    assert b.delay(1, retry_after=0) == timedelta(seconds=1)
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    initial, maximum = timedelta(seconds=30), timedelta(minutes=15)
+    assert compute_backoff(initial, maximum, 1, 1.0) == timedelta(seconds=30)
+    assert compute_backoff(initial, maximum, 1, 1.25) == timedelta(seconds=37.5)
+    assert compute_backoff(initial, maximum, 2, 1.0) == timedelta(seconds=60)
+    assert compute_backoff(initial, maximum, 7, 1.25) == maximum  # jitter never exceeds the cap
+    assert compute_backoff(initial, maximum, 10_000, 1.0) == maximum  # no overflow
+
+
+def test_policy_honours_retry_after_and_gives_up_after_max_attempts() -> None:
+    policy = FailurePolicy(PxlsSettings(max_attempts=3), random.Random(1))
+    state = CommandQueue().state(Key.LEADERBOARD)
+    pull = Command(Kind.PULL)
+    limited = policy.on_failure(pull, RateLimitedError("429", retry_after=73), state, T0)
+    assert limited.retry_at == T0 + timedelta(seconds=73)
+    assert policy.on_failure(pull, RateLimitedError("429", 0), state, T0).retry_at == T0 + (
+        timedelta(seconds=1)
+    )
+    first = policy.on_failure(pull, TransientError("503"), state, T0)
+    assert first.retry_at is not None and first.command.attempts == 1
+    second = policy.on_failure(first.command, TransientError("503"), state, T0)
+    assert second.command.attempts == 2
+    third = policy.on_failure(second.command, TransientError("503"), state, T0)
+    assert third.give_up and third.level == logging.ERROR
+    assert state.failures == 0  # reset when giving up
+    assert policy.on_success(state) is False
 
 
 async def test_profiles_paced_and_one_command_per_tick(

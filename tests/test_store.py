@@ -5,12 +5,16 @@ from __future__ import annotations
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from neuro_chat_elo_pxls.errors import SchemaTooNewError, StoreError, StoreLockedError
 from neuro_chat_elo_pxls.models import Snapshot, ToplistRow
-from neuro_chat_elo_pxls.store import MIGRATIONS, SCHEMA_VERSION, Store, _split_sql, ts, us
+from neuro_chat_elo_pxls.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+from neuro_chat_elo_pxls.state import SchedulerState
+from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.times import ts, us
 
 from .helpers import T0
 
@@ -31,7 +35,7 @@ async def test_reopen_keeps_data(tmp_path: Path) -> None:
     path = str(tmp_path / "db.sqlite3")
     store = await Store.open(path)
     await store.ingest(
-        "86", Snapshot.from_rows(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={}
+        "86", Snapshot.from_rows(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state=None
     )
     await store.close()
     store = await Store.open(path)
@@ -73,9 +77,13 @@ async def test_second_store_on_same_file_refused(tmp_path: Path) -> None:
 async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
     store = await Store.open(str(tmp_path / "db.sqlite3"))
     await store.ingest(
-        "86", Snapshot.from_rows(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state={}
+        "86", Snapshot.from_rows(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state=None
     )
     await store.drain_outbox()
+
+    class Unbindable(SchedulerState):
+        def to_rows(self) -> dict[str, Any]:
+            return {"x": object()}
 
     # a state value that cannot be bound makes the last statement of the transaction fail
     with pytest.raises(sqlite3.ProgrammingError):
@@ -84,7 +92,7 @@ async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
             Snapshot.from_rows(T0, (ToplistRow("a", 9), ToplistRow("b", 1))),
             T0,
             hold_new=False,
-            state={"x": object()},  # type: ignore[dict-item]
+            state=Unbindable(),
         )
     assert await store.drain_outbox() == []
     counts = await store.counts()
@@ -97,11 +105,15 @@ async def test_held_user_seen_again_keeps_only_the_latest_held_score(tmp_path: P
     delta), a known user gets ``new - old``, and the release hands out the latest."""
     store = await Store.open(str(tmp_path / "db.sqlite3"))
     snap = Snapshot.from_rows
-    first = await store.ingest("86", snap(T0, (ToplistRow("a", 5),)), T0, hold_new=True, state={})
+    first = await store.ingest("86", snap(T0, (ToplistRow("a", 5),)), T0, hold_new=True, state=None)
     assert (first.new, first.deltas, first.held) == (1, 0, 1)
     later = T0 + timedelta(hours=1)
     second = await store.ingest(
-        "86", snap(later, (ToplistRow("a", 8), ToplistRow("b", 2))), later, hold_new=True, state={}
+        "86",
+        snap(later, (ToplistRow("a", 8), ToplistRow("b", 2))),
+        later,
+        hold_new=True,
+        state=None,
     )
     assert (second.new, second.deltas, second.held) == (1, 0, 2)
     assert await store.drain_outbox() == []
@@ -113,7 +125,7 @@ async def test_held_user_seen_again_keeps_only_the_latest_held_score(tmp_path: P
         snap(later + timedelta(hours=1), (ToplistRow("a", 6),)),
         later,
         hold_new=True,
-        state={},
+        state=None,
     )
     assert (third.new, third.deltas, third.held) == (0, 1, 0)
     assert [(d.user, d.delta, d.score) for d in await store.drain_outbox()] == [("a", -2, 6)]
@@ -124,7 +136,7 @@ def _schema_2_database(path: str) -> sqlite3.Connection:
     """A database as the previous release left it (migrations 1 and 2 only)."""
     conn = sqlite3.connect(path, isolation_level=None)
     for script in MIGRATIONS[:2]:
-        for statement in _split_sql(script):
+        for statement in split_sql(script):
             conn.execute(statement)
     conn.execute("PRAGMA user_version=2")
     return conn
@@ -182,7 +194,7 @@ async def test_migration_3_with_drained_outbox_does_not_reuse_seq(tmp_path: Path
     conn.close()
     store = await Store.open(path)
     await store.ingest(
-        "86", Snapshot.from_rows(T0, (ToplistRow("a", 10),)), T0, hold_new=False, state={}
+        "86", Snapshot.from_rows(T0, (ToplistRow("a", 10),)), T0, hold_new=False, state=None
     )
     assert [(d.seq, d.delta, d.score) for d in await store.drain_outbox()] == [(4, 7, 10)]
     await store.close()

@@ -1,0 +1,122 @@
+"""The failure policy: what to do after a command failed, decided in one place.
+
+:meth:`FailurePolicy.on_failure` is the only code that reads or changes a key's
+failure counters: it returns a :class:`Decision` (retry after a wait, or give up)
+with the log line that says why. :func:`compute_backoff` is a pure function.
+All times are the host's ``now``; nothing here sleeps or reads the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+
+import attrs
+
+from .errors import AuthError, RateLimitedError
+from .processor import Command, KeyState
+from .settings import PxlsSettings
+from .times import fmt_duration
+
+#: After a 403 or a challenge a key pauses at least this long, whatever the settings say.
+AUTH_PAUSE_FLOOR = timedelta(minutes=15)
+#: A server's Retry-After is honoured up to this long.
+RETRY_AFTER_MAX = timedelta(hours=6)
+
+
+def compute_backoff(
+    initial: timedelta, maximum: timedelta, failures: int, jitter: float
+) -> timedelta:
+    """The wait after the ``failures``-th consecutive failure (≥ 1):
+    ``initial * 2**(failures-1)``, capped at ``maximum``, times ``jitter`` (1..1.25),
+    and never above ``maximum``."""
+    base: timedelta = min(maximum, initial * 2 ** min(max(failures, 1) - 1, 30))
+    jittered: timedelta = base * jitter
+    return min(maximum, jittered)
+
+
+def compute_auth_pause(pause: timedelta, maximum: timedelta, pauses: int) -> timedelta:
+    """The pause after the ``pauses``-th consecutive 403/challenge (≥ 1): doubling from
+    ``pause`` up to ``maximum``, never under :data:`AUTH_PAUSE_FLOOR`."""
+    doubled: timedelta = pause * 2 ** min(max(pauses, 1) - 1, 16)
+    capped: timedelta = min(max(maximum, pause), doubled)
+    return max(AUTH_PAUSE_FLOOR, capped)
+
+
+@attrs.frozen
+class Decision:
+    """What to do with a failed command.
+
+    ``retry_at``: put the command back and pause its key until then (None: give up).
+    ``command``: the command to put back (its attempt count updated).
+    ``level``/``message``: the one log line that says what happened and why.
+    """
+
+    retry_at: datetime | None
+    command: Command
+    level: int
+    message: str
+    reason: str
+
+    @property
+    def give_up(self) -> bool:
+        return self.retry_at is None
+
+
+@attrs.define
+class FailurePolicy:
+    """Backoff, auth pauses and ``max_attempts``, from the settings."""
+
+    settings: PxlsSettings
+    rng: random.Random = attrs.field(factory=random.Random)
+
+    def on_success(self, state: KeyState) -> bool:
+        """A command of this key succeeded: reset its counters. True if they changed."""
+        changed = bool(state.failures or state.auth_pauses)
+        state.failures = state.auth_pauses = 0
+        return changed
+
+    def on_failure(
+        self, command: Command, exc: BaseException, state: KeyState, now: datetime
+    ) -> Decision:
+        """Decide the fate of ``command`` after ``exc``, updating ``state``'s counters."""
+        what, key = command.describe(), command.key.value
+        if isinstance(exc, AuthError):
+            state.auth_pauses += 1
+            s = self.settings
+            pause = compute_auth_pause(s.auth_pause, s.auth_pause_max, state.auth_pauses)
+            level = logging.ERROR if state.auth_pauses == 1 else logging.WARNING
+            message = f"{what}: {exc}; pausing {key} requests for {fmt_duration(pause)}"
+            return Decision(now + pause, command, level, message, f"auth: {exc}")
+        if isinstance(exc, RateLimitedError):
+            state.failures += 1
+            wait = self._wait(state.failures, exc.retry_after)
+            message = f"{what}: {exc}; backing off {key} for {fmt_duration(wait)}"
+            return Decision(now + wait, command, logging.WARNING, message, f"rate limited: {exc}")
+        attempts = command.attempts + 1
+        limit = self.settings.max_attempts
+        if attempts >= limit:
+            state.failures = 0
+            message = (
+                f"giving up on {what} after {attempts} attempts: {exc}; the next timer tries again"
+            )
+            return Decision(None, command, logging.ERROR, message, f"gave up: {exc}")
+        state.failures += 1
+        wait = self._wait(state.failures, None)
+        message = (
+            f"{what} failed (attempt {attempts}/{limit}): {exc}; "
+            f"backing off {key} for {fmt_duration(wait)}"
+        )
+        retried = attrs.evolve(command, attempts=attempts)
+        return Decision(now + wait, retried, logging.WARNING, message, f"backoff: {exc}")
+
+    def _wait(self, failures: int, retry_after: float | None) -> timedelta:
+        """A server-given ``retry_after`` (seconds) wins, with at least one second."""
+        if retry_after is not None:
+            seconds = max(1.0, min(retry_after, RETRY_AFTER_MAX.total_seconds()))
+            return timedelta(seconds=seconds)
+        s = self.settings
+        return compute_backoff(
+            s.backoff_initial, s.backoff_max, failures, self.rng.uniform(1.0, 1.25)
+        )

@@ -1,0 +1,129 @@
+"""Timer 1, the leaderboard pull: when it is due, and what one pull does.
+
+A pull reads ``/info`` (canvas code) and ``/stats/stats.json`` and ingests the
+toplist in one transaction with the new schedule. Due times lie on the interval
+grid of the first pull (no drift); a stale or already-processed stats.json is
+looked at again after :data:`STALE_RETRY`. Times are the host's ``now`` (UTC).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import attrs
+
+from .client import PxlsApi
+from .models import Snapshot
+from .processor import Command, CommandQueue, Kind
+from .state import StateKeeper
+from .store import Store
+from .tables import IngestResult
+from .times import ts
+
+log = logging.getLogger("neuro_chat_elo_pxls")
+
+#: After a stale or unchanged stats.json, look again this much sooner than the interval.
+STALE_RETRY = timedelta(minutes=15)
+
+
+@attrs.define
+class Pull:
+    """The pull schedule and the pull command. Persisted through ``state``."""
+
+    state: StateKeeper
+    interval: timedelta
+
+    def due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        """When the next pull is due (None: one is queued already)."""
+        if queue.count(Kind.PULL):
+            return None
+        return self.state.current.pull_due_at or now
+
+    async def arm(self, store: Store, queue: CommandQueue, now: datetime) -> None:
+        """Queue a pull when due; the first one anchors the interval grid."""
+        due = self.due(now, queue)
+        if due is None or now < due:
+            return
+        if self.state.current.pull_due_at is None:
+            await self.state.commit(store.save_state, pull_due_at=now)
+        queue.push(Command(Kind.PULL))
+
+    def _next(self, now: datetime) -> datetime:
+        """Next due time on the interval grid of the previous due time (no drift)."""
+        due = (self.state.current.pull_due_at or now) + self.interval
+        return due if due > now else now + self.interval
+
+    async def gave_up(self, store: Store, now: datetime) -> None:
+        """The pull failed for good: the next one is due at the next grid time."""
+        await self.state.commit(store.save_state, pull_due_at=self._next(now))
+
+    async def run(
+        self, store: Store, client: PxlsApi, now: datetime, *, hold_new: bool
+    ) -> IngestResult | None:
+        """One pull: /info, stats.json, ingest. None if the snapshot was skipped."""
+        info = await client.fetch_info()
+        await self._see_canvas(store, info.canvas_code, now)
+        snapshot = await client.fetch_stats()
+        _log_rejected(snapshot)
+        skip = self._skip_reason(snapshot)
+        if skip is not None:
+            retry = now + min(STALE_RETRY, self.interval)
+            await self.state.commit(store.save_state, pull_due_at=retry)
+            log.info("pull: stats.json skipped (%s); next look at %s", skip, ts(retry))
+            return None
+        canvas = info.canvas_code
+        proposed = self.state.propose(
+            last_generated_at=snapshot.generated_at, last_pull_at=now, pull_due_at=self._next(now)
+        )
+        result = await store.ingest(canvas, snapshot, now, hold_new=hold_new, state=proposed)
+        self.state.adopt(proposed)
+        log.info(
+            "pull at %s: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
+            "%d unchanged, %d -snip- and %d invalid rows skipped",
+            now.isoformat(timespec="seconds"),
+            canvas,
+            result.seen,
+            result.new,
+            result.deltas,
+            result.held,
+            result.unchanged,
+            snapshot.snipped,
+            len(snapshot.rejected),
+        )
+        return result
+
+    async def _see_canvas(self, store: Store, canvas: str, now: datetime) -> None:
+        previous = self.state.current.canvas
+        if canvas == previous:
+            return
+        await self.state.commit(
+            store.save_state,
+            canvas=canvas,
+            canvas_first_seen=now,
+            canvas_changed_at=now if previous is not None else None,
+        )
+        if previous is None:
+            log.info("canvas %s first seen", canvas)
+        else:
+            log.warning(
+                "canvas reset: %s -> %s; scores restart from 0 on the new canvas", previous, canvas
+            )
+
+    def _skip_reason(self, snapshot: Snapshot) -> str | None:
+        current = self.state.current
+        generated = snapshot.generated_at
+        if current.canvas_changed_at is not None and generated < current.canvas_changed_at:
+            return (
+                f"stale: generated {ts(generated)}, before canvas {current.canvas} was first seen"
+            )
+        if current.last_generated_at is not None and generated <= current.last_generated_at:
+            return f"generatedAt {ts(generated)} already processed"
+        return None
+
+
+def _log_rejected(snapshot: Snapshot) -> None:
+    for reason in snapshot.rejected[:10]:
+        log.warning("stats.json row dropped: %s", reason)
+    if len(snapshot.rejected) > 10:
+        log.warning("stats.json: %d more rows dropped", len(snapshot.rejected) - 10)

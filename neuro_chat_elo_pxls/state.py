@@ -1,0 +1,138 @@
+"""Scheduler state: what the engine must remember across restarts, typed.
+
+:class:`SchedulerState` is one ``@attrs.define`` value with ``datetime | None``
+fields (aware UTC). The store loads it and saves it whole, in the same
+transaction as the data it belongs to (a pull's state with the pull's scores);
+:class:`StateKeeper` is the engine's one write path: a change is persisted first
+and becomes the in-memory copy only once committed.
+
+On disk it is the ``state`` table of text key/value rows (times as ISO-8601 UTC
+text), so files written by earlier versions load unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from .times import from_ts, ts
+
+
+@attrs.define
+class KeyRecord:
+    """A cooldown key as the last running source saw it (for ``status`` from outside)."""
+
+    cooling_until: datetime | None = None
+    reason: str = ""
+    consecutive_failures: int = 0
+
+
+@attrs.define
+class SchedulerState:
+    """Timers, canvas and sweep progress. Every time is aware UTC host time, except
+    ``last_generated_at`` (the accepted snapshot's ``generatedAt``)."""
+
+    canvas: str | None = None
+    canvas_first_seen: datetime | None = None
+    canvas_changed_at: datetime | None = None  # when the current canvas replaced another
+    last_generated_at: datetime | None = None
+    last_pull_at: datetime | None = None
+    pull_due_at: datetime | None = None
+    sweep_number: int = 0
+    sweep_started_at: datetime | None = None
+    sweep_finished_at: datetime | None = None
+    sweep_total: int = 0
+    profile_ready_at: datetime | None = None  # profile pacing survives a restart
+    keys: dict[str, KeyRecord] = attrs.field(factory=dict)
+
+    @property
+    def sweep_active(self) -> bool:
+        """A sweep has started and not finished."""
+        return self.sweep_started_at is not None and self.sweep_finished_at is None
+
+    def to_rows(self) -> dict[str, str | None]:
+        """The ``state`` table's rows (None: the key has no value)."""
+        rows: dict[str, str | None] = {}
+        for field in attrs.fields(SchedulerState):
+            value = getattr(self, field.name)
+            if field.name == "keys":
+                rows["keys"] = json.dumps(
+                    {
+                        name: {
+                            "cooling_until": ts(k.cooling_until) if k.cooling_until else None,
+                            "reason": k.reason,
+                            "consecutive_failures": k.consecutive_failures,
+                        }
+                        for name, k in value.items()
+                    },
+                    sort_keys=True,
+                )
+            elif isinstance(value, datetime):
+                rows[field.name] = ts(value)
+            elif value is None:
+                rows[field.name] = None
+            else:
+                rows[field.name] = str(value)
+        return rows
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[str, str | None]) -> SchedulerState:
+        """Rows of the ``state`` table → state (missing keys take the defaults)."""
+        kwargs: dict[str, Any] = {}
+        for field in attrs.fields(SchedulerState):
+            text = rows.get(field.name)
+            if text is None:
+                continue
+            if field.name == "keys":
+                kwargs["keys"] = {
+                    name: KeyRecord(
+                        from_ts(k.get("cooling_until")),
+                        str(k.get("reason", "")),
+                        int(k.get("consecutive_failures", 0)),
+                    )
+                    for name, k in json.loads(text).items()
+                }
+            elif field.name in _INT_FIELDS:
+                kwargs[field.name] = int(text)
+            elif field.name in _TEXT_FIELDS:
+                kwargs[field.name] = text
+            else:
+                kwargs[field.name] = from_ts(text)
+        return cls(**kwargs)
+
+
+_INT_FIELDS = frozenset({"sweep_number", "sweep_total"})
+_TEXT_FIELDS = frozenset({"canvas"})
+
+
+@attrs.define
+class StateKeeper:
+    """Holds the committed :class:`SchedulerState`; the only way to change it.
+
+    ``save`` persists a whole state (e.g. ``Store.save_state``). :meth:`commit`
+    saves the changed copy and adopts it only after the save succeeded, so memory
+    never runs ahead of the database. A store operation that writes the state in
+    its own transaction takes :meth:`propose`'s copy and :meth:`adopt`\\ s it after.
+    """
+
+    current: SchedulerState = attrs.field(factory=SchedulerState)
+
+    def propose(self, **changes: Any) -> SchedulerState:
+        """A copy of the current state with ``changes``; nothing is stored yet."""
+        return attrs.evolve(self.current, **changes)
+
+    def adopt(self, state: SchedulerState) -> None:
+        """Take ``state`` as current (it was committed by the caller)."""
+        self.current = state
+
+    async def commit(
+        self, save: Callable[[SchedulerState], Awaitable[None]], **changes: Any
+    ) -> None:
+        """Persist the current state with ``changes`` through ``save``, then adopt it."""
+        proposed = self.propose(**changes)
+        await save(proposed)
+        self.current = proposed

@@ -1,0 +1,121 @@
+"""Operators' view of a source: canvas, counts, last pull, sweep with ETA, keys.
+
+:func:`build_status` works from a database alone (the ``status`` command reads it
+with a :class:`~.store.StoreReader` while a source runs); a running source adds its
+live queue and key states. :func:`format_status` renders it for a terminal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from .settings import PxlsSettings
+from .state import KeyRecord, SchedulerState
+from .store import StoreReader
+from .times import fmt_duration, ts
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else ts(value)
+
+
+def key_records_json(keys: dict[str, KeyRecord]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {
+            "cooling_until": _ts(k.cooling_until),
+            "reason": k.reason,
+            "consecutive_failures": k.consecutive_failures,
+        }
+        for name, k in keys.items()
+    }
+
+
+async def _sweep_status(
+    reader: StoreReader, state: SchedulerState, now: datetime, settings: PxlsSettings
+) -> dict[str, Any]:
+    sweep: dict[str, Any] = {
+        "number": state.sweep_number,
+        "active": state.sweep_active,
+        "started_at": _ts(state.sweep_started_at),
+        "finished_at": _ts(state.sweep_finished_at),
+    }
+    if state.sweep_active:
+        total = state.sweep_total
+        remaining = await reader.count_sweep_remaining(state.sweep_number)
+        done = max(0, total - remaining)
+        elapsed = (now - (state.sweep_started_at or now)).total_seconds()
+        rate_eta = elapsed / done * remaining if done else None
+        floor = settings.profile_cooldown.total_seconds() * remaining
+        sweep.update(
+            total=total,
+            remaining=remaining,
+            done=done,
+            eta_seconds=round(max(floor, rate_eta or 0.0)),
+        )
+    return sweep
+
+
+async def build_status(
+    reader: StoreReader, state: SchedulerState, now: datetime, settings: PxlsSettings
+) -> dict[str, Any]:
+    """The status of the database behind ``reader`` (JSON-serialisable).
+
+    The queue is derived from the database and key states are the persisted ones;
+    a running source replaces both with its live view.
+    """
+    counts = await reader.counts()
+    sweep = await _sweep_status(reader, state, now, settings)
+    return {
+        "db_path": settings.db_path,
+        "canvas": state.canvas,
+        "canvas_first_seen": _ts(state.canvas_first_seen),
+        "last_pull_at": _ts(state.last_pull_at),
+        "last_generated_at": _ts(state.last_generated_at),
+        "next_pull_at": _ts(state.pull_due_at),
+        "profiles_enabled": settings.profiles_enabled,
+        **counts,
+        "queue": {
+            "pull": 0,
+            "enrich": counts["awaiting_enrichment"],
+            "sweep": sweep.get("remaining", 0),
+        },
+        "sweep": sweep,
+        "keys": key_records_json(state.keys),
+    }
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """``status`` as aligned lines for a terminal."""
+    sweep = status["sweep"]
+    lines = [
+        f"database        {status['db_path']}",
+        f"canvas          {status['canvas'] or '-'} "
+        f"(first seen {status['canvas_first_seen'] or '-'})",
+        f"last pull       {status['last_pull_at'] or 'never'} "
+        f"(stats.json generatedAt {status['last_generated_at'] or '-'})",
+        f"next pull       {status['next_pull_at'] or 'at the next tick'}",
+        f"users           {status['users']} total, {status['dirty']} dirty, "
+        f"{status['awaiting_enrichment']} awaiting enrichment, {status['missing']} missing (404),"
+        f" {status['never_enriched']} never enriched",
+        f"outbox          {status['outbox']} deltas not yet collected",
+        f"profiles        {'enabled' if status['profiles_enabled'] else 'DISABLED (PXLS_TOKEN)'}",
+    ]
+    if sweep["active"]:
+        eta = fmt_duration(timedelta(seconds=sweep["eta_seconds"]))
+        lines.append(
+            f"sweep           #{sweep['number']}: {sweep['done']}/{sweep['total']} "
+            f"checked, {sweep['remaining']} left, ETA {eta}"
+        )
+    else:
+        lines.append(f"sweep           #{sweep['number']} finished {sweep['finished_at'] or '-'}")
+    for key, st in status["keys"].items():
+        state_text = (
+            f"cooling until {st['cooling_until']}: {st['reason']}"
+            if st.get("cooling_until")
+            else "ready"
+        )
+        lines.append(
+            f"key {key:<11} {state_text} ({st.get('consecutive_failures', 0)} consecutive failures)"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""Timer 2, the daily sweep: every known user's profile re-checked once per sweep.
+
+A sweep has a number; a user visited by sweep ``n`` has ``swept_in >= n`` in the
+database, so a restarted sweep resumes where it was, skipping no one. The queue
+holds at most :data:`SWEEP_WINDOW` sweep commands; the rest wait in the database,
+read in id order from two cursors (dirty users first, then the others). Progress
+is logged every 5 % with an ETA. Times are the host's ``now`` (aware UTC).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import attrs
+
+from .processor import Command, CommandQueue, Kind
+from .state import StateKeeper
+from .store import Store
+from .times import fmt_duration
+
+log = logging.getLogger("neuro_chat_elo_pxls")
+
+#: How many sweep commands wait in the queue at once.
+SWEEP_WINDOW = 8
+
+
+@attrs.define
+class Sweep:
+    """The sweep in progress (or the next one's due time). Persisted through ``state``."""
+
+    state: StateKeeper
+    interval: timedelta
+    cooldown: timedelta
+    remaining: int | None = None  # progress estimate; read from the database on resume
+    _logged: int = 0  # visits done when progress was last logged
+    _cursor: tuple[int, int] = (0, 0)  # last id queued in the dirty and the clean phase
+
+    @property
+    def number(self) -> int:
+        return self.state.current.sweep_number
+
+    @property
+    def active(self) -> bool:
+        return self.state.current.sweep_active
+
+    def due(self) -> datetime | None:
+        """When the next sweep starts (None: one is running, or none has run yet)."""
+        started = self.state.current.sweep_started_at
+        if self.active or started is None:
+            return None
+        return started + self.interval
+
+    async def feed(self, store: Store, queue: CommandQueue, now: datetime) -> None:
+        """Start a sweep when due, keep its window of commands queued, finish it."""
+        if not self.active:
+            due = self.due()
+            if due is not None and now < due:
+                return
+            await self._start(store, now)
+        queued = queue.count(Kind.SWEEP)
+        if queued > SWEEP_WINDOW // 2:
+            return
+        if self.remaining is None:  # resumed after a restart
+            self.remaining = await store.count_sweep_remaining(self.number)
+        after_dirty, after_clean = self._cursor
+        dirty_phase, ids = await store.sweep_ids(
+            self.number, after_dirty, after_clean, SWEEP_WINDOW
+        )
+        if ids:
+            self._cursor = (ids[-1], after_clean) if dirty_phase else (after_dirty, ids[-1])
+            for user_id in ids[: SWEEP_WINDOW - queued]:
+                queue.push(Command(Kind.SWEEP, user_id))  # refused if queued already
+        elif self._cursor != (0, 0):
+            self._cursor = (0, 0)  # one more pass from the start for stragglers
+        elif not queued:
+            await self._finish(store, now)
+
+    async def _start(self, store: Store, now: datetime) -> None:
+        number = self.number + 1
+        total = await store.count_sweep_remaining(number)
+        await self.state.commit(
+            store.save_state,
+            sweep_number=number,
+            sweep_started_at=now,
+            sweep_finished_at=None,
+            sweep_total=total,
+        )
+        self._logged, self.remaining, self._cursor = 0, total, (0, 0)
+        log.info(
+            "sweep %d started: %d users to re-check at <= 1 per %gs",
+            number,
+            total,
+            self.cooldown.total_seconds(),
+        )
+
+    async def _finish(self, store: Store, now: datetime) -> None:
+        started = self.state.current.sweep_started_at or now
+        took = now - started
+        await self.state.commit(store.save_state, sweep_finished_at=now)
+        if took >= self.interval:
+            log.warning(
+                "sweep %d finished after %s, longer than sweep_interval %s: the next sweep "
+                "starts now (sweeps never overlap)",
+                self.number,
+                fmt_duration(took),
+                fmt_duration(self.interval),
+            )
+        else:
+            log.info(
+                "sweep %d finished after %s; next at %s",
+                self.number,
+                fmt_duration(took),
+                (started + self.interval).isoformat(timespec="seconds"),
+            )
+
+    def visited(self, swept_in: int, now: datetime) -> None:
+        """A profile of a user with ``swept_in`` was read (by the sweep or an
+        enrichment): count the visit and log progress every 5 % with an ETA."""
+        total = self.state.current.sweep_total
+        if not self.active or swept_in >= self.number or self.remaining is None or total <= 0:
+            return
+        self.remaining = max(0, self.remaining - 1)
+        done = total - self.remaining
+        step = max(1, min(500, total // 20))
+        if done - self._logged < step or self.remaining == 0:
+            return
+        self._logged = done
+        elapsed = now - (self.state.current.sweep_started_at or now)
+        eta = elapsed / done * self.remaining if done else self.cooldown * self.remaining
+        log.info(
+            "sweep %d: %d/%d users checked (%.0f%%), ETA %s",
+            self.number,
+            done,
+            total,
+            100 * done / total,
+            fmt_duration(eta),
+        )
+
+    async def skip(self, store: Store, user_id: int) -> None:
+        """Gave up on a user's profile: count it as visited by this sweep."""
+        await store.mark_swept(user_id, self.number)

@@ -1,0 +1,143 @@
+"""The ``users`` and ``outbox`` tables as the code sees them: row types, the SQL of
+the one-statement ingest, and outbox rows → :class:`EloDelta`.
+
+Time columns hold integer microseconds since the Unix epoch (see :mod:`.times`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import aiosqlite
+import attrs
+
+from .models import EloDelta, Faction
+from .times import EPOCH
+
+_USER_COLS = (
+    "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "
+    "score, canvas, held_score, held_canvas, held_observed_at, held_since, swept_in"
+)
+#: the columns :meth:`Store.export_users` returns, in order
+EXPORT_FIELDS = (
+    "name",
+    "pxls_id",
+    "discord",
+    "faction_id",
+    "faction_tag",
+    "faction_name",
+    "score",
+    "canvas",
+)
+#: a user seen in a pull since its last profile check (the sweep visits these first)
+DIRTY = "(last_profile_check IS NULL OR last_seen > last_profile_check)"
+#: the whole snapshot in one statement: ?1 a JSON object {name: pixels} (json_each
+#: yields key = name, value = pixels, in toplist order), ?2 canvas, ?3 generatedAt,
+#: ?4 host time. One statement instead of ``executemany``: SQLite walks the rows in
+#: C and sets the accounting triggers up once, not once per row (566 → 407 ms for
+#: 100,000 changed rows when measured; see benchmarks/RESULTS.md).
+_UPSERT_SET = (
+    "ON CONFLICT (name) DO UPDATE SET "
+    "score = CASE WHEN held_score IS NULL THEN excluded.score ELSE score END, "
+    "canvas = CASE WHEN held_score IS NULL THEN ?2 ELSE canvas END, "
+    "observed_at = CASE WHEN held_score IS NULL THEN ?3 ELSE observed_at END, "
+    "held_score = CASE WHEN held_score IS NULL THEN NULL ELSE excluded.score END, "
+    "held_observed_at = CASE WHEN held_score IS NULL THEN NULL ELSE ?3 END, "
+    "last_seen = ?4"
+)
+#: a new user's first score is held until its profile is read (the row it would
+#: insert has score 0 and the pixels in held_score, so an update reads the latter)
+_UPSERT_HOLD = (
+    "INSERT INTO users (name, score, held_score, held_canvas, held_observed_at, held_since, "
+    "first_seen, last_seen) SELECT key, 0, value, ?2, ?3, ?4, ?4, ?4 FROM json_each(?1) "
+    "WHERE true " + _UPSERT_SET.replace("excluded.score", "excluded.held_score")
+)
+#: a new user's first score is handed out at once (no profiles)
+_UPSERT_RELEASE = (
+    "INSERT INTO users (name, score, canvas, observed_at, first_seen, last_seen) "
+    "SELECT key, value, ?2, ?3, ?4, ?4 FROM json_each(?1) WHERE true " + _UPSERT_SET
+)
+
+
+@attrs.define
+class UserRow:
+    """A user as the accounting code sees it (mutable working copy)."""
+
+    id: int
+    name: str
+    pxls_id: int | None
+    discord: str | None
+    faction_id: int | None
+    faction_tag: str | None
+    faction_name: str | None
+    faction_color: int | None
+    score: int
+    canvas: str | None
+    held_score: int | None
+    held_canvas: str | None
+    held_observed_at: int | None
+    held_since: int | None
+    swept_in: int
+
+    @property
+    def held(self) -> bool:
+        return self.held_score is not None
+
+
+@attrs.frozen
+class IngestResult:
+    """What one snapshot did: counts for the pull's log line."""
+
+    seen: int
+    new: int
+    deltas: int
+    held: int
+    unchanged: int
+
+
+@attrs.frozen
+class ProfileOutcome:
+    """What applying a profile did. ``renamed_from``: the old name merged into this user."""
+
+    released: bool
+    renamed_from: str | None
+    corrected: int
+
+
+async def outbox_rows(conn: aiosqlite.Connection, after_seq: int) -> list[EloDelta]:
+    async with conn.execute(
+        "SELECT seq, user, pxls_id, discord, faction_id, faction_tag, faction_name, "
+        "faction_color, delta, score, canvas, observed_at FROM outbox WHERE seq > ? "
+        "ORDER BY seq",
+        (after_seq,),
+    ) as cur:
+        # rows become EloDeltas as SQLite yields them, in aiosqlite's thread: the
+        # event loop is not held (~0.1 s per 100,000) and no list of row tuples
+        # is built only to be thrown away
+        cur.row_factory = _delta_factory()  # type: ignore[assignment]
+        return cast(list[EloDelta], await cur.fetchall())
+
+
+def _delta_factory() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], EloDelta]:
+    """A row factory: outbox row → EloDelta. Times and factions repeat a lot: each
+    is built once per call of the factory."""
+    times: dict[int, datetime] = {}
+    factions: dict[tuple[Any, ...], Faction] = {}
+
+    def make(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> EloDelta:
+        seq, user, pxls_id, discord, fid, ftag, fname, fcolor, delta, score, canvas, obs = row
+        observed_at = times.get(obs)
+        if observed_at is None:
+            observed_at = times[obs] = EPOCH + timedelta(microseconds=obs)
+        faction = None
+        if fid is not None:
+            key = (fid, ftag, fname, fcolor)
+            faction = factions.get(key)
+            if faction is None:
+                faction = factions[key] = Faction(fid, ftag or "", fname or "", fcolor)
+        return EloDelta(seq, user, pxls_id, discord, faction, delta, score, canvas, observed_at)
+
+    return make
