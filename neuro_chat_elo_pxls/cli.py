@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from .clock import SimClock
 from .errors import ConfigError, PxlsError
 from .host import install_signal_handlers, run_host
 from .settings import TOKEN_ENV, PxlsSettings
@@ -30,7 +31,6 @@ from .state import SchedulerState
 from .status import build_status, format_status
 from .store import StoreReader
 from .tables import EXPORT_FIELDS
-from .testing.clock import SimClock
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

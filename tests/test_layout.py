@@ -1,0 +1,161 @@
+"""The engine's parts and contracts: schema beside the store, typed state, read-only
+reader, failure policy, the host-facing Source protocol, one version."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import neuro_chat_elo_pxls
+from neuro_chat_elo_pxls import MalformedDataError, PxlsSettings, PxlsSource
+from neuro_chat_elo_pxls.errors import PxlsRequestError, StoreError
+from neuro_chat_elo_pxls.hookspecs import Source
+from neuro_chat_elo_pxls.policy import AUTH_PAUSE_FLOOR, FailurePolicy, compute_auth_pause
+from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
+from neuro_chat_elo_pxls.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+from neuro_chat_elo_pxls.state import KeyRecord, SchedulerState, StateKeeper
+from neuro_chat_elo_pxls.store import Store, StoreReader
+
+from .helpers import T0
+
+
+def _schema(path: Path) -> dict[str, object]:
+    """Tables with their columns (name, type, notnull, default, pk), indexes, triggers."""
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        shape: dict[str, object] = {
+            t: conn.execute(f"PRAGMA table_info({t})").fetchall() for t in sorted(tables)
+        }
+        for kind in ("index", "trigger"):
+            shape[kind] = sorted(
+                (r[0], " ".join(r[1].split()) if kind == "trigger" else r[1])
+                for r in conn.execute(
+                    "SELECT name, COALESCE(sql, '') FROM sqlite_master WHERE type = ?", (kind,)
+                )
+            )
+        shape["version"] = conn.execute("PRAGMA user_version").fetchone()[0]
+        return shape
+    finally:
+        conn.close()
+
+
+async def test_fresh_database_gets_the_newest_schema_same_as_migrated(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh.sqlite3"
+    async with await Store.open(str(fresh)):
+        pass
+    old = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(old)
+    for statement in split_sql(MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    async with await Store.open(str(old)):
+        pass
+    fresh_shape, migrated_shape = _schema(fresh), _schema(old)
+    assert fresh_shape["version"] == SCHEMA_VERSION
+    assert fresh_shape == migrated_shape
+    assert "users_v3" not in str(fresh_shape)  # created directly, not rebuilt twice
+
+
+async def test_reader_has_only_read_methods_and_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    async with await Store.open(str(path)) as store:
+        await store.save_state(SchedulerState(canvas="86", sweep_number=2))
+    for writer in ("ingest", "save_state", "drain_outbox", "ack_outbox", "apply_profile"):
+        assert not hasattr(StoreReader, writer), writer
+    async with await StoreReader.open(str(path)) as reader:
+        state = await reader.load_state()
+        assert (state.canvas, state.sweep_number) == ("86", 2)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await reader._conn.execute("DELETE FROM state")
+
+
+async def test_reader_closes_on_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.sqlite3"
+    bogus.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        await StoreReader.open(str(bogus))
+
+
+def test_state_round_trips_through_the_state_table_rows() -> None:
+    state = SchedulerState(
+        canvas="86",
+        canvas_first_seen=T0,
+        pull_due_at=T0 + timedelta(hours=1),
+        sweep_number=3,
+        sweep_started_at=T0,
+        sweep_total=120,
+        keys={"profile": KeyRecord(T0, "auth: 403", 2)},
+    )
+    rows = state.to_rows()
+    assert rows["sweep_finished_at"] is None
+    assert rows["pull_due_at"] == "2026-01-05T13:00:00.000000+00:00"  # the text of earlier files
+    assert SchedulerState.from_rows({k: v for k, v in rows.items() if v is not None}) == state
+    assert state.sweep_active
+
+
+async def test_state_keeper_adopts_a_change_only_after_it_was_saved() -> None:
+    keeper = StateKeeper()
+
+    async def failing_save(state: SchedulerState) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError):
+        await keeper.commit(failing_save, canvas="87")
+    assert keeper.current.canvas is None
+    saved: list[SchedulerState] = []
+
+    async def save(state: SchedulerState) -> None:
+        saved.append(state)
+
+    await keeper.commit(save, canvas="87")
+    assert keeper.current.canvas == "87" and saved == [keeper.current]
+
+
+def test_auth_pause_has_a_floor_no_setting_lowers() -> None:
+    assert compute_auth_pause(timedelta(minutes=15), timedelta(seconds=1), 1) == AUTH_PAUSE_FLOOR
+    assert compute_auth_pause(timedelta(minutes=15), timedelta(hours=2), 2) == timedelta(minutes=30)
+    assert compute_auth_pause(timedelta(minutes=15), timedelta(hours=2), 30) == timedelta(hours=2)
+    policy = FailurePolicy(PxlsSettings(auth_pause_max=timedelta(seconds=1)))
+    from neuro_chat_elo_pxls.errors import AuthError
+
+    state = CommandQueue().state(Key.PROFILE)
+    for _ in range(3):
+        decision = policy.on_failure(
+            Command(Kind.SWEEP, 1), AuthError("403", challenge=False), state, T0
+        )
+        assert decision.retry_at is not None
+        assert decision.retry_at - T0 >= timedelta(minutes=15)
+
+
+def test_source_satisfies_the_host_protocol(make_settings: Callable[..., PxlsSettings]) -> None:
+    source = PxlsSource(make_settings())
+    assert isinstance(source, Source)
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    version = importlib.metadata.version("neuro-chat-elo-pxls")
+    assert neuro_chat_elo_pxls.__version__ == version
+    assert f"neuro-chat-elo-pxls/{version} " in PxlsSettings().user_agent
+
+
+def test_malformed_data_is_not_a_request_error() -> None:
+    assert not issubclass(MalformedDataError, PxlsRequestError)
+
+
+def test_cli_imports_the_stand_in_only_for_the_demo() -> None:
+    code = (
+        "import sys, neuro_chat_elo_pxls.cli as c; "
+        "assert 'neuro_chat_elo_pxls.testing.standin' not in sys.modules, 'stand-in imported'; "
+        "assert 'aiohttp.web' not in sys.modules, 'aiohttp.web imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
