@@ -26,10 +26,10 @@ from typing import Any, TextIO
 from .clock import SimClock
 from .errors import ConfigError, PxlsError
 from .host import install_signal_handlers, run_host
+from .reader import StoreReader
 from .settings import TOKEN_ENV, PxlsSettings
 from .state import SchedulerState
 from .status import build_status, format_status
-from .store import StoreReader
 from .tables import EXPORT_FIELDS
 
 log = logging.getLogger("neuro_chat_elo_pxls")

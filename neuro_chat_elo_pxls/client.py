@@ -45,7 +45,7 @@ def _retry_after(header: str | None, body: bytes, now: datetime | None = None) -
     """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or a plain-text body."""
     if header:
         header = header.strip()
-        if header.isdigit():
+        if header.isascii() and header.isdigit():  # not "²": str.isdigit takes superscripts
             return float(header)
         try:
             when = parsedate_to_datetime(header)
@@ -130,34 +130,7 @@ class PxlsClient:
                 timeout=timeout,
                 allow_redirects=False,
             ) as resp:
-                status = resp.status
-                if resp.headers.get("cf-mitigated", "").lower() == "challenge":
-                    raise AuthError(
-                        f"{what}: Cloudflare challenge (HTTP {status}); a plain client cannot "
-                        "pass it: check PXLS_CF_AUTH",
-                        challenge=True,
-                    )
-                if status == 200:
-                    body = await self._read_capped(resp, limit, what)
-                    if expect_json and "html" in resp.content_type:
-                        raise MalformedDataError(
-                            f"{what}: HTML page ({resp.content_type}) where JSON was expected"
-                        )
-                    return body
-                if status == 429:
-                    body = await self._read_capped(resp, 4096, what, truncate=True)
-                    wait = _retry_after(resp.headers.get("Retry-After"), body)
-                    shown = "no wait given" if wait is None else f"wait {wait:.0f} s"
-                    raise RateLimitedError(f"{what}: rate limited (HTTP 429, {shown})", wait)
-                if status == 403:
-                    raise AuthError(
-                        f"{what}: HTTP 403 Forbidden: pxls.space refused the session; "
-                        "check PXLS_TOKEN (logged-in pxls-token cookie) and PXLS_CF_AUTH",
-                        challenge=False,
-                    )
-                if status == 404:
-                    raise NotFoundError(f"{what}: HTTP 404 Not Found")
-                raise TransientError(f"{what}: HTTP {status}")
+                return await self._answer(resp, what, limit=limit, expect_json=expect_json)
         # causes dropped on purpose below: aiohttp's exceptions carry the request's
         # RequestInfo (headers with the pxls-token cookie and X-Pxls-CFAuth), and a
         # chained cause is printed by every traceback logger
@@ -170,6 +143,39 @@ class PxlsClient:
             raise TransientError(f"{what}: truncated response ({type(exc).__name__})") from None
         except aiohttp.ClientError as exc:
             raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+
+    async def _answer(
+        self, resp: aiohttp.ClientResponse, what: str, *, limit: int, expect_json: bool
+    ) -> bytes:
+        """The body of a 200, or the :mod:`.errors` exception its status means."""
+        status = resp.status
+        if resp.headers.get("cf-mitigated", "").lower() == "challenge":
+            raise AuthError(
+                f"{what}: Cloudflare challenge (HTTP {status}); a plain client cannot "
+                "pass it: check PXLS_CF_AUTH",
+                challenge=True,
+            )
+        if status == 200:
+            body = await self._read_capped(resp, limit, what)
+            if expect_json and "html" in resp.content_type:
+                raise MalformedDataError(
+                    f"{what}: HTML page ({resp.content_type}) where JSON was expected"
+                )
+            return body
+        if status == 429:
+            body = await self._read_capped(resp, 4096, what, truncate=True)
+            wait = _retry_after(resp.headers.get("Retry-After"), body)
+            shown = "no wait given" if wait is None else f"wait {wait:.0f} s"
+            raise RateLimitedError(f"{what}: rate limited (HTTP 429, {shown})", wait)
+        if status == 403:
+            raise AuthError(
+                f"{what}: HTTP 403 Forbidden: pxls.space refused the session; "
+                "check PXLS_TOKEN (logged-in pxls-token cookie) and PXLS_CF_AUTH",
+                challenge=False,
+            )
+        if status == 404:
+            raise NotFoundError(f"{what}: HTTP 404 Not Found")
+        raise TransientError(f"{what}: HTTP {status}")
 
     @staticmethod
     async def _read_capped(

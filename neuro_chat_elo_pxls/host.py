@@ -103,6 +103,49 @@ def make_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+async def start_sources(pm: pluggy.PluginManager, config: Mapping[str, Any]) -> list[Source]:
+    """``register_sources`` with a register that also keeps the list; then ``open`` each
+    (fail fast on a bad database instead of logging every tick)."""
+    sources: list[Source] = []
+
+    def register(source: Source) -> None:
+        pm.register(source)
+        sources.append(source)
+
+    pm.hook.register_sources(register=register, config=config)
+    for source in sources:
+        await source.open()
+    log.info("host: %d source(s) registered: %s", len(sources), ", ".join(map(repr, sources)))
+    return sources
+
+
+async def deliver(
+    pm: pluggy.PluginManager, sources: list[Source], out: LineSink, totals: Totals
+) -> None:
+    """Collect every source's deltas, write them as JSON lines, make them durable
+    (flush + fsync), then acknowledge them to their source."""
+    batches = await call_async_hook(pm.hook.collect_deltas)
+    for source, batch in zip(sources, batches, strict=True):
+        for delta in batch:
+            out.write(jsonlines.dumps(delta) + "\n")
+            totals.add(delta)
+        out.flush()
+        if batch:
+            with contextlib.suppress(OSError, ValueError):  # not a real file: no fsync
+                os.fsync(out.fileno())
+            await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge
+
+
+async def _sleep(clock: Clock, wake: datetime, now: datetime, stop: asyncio.Event) -> None:
+    """Until host time ``wake`` (at most MAX_SLEEP real seconds) or ``stop``."""
+    delay = min(MAX_SLEEP, clock.real_seconds(wake - now))
+    if delay > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    else:
+        await asyncio.sleep(0)  # let other tasks (and signals) run
+
+
 async def run_host(
     config: Mapping[str, Any],
     *,
@@ -115,40 +158,18 @@ async def run_host(
 ) -> Totals:
     """Run the host loop until ``stop`` is set or host time reaches ``until``."""
     pm = make_plugin_manager()
-    sources: list[Source] = []
-
-    def register(source: Source) -> None:
-        pm.register(source)
-        sources.append(source)
-
-    pm.hook.register_sources(register=register, config=config)
-    for source in sources:  # fail fast on a bad database instead of logging every tick
-        await source.open()
-    log.info("host: %d source(s) registered: %s", len(sources), ", ".join(map(repr, sources)))
+    sources = await start_sources(pm, config)
     if on_started is not None:
         on_started(sources)
     totals = Totals()
     next_table = clock.now() + table_every
-
-    async def collect() -> None:
-        batches = await call_async_hook(pm.hook.collect_deltas)
-        for source, batch in zip(sources, batches, strict=True):
-            for delta in batch:
-                out.write(jsonlines.dumps(delta) + "\n")
-                totals.add(delta)
-            out.flush()
-            if batch:
-                with contextlib.suppress(OSError, ValueError):  # not a real file: no fsync
-                    os.fsync(out.fileno())
-                await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge
-
     try:
         while not stop.is_set():
             now = clock.now()
             if until is not None and now >= until:
                 break
             await call_async_hook(pm.hook.on_tick, now=now)
-            await collect()
+            await deliver(pm, sources, out, totals)
             now = clock.now()
             if now >= next_table:
                 log.info(
@@ -156,16 +177,10 @@ async def run_host(
                 )
                 next_table = now + table_every
             dues = [d for d in pm.hook.next_due_at(now=now) if d is not None]
-            wake = min([*dues, next_table] + ([until] if until else []))
-            delay = min(MAX_SLEEP, clock.real_seconds(wake - now))
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-            else:
-                await asyncio.sleep(0)  # let other tasks (and signals) run
+            await _sleep(clock, min([*dues, next_table] + ([until] if until else [])), now, stop)
     finally:
         with contextlib.suppress(Exception):
-            await collect()
+            await deliver(pm, sources, out, totals)
         await call_async_hook(pm.hook.on_shutdown)
         log.info("host stopped; final table\n%s", totals.table())
     return totals

@@ -12,6 +12,8 @@ import sqlite3
 
 import aiosqlite
 
+from .errors import SchemaTooNewError, StoreError
+
 
 def _iso_to_us(column: str) -> str:
     """SQL: a time stored by schema 1-2 (``ts()`` text, always ``+00:00`` and six
@@ -215,6 +217,40 @@ LATEST = (
     """
     + _ACCOUNTING_TRIGGERS
 )
+
+
+async def prepare(conn: aiosqlite.Connection, path: str) -> None:
+    """Set the connection up (WAL, PRAGMAs), check SQLite's features and the file's
+    version, and bring the file to :data:`SCHEMA_VERSION`. :class:`StoreError` (or
+    :class:`SchemaTooNewError`) says what is wrong."""
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise StoreError(
+            f"SQLite {sqlite3.sqlite_version} is too old: 3.35 or newer is needed "
+            "(upsert, DROP COLUMN)"
+        )
+    try:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            await conn.execute("SELECT json_valid('{}')")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"SQLite {sqlite3.sqlite_version} lacks the JSON functions (json1), "
+                "which the ingest needs"
+            ) from exc
+        version = await user_version(conn)
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"the database has schema version {version}, but this version of "
+                f"neuro-chat-elo-pxls knows only up to {SCHEMA_VERSION}: upgrade "
+                "the package (or point db_path at a new file; it is only a cache)"
+            )
+        if version < SCHEMA_VERSION:
+            await upgrade(conn, version)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: not a usable SQLite database: {exc}") from exc
 
 
 async def user_version(conn: aiosqlite.Connection) -> int:

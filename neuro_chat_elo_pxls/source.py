@@ -7,6 +7,7 @@ keeps the hooks and wires the engine's parts; each part has one job:
 * :class:`~.pulls.Pull` (Timer 1): when the leaderboard pull is due, what it does;
 * :class:`~.sweep.Sweep` (Timer 2): the daily profile re-check with its cursor;
 * :class:`~.enrichment.EnrichmentWindow`: new users' held first deltas;
+* :class:`~.profiles.ProfileVisits`: one profile read (pacing, 404, rename);
 * :class:`~.policy.FailurePolicy`: backoff, auth pause, giving up;
 * :class:`~.processor.CommandQueue`: commands with per-key cooldowns;
 * :class:`~.state.StateKeeper`: the scheduler state, one write path.
@@ -26,11 +27,12 @@ from typing import Any
 
 from .client import PxlsApi, PxlsClient
 from .enrichment import EnrichmentWindow
-from .errors import NotFoundError, PxlsError, StoreError
+from .errors import PxlsError, StoreError
 from .hookspecs import hookimpl
 from .models import EloDelta
 from .policy import FailurePolicy
 from .processor import Command, CommandQueue, Key, Kind
+from .profiles import ProfileVisits
 from .pulls import Pull
 from .settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings
 from .state import KeyRecord, StateKeeper
@@ -40,10 +42,6 @@ from .sweep import Sweep
 from .times import check_now
 
 log = logging.getLogger("neuro_chat_elo_pxls")
-
-#: Profile requests are spaced by ``profile_cooldown`` times this, so that event-loop
-#: and network jitter never make pxls.space see two requests closer than promised.
-PACING_MARGIN = 1.02
 
 
 class PxlsSource:
@@ -69,6 +67,9 @@ class PxlsSource:
         self._pull = Pull(self._state, settings.leaderboard_interval)
         self._sweep = Sweep(self._state, settings.sweep_interval, settings.profile_cooldown)
         self._enrich = EnrichmentWindow(settings.enrichment_hold)
+        self._profiles = ProfileVisits(
+            settings, self._queue, self._state, self._sweep, self._enrich
+        )
         self._store: Store | None = None
         self._disabled: str | None = None
         self._closed = False
@@ -247,43 +248,7 @@ class PxlsSource:
                     await self._enrich.refill(store, self._queue)
                 await self._enrich.refresh_deadline(store)
             return True
-        return await self._profile(store, command, now)
-
-    async def _profile(self, store: Store, command: Command, now: datetime) -> bool:
-        """Read one user's profile (enrichment or sweep visit)."""
-        assert command.user_id is not None
-        user = await store.get_user(command.user_id)
-        if user is None or not self.settings.profiles_enabled:
-            return False  # merged away by a rename, or profiles off
-        if command.kind is Kind.SWEEP and user.swept_in >= self._sweep.number:
-            return False  # already visited (e.g. by its enrichment)
-        ready = now + self.settings.profile_cooldown * PACING_MARGIN
-        self._queue.cool(Key.PROFILE, ready, "profile pacing")
-        await self._state.commit(store.save_state, profile_ready_at=ready)  # survives a restart
-        sweep = self._sweep.number
-        try:
-            profile = await self._client.fetch_profile(user.name)
-        except NotFoundError:
-            released = await store.mark_missing(user.id, now, sweep)
-            log.info(
-                "profile of %s: 404, name marked missing%s",
-                user.name,
-                " (first delta released)" if released else "",
-            )
-        else:
-            outcome = await store.apply_profile(user.id, profile, now, sweep)
-            if outcome.renamed_from:
-                log.info(
-                    "rename: %s is now %s (pxls id %s); %d pixels moved from the old name",
-                    outcome.renamed_from,
-                    user.name,
-                    profile.pxls_id,
-                    outcome.corrected,
-                )
-        self._enrich.problem = ""
-        await self._enrich.refresh_deadline(store)
-        self._sweep.visited(user.swept_in, now)  # enrichment counts as the visit too
-        return True
+        return await self._profiles.visit(store, self._client, command, now)
 
     async def _on_failure(
         self, store: Store, entry: tuple[int, Command], exc: Exception, now: datetime

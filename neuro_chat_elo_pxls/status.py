@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from .reader import StoreReader
 from .settings import PxlsSettings
 from .state import KeyRecord, SchedulerState
-from .store import StoreReader
 from .times import fmt_duration, ts
 
 

@@ -7,7 +7,7 @@ Time columns hold integer microseconds since the Unix epoch (see :mod:`.times`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -105,6 +105,34 @@ class ProfileOutcome:
     released: bool
     renamed_from: str | None
     corrected: int
+
+
+async def save_users(conn: aiosqlite.Connection, users: Iterable[UserRow]) -> None:
+    await conn.executemany(
+        "UPDATE users SET name=?, pxls_id=?, discord=?, faction_id=?, faction_tag=?, "
+        "faction_name=?, faction_color=?, score=?, canvas=?, held_score=?, held_canvas=?, "
+        "held_observed_at=?, held_since=?, swept_in=? WHERE id=?",
+        [
+            (
+                u.name,
+                u.pxls_id,
+                u.discord,
+                u.faction_id,
+                u.faction_tag,
+                u.faction_name,
+                u.faction_color,
+                u.score,
+                u.canvas,
+                u.held_score,
+                u.held_canvas,
+                u.held_observed_at,
+                u.held_since,
+                u.swept_in,
+                u.id,
+            )
+            for u in users
+        ],
+    )
 
 
 async def outbox_rows(conn: aiosqlite.Connection, after_seq: int) -> list[EloDelta]:

@@ -1,6 +1,7 @@
 """A local pxls.space stand-in for tests and demos (never talks to pxls.space)."""
 
 from .clock import JumpClock, SimClock
-from .standin import Fault, PxlsStandIn, RequestRecord, Scenario, SimUser
+from .pages import SimUser
+from .standin import Fault, PxlsStandIn, RequestRecord, Scenario
 
 __all__ = ["Fault", "JumpClock", "PxlsStandIn", "RequestRecord", "Scenario", "SimClock", "SimUser"]

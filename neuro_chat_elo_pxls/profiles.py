@@ -1,0 +1,76 @@
+"""One profile read: enrichment of a new user or a sweep visit.
+
+Profile requests share one cooldown key and are spaced by ``profile_cooldown`` times
+:data:`PACING_MARGIN`; the pacing is persisted, so it survives a restart. A 404
+marks the name missing; a profile whose ``pxls_id`` belongs to another row is a
+rename, merged in the same transaction. Times are the host's ``now`` (UTC).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import attrs
+
+from .client import PxlsApi
+from .enrichment import EnrichmentWindow
+from .errors import NotFoundError
+from .processor import Command, CommandQueue, Key, Kind
+from .settings import PxlsSettings
+from .state import StateKeeper
+from .store import Store
+from .sweep import Sweep
+
+log = logging.getLogger("neuro_chat_elo_pxls")
+
+#: Profile requests are spaced by ``profile_cooldown`` times this, so that event-loop
+#: and network jitter never make pxls.space see two requests closer than promised.
+PACING_MARGIN = 1.02
+
+
+@attrs.define
+class ProfileVisits:
+    """Reads profiles for the enrichment window and the sweep, one per command."""
+
+    settings: PxlsSettings
+    queue: CommandQueue
+    state: StateKeeper
+    sweep: Sweep
+    enrich: EnrichmentWindow
+
+    async def visit(self, store: Store, client: PxlsApi, command: Command, now: datetime) -> bool:
+        """Read the profile of ``command``'s user; False if stale and nothing was sent."""
+        assert command.user_id is not None
+        user = await store.get_user(command.user_id)
+        if user is None or not self.settings.profiles_enabled:
+            return False  # merged away by a rename, or profiles off
+        if command.kind is Kind.SWEEP and user.swept_in >= self.sweep.number:
+            return False  # already visited (e.g. by its enrichment)
+        ready = now + self.settings.profile_cooldown * PACING_MARGIN
+        self.queue.cool(Key.PROFILE, ready, "profile pacing")
+        await self.state.commit(store.save_state, profile_ready_at=ready)  # survives a restart
+        sweep = self.sweep.number
+        try:
+            profile = await client.fetch_profile(user.name)
+        except NotFoundError:
+            released = await store.mark_missing(user.id, now, sweep)
+            log.info(
+                "profile of %s: 404, name marked missing%s",
+                user.name,
+                " (first delta released)" if released else "",
+            )
+        else:
+            outcome = await store.apply_profile(user.id, profile, now, sweep)
+            if outcome.renamed_from:
+                log.info(
+                    "rename: %s is now %s (pxls id %s); %d pixels moved from the old name",
+                    outcome.renamed_from,
+                    user.name,
+                    profile.pxls_id,
+                    outcome.corrected,
+                )
+        self.enrich.problem = ""
+        await self.enrich.refresh_deadline(store)
+        self.sweep.visited(user.swept_in, now)  # enrichment counts as the visit too
+        return True

@@ -1,0 +1,130 @@
+"""What the stand-in serves, shaped like pxls.space: PHP and Gson JSON escapes, the
+profile JSON and pxls-web HTML page of a simulated user, pxls-web error pages."""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import datetime
+
+import attrs
+from aiohttp import web
+
+PALETTE = "ffffff,b9c3cf,777f8c,424651,1f1e26,000000"
+
+
+@attrs.define
+class SimUser:
+    pxls_id: int
+    name: str
+    discord: str | None
+    faction: tuple[int, str, str, int] | None
+    score: int = 0
+    activity: float = 1.0  # mean pixels per simulated minute while active
+    banned_until: datetime | None = None
+    snip: bool = False  # logged in with IP: shown as -snip-
+
+
+def php_json(value: object) -> bytes:
+    """PHP ``json_encode`` defaults: compact, ``\\/`` escapes, non-ASCII as ``\\uXXXX``."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=True).replace("/", "\\/").encode()
+
+
+def gson_json(value: object) -> bytes:
+    """Gson defaults: compact, ``< > & = '`` escaped as ``\\u00XX``, non-ASCII raw."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for char in "<>&='":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text.encode()
+
+
+def profile_dict(user: SimUser) -> dict[str, object]:
+    signup = 1_689_093_291_139
+    profile: dict[str, object] = {
+        "id": user.pxls_id,
+        "name": user.name,
+        "signupTime": signup,
+        "pixelCount": user.score,
+        "pixelCountAllTime": user.score * 3,
+        "roles": [],
+        "displayedFactionId": user.faction[0] if user.faction else 0,
+        "factions": []
+        if user.faction is None
+        else [
+            {
+                "id": user.faction[0],
+                "name": user.faction[2],
+                "tag": user.faction[1],
+                "color": user.faction[3],
+                "ownerId": 90211,
+                "ownerName": "collective_lead",
+                "canvasCode": "86",
+                "created": 1_717_430_400_000,
+            }
+        ],
+        "isBanned": user.banned_until is not None,
+        "isPermaBanned": False,
+        "isChatBanned": False,
+        "isPermaChatBanned": False,
+        "chatBanExpiry": signup,
+        "isFactionRestricted": False,
+    }
+    if user.discord is not None:
+        profile["discordName"] = user.discord
+    return {
+        "user": profile,
+        "self": {"id": 1, "name": "standin_bot", "pixelCountAllTime": 1},
+        "palette": PALETTE,
+        "snipMode": False,
+    }
+
+
+def profile_page(user: SimUser) -> str:
+    e = html.escape
+    faction = (
+        '<td class="text-left text-muted">(None)</td>'
+        if user.faction is None
+        else f'<td class="text-left">[{e(user.faction[1])}] {e(user.faction[2])} '
+        f"(ID: {user.faction[0]})</td>"
+    )
+    rows = [
+        ("Alltime Pixels", f'<td class="text-left number">{user.score * 3}</td>'),
+        ("Current Canvas Pixels", f'<td class="text-left number">{user.score}</td>'),
+        ("Discord Tag", f'<td class="text-left">{e(user.discord or "Not Set")}</td>'),
+        ("Faction", faction),
+    ]
+    body = "\n".join(
+        f'<tr>\n<th class="text-right pr-3">{label}</th>\n{cell}\n</tr>' for label, cell in rows
+    )
+    return (
+        f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="UTF-8">\n'
+        f'<title>{e(user.name)} - pxls.space</title>\n</head>\n<body>\n<main role="main">\n'
+        f"<h1>{e(user.name)}&#x27;s Profile</h1>\n"
+        f'<div id="tab-details" class="tab-pane text-center active" data-tab="details">\n'
+        f'<h3></h3>\n<table class="inline-block">\n<tbody>\n{body}\n</tbody>\n</table>\n'
+        f"</div>\n</main>\n</body>\n</html>\n"
+    )
+
+
+_ERROR_TEXT = {
+    403: ("Not Authenticated", "You must be logged in to access this data."),
+    404: ("Not Found", "The content you requested could not be found at this URL."),
+}
+
+
+def error_page(status: int) -> web.Response:
+    """pxls-web's HTML error page for a GET whose backend status was ``status``."""
+    heading, text = _ERROR_TEXT.get(
+        status,
+        (
+            "Not Allowed",
+            "The action you attempted to perform is not allowed or resulted in an error.",
+        ),
+    )
+    page = (
+        f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="UTF-8">\n'
+        f'<title>{status} - pxls.space</title>\n</head>\n<body>\n<main role="main" '
+        f'class="mb-3">\n<div class="container">\n<h1>{heading}</h1>\n<hr>\n<p>{text}</p>\n'
+        f"</div>\n</main>\n</body>\n</html>\n"
+    )
+    return web.Response(status=status, text=page, content_type="text/html", charset="utf-8")
