@@ -31,6 +31,7 @@ from .settings import TOKEN_ENV, PxlsSettings
 from .state import SchedulerState
 from .status import build_status, format_status
 from .tables import EXPORT_FIELDS
+from .text import json_safe, shown
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -47,7 +48,15 @@ class JsonLogFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json_safe(json.dumps(entry, ensure_ascii=False))
+
+
+class TextLogFormatter(logging.Formatter):
+    """``time LEVEL logger: message``; control and bidi characters in a line are
+    escaped, so no text can forge a log line or drive the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(shown(line) for line in super().format(record).split("\n"))
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -55,7 +64,7 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 

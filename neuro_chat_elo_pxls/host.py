@@ -32,6 +32,7 @@ import pluggy
 from . import hookspecs, jsonlines
 from .hookspecs import PROJECT, Source, call_async_hook
 from .models import EloDelta
+from .text import shown
 
 log = logging.getLogger("neuro_chat_elo_pxls.host")
 
@@ -83,8 +84,8 @@ class Totals:
             by_discord[self.discord.get(user, "(no discord)")] += total
         lines = [f"{'user':<24} {'discord':<26} {'faction':<8} {'pixels':>8}"]
         lines += [
-            f"{user:<24} {self.discord.get(user, '-'):<26} {self.faction.get(user, '-'):<8} "
-            f"{total:>8}"
+            f"{shown(user):<24} {shown(self.discord.get(user, '-')):<26} "
+            f"{shown(self.faction.get(user, '-')):<8} {total:>8}"
             for user, total in rows
         ]
         linked = sum(1 for d in by_discord if d != "(no discord)")

@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import MalformedDataError
 from .models import EloDelta, Faction
+from .text import json_safe
 
 VERSION = 1
 
@@ -54,8 +55,9 @@ def delta_to_dict(delta: EloDelta) -> dict[str, Any]:
 
 
 def dumps(delta: EloDelta) -> str:
-    """One line (without the newline), non-ASCII kept as UTF-8."""
-    return json.dumps(delta_to_dict(delta), ensure_ascii=False, separators=(",", ":"))
+    """One line (without the newline), non-ASCII kept as UTF-8 except U+2028, U+2029
+    and U+0085, which are escaped (line-splitting readers would break on them)."""
+    return json_safe(json.dumps(delta_to_dict(delta), ensure_ascii=False, separators=(",", ":")))
 
 
 def _utc(text: object) -> datetime:

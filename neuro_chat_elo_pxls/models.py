@@ -49,7 +49,9 @@ class ToplistRow(NamedTuple):
 
 @attrs.frozen
 class Snapshot:
-    """A parsed stats.json: the current canvas's toplist and when it was generated (UTC).
+    """A parsed stats.json: the current canvas's toplist and when it was generated (UTC;
+    in the repeated autumn hour ``generated_alt`` is the other reading, and the pull
+    picks the one that fits).
 
     ``toplist`` is the valid rows as one compact JSON object ``{name: pixels}`` in
     rank order (names unique): the store hands it to SQLite as is, and a
@@ -64,6 +66,7 @@ class Snapshot:
     size: int
     rejected: tuple[str, ...] = ()
     snipped: int = 0
+    generated_alt: datetime | None = None  # second reading in the repeated autumn hour
 
     @classmethod
     def from_scores(
@@ -72,9 +75,17 @@ class Snapshot:
         scores: dict[str, int],
         rejected: Iterable[str] = (),
         snipped: int = 0,
+        generated_alt: datetime | None = None,
     ) -> Snapshot:
         """From ``{name: pixels}`` in rank order."""
-        return cls(generated_at, orjson.dumps(scores), len(scores), tuple(rejected), snipped)
+        return cls(
+            generated_at,
+            orjson.dumps(scores),
+            len(scores),
+            tuple(rejected),
+            snipped,
+            generated_alt,
+        )
 
     @classmethod
     def from_rows(

@@ -45,7 +45,17 @@ def _loads(body: bytes | str, what: str) -> Any:
 
 
 def parse_generated_at(value: object) -> datetime:
-    """Parse stats.json ``generatedAt`` (``2025/03/14 - 18:45:02 (Europe/Berlin)``) to UTC."""
+    """Parse stats.json ``generatedAt`` (``2025/03/14 - 18:45:02 (Europe/Berlin)``) to UTC.
+
+    Returns the first reading of a wall time that happens twice (the repeated
+    autumn hour); :func:`generated_at_readings` gives both.
+    """
+    return generated_at_readings(value)[0]
+
+
+def generated_at_readings(value: object) -> tuple[datetime, ...]:
+    """Every UTC instant ``generatedAt`` can mean: one, or two in the repeated autumn
+    hour of its zone (first reading first)."""
     if not isinstance(value, str):
         raise MalformedDataError(f"stats.json: generatedAt is not a string: {value!r:.80}")
     match = _GENERATED_AT_RE.fullmatch(value)
@@ -56,9 +66,11 @@ def parse_generated_at(value: object) -> datetime:
         tz = ZoneInfo(zone)
         year, month, day, hour, minute, second = (int(p) for p in parts)
         local = datetime(year, month, day, hour, minute, second, tzinfo=tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        first = local.astimezone(UTC)
+        second_reading = local.replace(fold=1).astimezone(UTC)
+    except (ZoneInfoNotFoundError, ValueError, OverflowError) as exc:
         raise MalformedDataError(f"stats.json: bad generatedAt {value!r:.80} ({exc})") from exc
-    return local.astimezone(UTC)
+    return (first,) if second_reading == first else (first, second_reading)
 
 
 def _parse_row(row: object) -> ToplistRow | str:
@@ -104,7 +116,7 @@ def _fast_toplist(canvas: list[Any]) -> tuple[bytes, int, int] | None:
         return None
     snipped = countOf(map(_NAME, canvas), SNIP) if SNIP in scores else 0
     if len(scores) != len(canvas) - snipped + (1 if snipped else 0):
-        return None  # a name listed twice: the slow path keeps the first and says so
+        return None  # a name listed twice: the slow path drops it and says so
     if snipped:
         del scores[SNIP]
     try:
@@ -121,14 +133,17 @@ def parse_stats(body: bytes | str) -> Snapshot:
     """Parse stats.json into the current canvas's toplist.
 
     ``-snip-`` rows are skipped; a malformed row is dropped (its reason is kept in
-    ``Snapshot.rejected``) while the valid rows still count; a name listed twice
-    keeps its first row only. Raises :class:`MalformedDataError` when the body is
-    not JSON or lacks a usable ``toplist.canvas`` list or ``generatedAt``.
+    ``Snapshot.rejected``) while the valid rows still count; a name listed twice is
+    ambiguous and dropped with all its rows. ``Snapshot.generated_alt`` is the second
+    reading of a ``generatedAt`` in the repeated autumn hour. Raises
+    :class:`MalformedDataError` when the body is not JSON or lacks a usable
+    ``toplist.canvas`` list or ``generatedAt``.
     """
     data = _loads(body, "stats.json")
     if not isinstance(data, dict):
         raise MalformedDataError("stats.json: top level is not an object")
-    generated_at = parse_generated_at(data.get("generatedAt"))
+    readings = generated_at_readings(data.get("generatedAt"))
+    generated_at, alt = readings[0], (readings[1] if len(readings) > 1 else None)
     toplist = data.get("toplist")
     canvas = toplist.get("canvas") if isinstance(toplist, dict) else None
     if not isinstance(canvas, list):
@@ -136,10 +151,10 @@ def parse_stats(body: bytes | str) -> Snapshot:
     fast = _fast_toplist(canvas)
     if fast is not None:
         toplist, size, snipped = fast
-        return Snapshot(generated_at, toplist, size, (), snipped)
-    rows: list[tuple[str, int]] = []
+        return Snapshot(generated_at, toplist, size, (), snipped, alt)
+    rows: dict[str, int] = {}
     rejected: list[str] = []
-    seen: set[str] = set()
+    twice: set[str] = set()
     snipped = 0
     for raw in canvas:
         if isinstance(raw, dict) and raw.get("username") == SNIP:
@@ -148,12 +163,13 @@ def parse_stats(body: bytes | str) -> Snapshot:
         parsed = _parse_row(raw)
         if isinstance(parsed, str):
             rejected.append(parsed)
-        elif parsed.username in seen:
-            rejected.append(f"{parsed.username}: listed twice, first row kept")
+        elif parsed.username in rows or parsed.username in twice:
+            twice.add(parsed.username)
+            rows.pop(parsed.username, None)
         else:
-            seen.add(parsed.username)
-            rows.append(parsed)
-    return Snapshot.from_rows(generated_at, rows, rejected, snipped)
+            rows[parsed.username] = parsed.pixels
+    rejected += [f"{name}: listed twice, ambiguous: skipped" for name in sorted(twice)]
+    return Snapshot.from_scores(generated_at, rows, rejected, snipped, alt)
 
 
 def parse_info(body: bytes | str) -> CanvasInfo:

@@ -4,6 +4,11 @@ A pull reads ``/info`` (canvas code) and ``/stats/stats.json`` and ingests the
 toplist in one transaction with the new schedule. Due times lie on the interval
 grid of the first pull (no drift); a stale or already-processed stats.json is
 looked at again after :data:`STALE_RETRY`. Times are the host's ``now`` (UTC).
+
+pxls and its caches are not always in order: a ``generatedAt`` in the repeated
+autumn hour is read as the reading that fits (newer than the last, not in the
+future); one more than :data:`FUTURE_LIMIT` ahead is rejected; canvas codes only
+move forward (an ``/info`` answering an earlier code is a stale cache).
 """
 
 from __future__ import annotations
@@ -19,12 +24,19 @@ from .processor import Command, CommandQueue, Kind
 from .state import StateKeeper
 from .store import Store
 from .tables import IngestResult
-from .times import ts
+from .text import shown
+from .times import fmt_duration, ts
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
 #: After a stale or unchanged stats.json, look again this much sooner than the interval.
 STALE_RETRY = timedelta(minutes=15)
+#: A generatedAt further ahead of the host's now than this is rejected.
+FUTURE_LIMIT = timedelta(hours=1)
+#: Server and host clocks may disagree by this much when choosing a DST reading.
+CLOCK_SKEW = timedelta(minutes=5)
+#: How many earlier canvas codes are remembered (codes only move forward).
+CANVAS_HISTORY = 50
 
 
 @attrs.define
@@ -63,18 +75,27 @@ class Pull:
     ) -> IngestResult | None:
         """One pull: /info, stats.json, ingest. None if the snapshot was skipped."""
         info = await client.fetch_info()
-        await self._see_canvas(store, info.canvas_code, now)
+        canvas = info.canvas_code
+        if canvas in self.state.current.canvas_history:
+            # codes only move forward: an older code after a newer one is a stale cache
+            await self._skip(
+                store,
+                now,
+                f"/info answered canvas {shown(canvas)} again after "
+                f"{shown(self.state.current.canvas or '-')}: a stale cache, not a reset",
+            )
+            return None
+        await self._see_canvas(store, canvas, now)
         snapshot = await client.fetch_stats()
         _log_rejected(snapshot)
-        skip = self._skip_reason(snapshot)
+        generated = self._reading(snapshot, now)
+        skip = self._skip_reason(generated, now)
         if skip is not None:
-            retry = now + min(STALE_RETRY, self.interval)
-            await self.state.commit(store.save_state, pull_due_at=retry)
-            log.info("pull: stats.json skipped (%s); next look at %s", skip, ts(retry))
+            await self._skip(store, now, skip)
             return None
-        canvas = info.canvas_code
+        snapshot = attrs.evolve(snapshot, generated_at=generated, generated_alt=None)
         proposed = self.state.propose(
-            last_generated_at=snapshot.generated_at, last_pull_at=now, pull_due_at=self._next(now)
+            last_generated_at=generated, last_pull_at=now, pull_due_at=self._next(now)
         )
         result = await store.ingest(canvas, snapshot, now, hold_new=hold_new, state=proposed)
         self.state.adopt(proposed)
@@ -82,7 +103,7 @@ class Pull:
             "pull at %s: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
             "%d unchanged, %d -snip- and %d invalid rows skipped",
             now.isoformat(timespec="seconds"),
-            canvas,
+            shown(canvas),
             result.seen,
             result.new,
             result.deltas,
@@ -93,30 +114,57 @@ class Pull:
         )
         return result
 
+    async def _skip(self, store: Store, now: datetime, reason: str) -> None:
+        retry = now + min(STALE_RETRY, self.interval)
+        await self.state.commit(store.save_state, pull_due_at=retry)
+        log.info("pull: stats.json skipped (%s); next look at %s", reason, ts(retry))
+
     async def _see_canvas(self, store: Store, canvas: str, now: datetime) -> None:
-        previous = self.state.current.canvas
+        current = self.state.current
+        previous = current.canvas
         if canvas == previous:
             return
+        history = [*current.canvas_history, previous] if previous is not None else []
         await self.state.commit(
             store.save_state,
             canvas=canvas,
             canvas_first_seen=now,
             canvas_changed_at=now if previous is not None else None,
+            canvas_history=history[-CANVAS_HISTORY:],
         )
         if previous is None:
-            log.info("canvas %s first seen", canvas)
+            log.info("canvas %s first seen", shown(canvas))
         else:
             log.warning(
-                "canvas reset: %s -> %s; scores restart from 0 on the new canvas", previous, canvas
+                "canvas reset: %s -> %s; scores restart from 0 on the new canvas",
+                shown(previous),
+                shown(canvas),
             )
 
-    def _skip_reason(self, snapshot: Snapshot) -> str | None:
+    def _reading(self, snapshot: Snapshot, now: datetime) -> datetime:
+        """The reading of ``generatedAt`` to use: in the repeated autumn hour, the one
+        newer than the last processed snapshot and not in the future (the first
+        reading when both or neither fit)."""
+        if snapshot.generated_alt is None:
+            return snapshot.generated_at
+        last = self.state.current.last_generated_at
+        fitting = [
+            reading
+            for reading in (snapshot.generated_at, snapshot.generated_alt)
+            if (last is None or reading > last) and reading <= now + CLOCK_SKEW
+        ]
+        return fitting[0] if fitting else snapshot.generated_at
+
+    def _skip_reason(self, generated: datetime, now: datetime) -> str | None:
         current = self.state.current
-        generated = snapshot.generated_at
-        if current.canvas_changed_at is not None and generated < current.canvas_changed_at:
+        if generated > now + FUTURE_LIMIT:
             return (
-                f"stale: generated {ts(generated)}, before canvas {current.canvas} was first seen"
+                f"generatedAt {ts(generated)} is more than {fmt_duration(FUTURE_LIMIT)} "
+                f"ahead of host time {ts(now)}: a server clock glitch, rejected"
             )
+        if current.canvas_changed_at is not None and generated < current.canvas_changed_at:
+            canvas = shown(current.canvas or "-")
+            return f"stale: generated {ts(generated)}, before canvas {canvas} was first seen"
         if current.last_generated_at is not None and generated <= current.last_generated_at:
             return f"generatedAt {ts(generated)} already processed"
         return None

@@ -9,6 +9,7 @@ whose repr and str never show the value.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -27,14 +28,28 @@ DEFAULT_USER_AGENT = (
 )
 
 
-@attrs.frozen(repr=False)
 class Secret:
-    """A secret string. ``repr``/``str`` show ``Secret('***')``; call :meth:`reveal`."""
+    """A secret string. ``repr``/``str`` show ``Secret('***')``; call :meth:`reveal`.
 
-    _value: str
+    Deliberately not an attrs class: ``attrs.asdict(settings)`` keeps it as this
+    object (shown as ``***``) instead of turning it into a dict with the value.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value.isprintable():
+            raise ConfigError("a secret must be printable text (no CR, LF or other controls)")
+        self._value = value
 
     def reveal(self) -> str:
         return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -44,7 +59,11 @@ class Secret:
 
 def _secret_from_env(name: str) -> Secret | None:
     value = os.environ.get(name, "").strip()
-    return Secret(value) if value else None
+    if not value:
+        return None
+    if not value.isprintable():  # never echo the value
+        raise ConfigError(f"{name} contains control characters (CR, LF, ...): set it again")
+    return Secret(value)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
@@ -64,6 +83,23 @@ def _at_least(minimum: timedelta) -> Any:
 def _base_url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ConfigError(f"base_url must be an http(s) URL, got {value!r}")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"base_url is not a usable URL: {value!r} ({exc})") from exc
+    if not parts.hostname or parts.query or parts.fragment or not value.isprintable():
+        raise ConfigError(
+            f"base_url must be scheme://host[:port][/path] without query or fragment, got {value!r}"
+        )
+
+
+def _header_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value.isprintable() or not value.isascii():
+        raise ConfigError(
+            f"{attribute.name} must be printable ASCII (it goes into an HTTP header), "
+            f"got {value!r:.80}"
+        )
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -116,9 +152,7 @@ class PxlsSettings:
     max_page_bytes: int = attrs.field(default=1024 * 1024, validator=_positive_int)
     profile_endpoint: str = attrs.field(default="api", validator=_profile_endpoint)
     delivery: str = attrs.field(default="drain", validator=_delivery)
-    user_agent: str = attrs.field(
-        default=DEFAULT_USER_AGENT, validator=attrs.validators.instance_of(str)
-    )
+    user_agent: str = attrs.field(default=DEFAULT_USER_AGENT, validator=_header_text)
     token: Secret | None = attrs.field(factory=lambda: _secret_from_env(TOKEN_ENV), repr=False)
     cf_auth: Secret | None = attrs.field(factory=lambda: _secret_from_env(CF_AUTH_ENV), repr=False)
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .client import PxlsApi, PxlsClient
+from .clockguard import ClockGuard
 from .enrichment import EnrichmentWindow
 from .errors import PxlsError, StoreError
 from .hookspecs import hookimpl
@@ -42,6 +43,9 @@ from .sweep import Sweep
 from .times import check_now
 
 log = logging.getLogger("neuro_chat_elo_pxls")
+
+#: After the database could not be opened, a tick tries again this much later.
+STORE_RETRY = timedelta(minutes=5)
 
 
 class PxlsSource:
@@ -67,11 +71,13 @@ class PxlsSource:
         self._pull = Pull(self._state, settings.leaderboard_interval)
         self._sweep = Sweep(self._state, settings.sweep_interval, settings.profile_cooldown)
         self._enrich = EnrichmentWindow(settings.enrichment_hold)
+        self._clock = ClockGuard(settings, self._state)
         self._profiles = ProfileVisits(
             settings, self._queue, self._state, self._sweep, self._enrich
         )
         self._store: Store | None = None
-        self._disabled: str | None = None
+        self._disabled: str | None = None  # why the database cannot be opened
+        self._retry_open_at: datetime | None = None
         self._closed = False
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._handed_out = 0  # ack delivery: highest seq returned since open
@@ -118,17 +124,36 @@ class PxlsSource:
             self._state.current.canvas or "-",
         )
 
-    async def _ensure_open(self) -> Store | None:
+    async def _ensure_open(self, now: datetime | None = None) -> Store | None:
+        """The open store, or None while the database cannot be opened.
+
+        A database that cannot be opened (missing directory, locked, damaged)
+        disables the source with one error; a tick at ``now`` past
+        :data:`STORE_RETRY` after it tries again (``next_due_at`` says when).
+        """
         if self._store is not None:
             return self._store
-        if self._disabled is not None or self._closed:
+        if self._closed:
+            return None
+        retry = self._retry_open_at
+        if self._disabled is not None and (now is None or retry is None or now < retry):
             return None
         try:
             await self._open()
         except StoreError as exc:
+            first = self._disabled is None
             self._disabled = str(exc)
-            log.error("pxls source disabled: %s", exc)
+            self._retry_open_at = None if now is None else now + STORE_RETRY
+            log.log(
+                logging.ERROR if first else logging.WARNING,
+                "pxls source disabled: %s; next try %s",
+                exc,
+                "at the next tick" if now is None else f"at {self._retry_open_at:%Y-%m-%d %H:%M}",
+            )
             return None
+        if self._disabled is not None:
+            log.warning("pxls source enabled again: the database opened")
+            self._disabled = None
         return self._store
 
     # -- hooks -----------------------------------------------------------------
@@ -139,7 +164,7 @@ class PxlsSource:
         try:
             now = check_now(now)
             async with self._hooks:
-                store = await self._ensure_open()
+                store = await self._ensure_open(now)
                 if store is None:
                     return
                 await self._run_timers(store, now)
@@ -193,7 +218,11 @@ class PxlsSource:
     def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest host time at which a tick has work (``now`` if it has some now)."""
         if self._store is None:
-            return None if (self._disabled or self._closed) else now
+            if self._closed:
+                return None
+            if self._disabled is not None:
+                return self._retry_open_at
+            return now
         feed = None  # an active sweep or an enrichment backlog is fed by the next tick
         if self.settings.profiles_enabled and (self._sweep.active or self._enrich.backlog):
             feed = max(now, self._queue.state(Key.PROFILE).ready_at or now)
@@ -213,6 +242,7 @@ class PxlsSource:
     # -- timers and commands ---------------------------------------------------
 
     async def _run_timers(self, store: Store, now: datetime) -> None:
+        await self._clock.check(store, self._queue, self._enrich, now)
         await self._pull.arm(store, self._queue, now)
         if self.settings.profiles_enabled:
             await self._enrich.refill(store, self._queue)

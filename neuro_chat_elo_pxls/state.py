@@ -39,6 +39,7 @@ class SchedulerState:
     canvas: str | None = None
     canvas_first_seen: datetime | None = None
     canvas_changed_at: datetime | None = None  # when the current canvas replaced another
+    canvas_history: list[str] = attrs.field(factory=list)  # earlier codes, oldest first
     last_generated_at: datetime | None = None
     last_pull_at: datetime | None = None
     pull_due_at: datetime | None = None
@@ -59,7 +60,9 @@ class SchedulerState:
         rows: dict[str, str | None] = {}
         for field in attrs.fields(SchedulerState):
             value = getattr(self, field.name)
-            if field.name == "keys":
+            if field.name == "canvas_history":
+                rows[field.name] = json.dumps(value)
+            elif field.name == "keys":
                 rows["keys"] = json.dumps(
                     {
                         name: {
@@ -87,7 +90,9 @@ class SchedulerState:
             text = rows.get(field.name)
             if text is None:
                 continue
-            if field.name == "keys":
+            if field.name == "canvas_history":
+                kwargs[field.name] = [str(code) for code in json.loads(text)]
+            elif field.name == "keys":
                 kwargs["keys"] = {
                     name: KeyRecord(
                         from_ts(k.get("cooling_until")),

@@ -13,6 +13,7 @@ from typing import Any
 from .reader import StoreReader
 from .settings import PxlsSettings
 from .state import KeyRecord, SchedulerState
+from .text import shown
 from .times import fmt_duration, ts
 
 
@@ -88,10 +89,10 @@ async def build_status(
 def format_status(status: dict[str, Any]) -> str:
     """``status`` as aligned lines for a terminal."""
     sweep = status["sweep"]
+    canvas = shown(status["canvas"]) if status["canvas"] else "-"
     lines = [
         f"database        {status['db_path']}",
-        f"canvas          {status['canvas'] or '-'} "
-        f"(first seen {status['canvas_first_seen'] or '-'})",
+        f"canvas          {canvas} (first seen {status['canvas_first_seen'] or '-'})",
         f"last pull       {status['last_pull_at'] or 'never'} "
         f"(stats.json generatedAt {status['last_generated_at'] or '-'})",
         f"next pull       {status['next_pull_at'] or 'at the next tick'}",
@@ -111,7 +112,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"sweep           #{sweep['number']} finished {sweep['finished_at'] or '-'}")
     for key, st in status["keys"].items():
         state_text = (
-            f"cooling until {st['cooling_until']}: {st['reason']}"
+            f"cooling until {st['cooling_until']}: {shown(st['reason'])}"
             if st.get("cooling_until")
             else "ready"
         )

@@ -181,6 +181,18 @@ class Store(StoreReader):
         before = {"before": us(held_before)}
         return await self._write(lambda conn: self._release(conn, "held_since <= :before", before))
 
+    async def pull_back_holds(self, now: datetime) -> int:
+        """Holds that began after ``now`` (a host clock that jumped back) begin now."""
+
+        async def unit(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE users SET held_since = ? WHERE held_score IS NOT NULL AND held_since > ?",
+                (us(now), us(now)),
+            )
+            return max(0, cur.rowcount)
+
+        return await self._write(unit)
+
     async def apply_profile(
         self, user_id: int, profile: Profile, now: datetime, sweep: int
     ) -> ProfileOutcome:

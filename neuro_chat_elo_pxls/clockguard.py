@@ -1,0 +1,92 @@
+"""Pulling back times a wrong host clock stored too far ahead.
+
+The source stores times computed from the host's ``now``: due times, cooldowns,
+pauses, sweep and canvas times, holds. One tick from a clock far ahead (then set
+back) would leave them far in the future: no pull for a year, profiles paused for
+a year. Each kind of time has a maximum a sane value can lie ahead of ``now``; on
+every tick, a value beyond it is pulled back to ``now`` (and the log says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from .enrichment import EnrichmentWindow
+from .policy import AUTH_PAUSE_FLOOR, RETRY_AFTER_MAX
+from .processor import CommandQueue, Key
+from .settings import PxlsSettings
+from .state import StateKeeper
+from .store import Store
+
+log = logging.getLogger("neuro_chat_elo_pxls")
+
+#: slack for rounding and the pacing margin
+_SLACK = timedelta(minutes=1)
+
+
+@attrs.define
+class ClockGuard:
+    """Knows each stored time's maximum lead over ``now``; see the module docstring."""
+
+    settings: PxlsSettings
+    state: StateKeeper
+
+    def _limits(self) -> dict[str, timedelta]:
+        s = self.settings
+        return {
+            # a pull is due at most one interval and one regeneration period ahead
+            "pull_due_at": s.leaderboard_interval + timedelta(minutes=20),
+            "profile_ready_at": s.profile_cooldown * 2,
+            "sweep_started_at": timedelta(0),
+            "sweep_finished_at": timedelta(0),
+            "canvas_first_seen": timedelta(0),
+            "canvas_changed_at": timedelta(0),
+            "last_pull_at": timedelta(0),
+            "last_generated_at": timedelta(hours=1),
+        }
+
+    def key_limit(self) -> timedelta:
+        """The longest a key may legitimately cool down."""
+        s = self.settings
+        return max(
+            s.backoff_max, s.auth_pause_max, s.auth_pause, AUTH_PAUSE_FLOOR, RETRY_AFTER_MAX
+        ) + max(s.profile_cooldown * 2, s.leaderboard_interval)
+
+    async def check(
+        self, store: Store, queue: CommandQueue, enrich: EnrichmentWindow, now: datetime
+    ) -> None:
+        """Pull back every stored time that lies further ahead of ``now`` than it can."""
+        current = self.state.current
+        changes: dict[str, Any] = {}
+        for name, limit in self._limits().items():
+            value = getattr(current, name)
+            if value is not None and value > now + limit + _SLACK:
+                changes[name] = now
+        if changes:
+            log.warning(
+                "host clock: %s lay too far ahead of now %s (the clock jumped back?); "
+                "pulled back to now",
+                ", ".join(
+                    f"{k}={v.isoformat(timespec='seconds')}"
+                    for k, v in ((k, getattr(current, k)) for k in changes)
+                ),
+                now.isoformat(timespec="seconds"),
+            )
+            await self.state.commit(store.save_state, **changes)
+        for key in Key:
+            st = queue.state(key)
+            if st.ready_at is not None and st.ready_at > now + self.key_limit():
+                log.warning(
+                    "host clock: %s cooling until %s, too far ahead: pulled back to now",
+                    key.value,
+                    st.ready_at.isoformat(timespec="seconds"),
+                )
+                st.ready_at = now
+        if enrich.next_release is not None and enrich.next_release > now + enrich.hold + _SLACK:
+            pulled = await store.pull_back_holds(now)
+            log.warning("host clock: %d holds began in the future: pulled back to now", pulled)
+            await enrich.refresh_deadline(store)
