@@ -78,6 +78,7 @@ class PxlsSource:
         self._store: Store | None = None
         self._disabled: str | None = None  # why the database cannot be opened
         self._retry_open_at: datetime | None = None
+        self._opening: asyncio.Future[None] | None = None
         self._closed = False
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._handed_out = 0  # ack delivery: highest seq returned since open
@@ -93,10 +94,25 @@ class PxlsSource:
             await self._open()
 
     async def _open(self) -> None:
+        """Open in a task of its own, shielded: a host that cancels the hook while the
+        database opens does not leave a half-open store (and its lock) behind; the
+        next call finds the opening finished, or waits for it."""
         if self._store is not None:
             return
         if self._closed:
             raise StoreError("the source was shut down")
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open_store())
+        opening = self._opening
+        try:
+            await asyncio.shield(opening)
+        finally:
+            if opening.done():
+                self._opening = None
+                if not opening.cancelled():
+                    opening.exception()  # read (raised above if the caller waited)
+
+    async def _open_store(self) -> None:
         store = await Store.open(self.settings.db_path)
         try:
             self._state.adopt(await store.load_state())

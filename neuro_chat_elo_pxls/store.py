@@ -65,10 +65,12 @@ class Store(StoreReader):
             lock.acquire()
         try:
             conn = await aiosqlite.connect(path, isolation_level=None)
-        except Exception as exc:
+        except BaseException as exc:
             if lock:
                 lock.release()
-            raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+            if isinstance(exc, Exception):
+                raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+            raise
         store = cls(conn, path, lock)
         try:
             await store._setup()
