@@ -66,6 +66,11 @@ class ClockGuard:
             value = getattr(current, name)
             if value is not None and value > now + limit + _SLACK:
                 changes[name] = now
+        if "last_generated_at" in changes:
+            # the snapshot's data was real, its time was not: anything generated after
+            # the pull that took it is newer (no such pull known: take the next one)
+            pulled = current.last_pull_at
+            changes["last_generated_at"] = pulled if pulled is not None and pulled <= now else None
         if changes:
             log.warning(
                 "host clock: %s lay too far ahead of now %s (the clock jumped back?); "
@@ -87,6 +92,6 @@ class ClockGuard:
                 )
                 st.ready_at = now
         if enrich.next_release is not None and enrich.next_release > now + enrich.hold + _SLACK:
-            pulled = await store.pull_back_holds(now)
-            log.warning("host clock: %d holds began in the future: pulled back to now", pulled)
+            holds = await store.pull_back_holds(now)
+            log.warning("host clock: %d holds began in the future: pulled back to now", holds)
             await enrich.refresh_deadline(store)

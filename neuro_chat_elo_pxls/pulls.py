@@ -83,13 +83,23 @@ class Pull:
                 now,
                 f"/info answered canvas {shown(canvas)} again after "
                 f"{shown(self.state.current.canvas or '-')}: a stale cache, not a reset",
+                logging.WARNING,
             )
             return None
         await self._see_canvas(store, canvas, now)
         snapshot = await client.fetch_stats()
         _log_rejected(snapshot)
         generated = self._reading(snapshot, now)
-        skip = self._skip_reason(generated, now)
+        if generated > now + FUTURE_LIMIT:
+            await self._skip(
+                store,
+                now,
+                f"generatedAt {ts(generated)} is more than {fmt_duration(FUTURE_LIMIT)} "
+                f"ahead of host time {ts(now)}: a server clock glitch, rejected",
+                logging.WARNING,
+            )
+            return None
+        skip = self._skip_reason(generated)
         if skip is not None:
             await self._skip(store, now, skip)
             return None
@@ -114,10 +124,12 @@ class Pull:
         )
         return result
 
-    async def _skip(self, store: Store, now: datetime, reason: str) -> None:
+    async def _skip(
+        self, store: Store, now: datetime, reason: str, level: int = logging.INFO
+    ) -> None:
         retry = now + min(STALE_RETRY, self.interval)
         await self.state.commit(store.save_state, pull_due_at=retry)
-        log.info("pull: stats.json skipped (%s); next look at %s", reason, ts(retry))
+        log.log(level, "pull: stats.json skipped (%s); next look at %s", reason, ts(retry))
 
     async def _see_canvas(self, store: Store, canvas: str, now: datetime) -> None:
         current = self.state.current
@@ -155,13 +167,8 @@ class Pull:
         ]
         return fitting[0] if fitting else snapshot.generated_at
 
-    def _skip_reason(self, generated: datetime, now: datetime) -> str | None:
+    def _skip_reason(self, generated: datetime) -> str | None:
         current = self.state.current
-        if generated > now + FUTURE_LIMIT:
-            return (
-                f"generatedAt {ts(generated)} is more than {fmt_duration(FUTURE_LIMIT)} "
-                f"ahead of host time {ts(now)}: a server clock glitch, rejected"
-            )
         if current.canvas_changed_at is not None and generated < current.canvas_changed_at:
             canvas = shown(current.canvas or "-")
             return f"stale: generated {ts(generated)}, before canvas {canvas} was first seen"
