@@ -52,11 +52,13 @@ class JsonLogFormatter(logging.Formatter):
 
 
 class TextLogFormatter(logging.Formatter):
-    """``time LEVEL logger: message``; control and bidi characters in a line are
-    escaped, so no text can forge a log line or drive the terminal."""
+    """``time LEVEL logger: message``, one line per record: control characters
+    (newlines included) and bidi overrides in the message are escaped, so no text
+    can forge a log line or drive the terminal. A traceback follows on its lines."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return "\n".join(shown(line) for line in super().format(record).split("\n"))
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = shown(record.message)
+        return super().formatMessage(record)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -223,7 +225,7 @@ async def _write_export(reader: StoreReader, canvas: str | None, fmt: str, out: 
                 "FACTION": faction_id,
                 "SCORE": max(0, int(score)),
             }
-            out.write(("" if first else ",") + json.dumps(user, ensure_ascii=True))
+            out.write(("" if first else ",") + json.dumps(user, separators=(",", ":")))
             first = False
         out.write("]}\n")
         return

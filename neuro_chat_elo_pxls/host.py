@@ -137,6 +137,13 @@ async def deliver(
             await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge
 
 
+def _log_table(title: str, totals: Totals) -> None:
+    """The table as one log record per line (log shippers and JSON logs stay sane)."""
+    log.info("%s", title)
+    for line in totals.table().splitlines():
+        log.info("  %s", line)
+
+
 async def _sleep(clock: Clock, wake: datetime, now: datetime, stop: asyncio.Event) -> None:
     """Until host time ``wake`` (at most MAX_SLEEP real seconds) or ``stop``."""
     delay = min(MAX_SLEEP, clock.real_seconds(wake - now))
@@ -173,9 +180,7 @@ async def run_host(
             await deliver(pm, sources, out, totals)
             now = clock.now()
             if now >= next_table:
-                log.info(
-                    "running table at %s\n%s", now.isoformat(timespec="seconds"), totals.table()
-                )
+                _log_table(f"running table at {now.isoformat(timespec='seconds')}", totals)
                 next_table = now + table_every
             dues = [d for d in pm.hook.next_due_at(now=now) if d is not None]
             await _sleep(clock, min([*dues, next_table] + ([until] if until else [])), now, stop)
@@ -183,7 +188,7 @@ async def run_host(
         with contextlib.suppress(Exception):
             await deliver(pm, sources, out, totals)
         await call_async_hook(pm.hook.on_shutdown)
-        log.info("host stopped; final table\n%s", totals.table())
+        _log_table("host stopped; final table", totals)
     return totals
 
 

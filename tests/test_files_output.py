@@ -1,0 +1,262 @@
+"""Files and output under a careless operator and hostile text: the lock, exports,
+CSV cells, escaped text, secrets, hangs, and the small ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import attrs
+import pytest
+
+from neuro_chat_elo_pxls import EloDelta, Faction, PxlsSettings, PxlsSource, jsonlines
+from neuro_chat_elo_pxls.cli import TextLogFormatter, csv_cell, main
+from neuro_chat_elo_pxls.client import _retry_after
+from neuro_chat_elo_pxls.errors import ConfigError, MalformedDataError, StoreLockedError
+from neuro_chat_elo_pxls.host import Totals
+from neuro_chat_elo_pxls.parsing import parse_generated_at
+from neuro_chat_elo_pxls.settings import Secret
+from neuro_chat_elo_pxls.status import format_status
+from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.text import shown
+
+from .conftest import TOKEN
+from .helpers import FakeClock, FakePxls, Ledger, drive
+
+HOSTILE = "evil\n2026-01-01 CRITICAL forged line\x1b[31m red \u202eRTL\u2028sep\x85nel"
+
+
+async def _main(argv: list[str]) -> int:
+    return await asyncio.to_thread(main, argv)
+
+
+# -- 9. the single-writer lock is on the file, not the name ---------------------
+
+
+@pytest.mark.parametrize("alias", ["symlink", "hardlink", "relative"])
+async def test_lock_refuses_a_second_name_of_the_same_database(
+    tmp_path: Path, alias: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "live.sqlite3"
+    store = await Store.open(str(db))
+    other = tmp_path / "other.sqlite3"
+    if alias == "symlink":
+        other.symlink_to(db)
+    elif alias == "hardlink":
+        os.link(db, other)
+    else:
+        monkeypatch.chdir(tmp_path)
+        other = Path("./sub/../live.sqlite3")
+        (tmp_path / "sub").mkdir()
+    with pytest.raises(StoreLockedError, match="already in use"):
+        await Store.open(str(other))
+    await store.close()
+    again = await Store.open(str(other))  # free again once the first is closed
+    await again.close()
+
+
+# -- 10, 11. export: exclusive temp file, CSV cells neutralised -----------------
+
+
+@pytest.fixture
+async def hostile_db(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock, tmp_path: Path
+) -> str:
+    fake.add("-2-3", 40, discord="=cmd|' /C calc'!A0", faction=Faction(7, "+1+1", "@SUM(1)", 1))
+    fake.add("plain_user", 12, discord=HOSTILE)
+    source = make_source()
+    await drive(source, clock, clock.now + timedelta(minutes=2))
+    await source.on_shutdown()
+    return str(tmp_path / "pxls.sqlite3")
+
+
+async def test_export_never_follows_a_planted_symlink(hostile_db: str, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "pxls.json"
+    (tmp_path / "pxls.json.tmp").symlink_to(victim)  # the old fixed temp name
+    assert await _main(["export", "--db", hostile_db, "-o", str(target)]) == 0
+    assert victim.read_text() == "precious"
+    assert '"PXLS_USERNAME":"-2-3"' in target.read_text()
+    leftovers = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert leftovers == ["pxls.json.tmp"], "no temp file of ours is left behind"
+
+
+async def test_csv_export_neutralises_formula_cells(
+    hostile_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _main(["export", "--db", hostile_db, "--format", "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert "'-2-3" in cells and "'=cmd|' /C calc'!A0" in cells
+    assert "'+1+1" in cells and "'@SUM(1)" in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")]
+    assert csv_cell(-5) == -5 and csv_cell("plain") == "plain"
+
+
+# -- 12. text from pxls is escaped in text output; JSON escapes line breaks -------
+
+
+def test_shown_escapes_controls_bidi_and_separators() -> None:
+    text = shown(HOSTILE)
+    assert "\n" not in text and "\x1b" not in text and "\u202e" not in text
+    assert "\u2028" not in text and "\x85" not in text
+    assert "\\x0a" in text and "\\x1b" in text and "\\u202e" in text
+    assert shown("Grid Keepers 💜") == "Grid Keepers 💜"
+
+
+def test_text_log_lines_cannot_be_forged() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "canvas %s", (HOSTILE,), None)
+    out = TextLogFormatter("%(levelname)s %(message)s").format(record)
+    assert out.count("\n") == 0 and "\x1b" not in out and "\u202e" not in out
+
+
+def test_running_table_and_status_escape_pxls_text() -> None:
+    totals = Totals()
+    delta = EloDelta(
+        1, "plain_user", 1, HOSTILE, Faction(1, "\x1b[2J", "n"), 5, 5, "86", datetime.now(UTC)
+    )
+    totals.add(delta)
+    table = totals.table()
+    assert "\x1b" not in table and "\u202e" not in table
+    assert len(table.splitlines()) == 3  # header, one row, totals
+    status = {
+        "db_path": "db",
+        "canvas": "87\nCRITICAL forged",
+        "canvas_first_seen": None,
+        "last_pull_at": None,
+        "last_generated_at": None,
+        "next_pull_at": None,
+        "users": 0,
+        "dirty": 0,
+        "awaiting_enrichment": 0,
+        "missing": 0,
+        "never_enriched": 0,
+        "outbox": 0,
+        "profiles_enabled": True,
+        "sweep": {"active": False, "number": 0, "finished_at": None},
+        "keys": {"profile": {"cooling_until": "x", "reason": "auth: \x1b[31m"}},
+    }
+    text = format_status(status)
+    assert "\x1b" not in text and "87\\x0aCRITICAL" in text
+
+
+def test_json_lines_escape_line_separators() -> None:
+    delta = EloDelta(
+        7, "u", None, "a\u2028b\u2029c\x85d", None, 1, 1, "86", datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    line = jsonlines.dumps(delta)
+    assert len(line.splitlines()) == 1
+    assert jsonlines.loads(line) == delta
+
+
+# -- 13 (auth pause floor) is in test_layout.py; 14. secrets in attrs.asdict ----
+
+
+def test_asdict_of_settings_shows_no_secret() -> None:
+    settings = PxlsSettings(token=Secret(TOKEN), cf_auth=Secret("cf-value"))
+    dumped = repr(attrs.asdict(settings))
+    assert TOKEN not in dumped and "cf-value" not in dumped
+    assert settings.token is not None and settings.token.reveal() == TOKEN
+
+
+# -- 15. status and export on a file that is not a database exit ----------------
+
+
+@pytest.mark.parametrize("command", ["status", "export"])
+def test_status_and_export_on_a_bad_file_exit_with_an_error(tmp_path: Path, command: str) -> None:
+    bogus = tmp_path / "bogus.sqlite3"
+    bogus.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # a truncated header
+    result = subprocess.run(
+        [sys.executable, "-m", "neuro_chat_elo_pxls.cli", command, "--db", str(bogus)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- 16. a database that cannot be opened: one error, no spinning host -----------
+
+
+async def test_unopenable_database_disables_with_a_retry_time(
+    make_settings: Callable[..., PxlsSettings],
+    fake: FakePxls,
+    clock: FakeClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import random
+
+    missing = tmp_path / "no" / "such" / "dir" / "pxls.sqlite3"
+    source = PxlsSource(make_settings(db_path=str(missing)), client=fake, rng=random.Random(1))
+    fake.add("a_user", 10)
+    try:
+        for _ in range(20):
+            await source.on_tick(clock.now)
+            due = source.next_due_at(clock.now)
+            assert due is not None and due > clock.now, "a host sleeping until then never spins"
+            clock.advance(seconds=30)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "no/such/dir" in errors[0].getMessage()
+        assert not [r for r in caplog.records if r.exc_info], "no traceback"
+        missing.parent.mkdir(parents=True)  # the operator fixes it
+        ledger = Ledger()
+        await drive(source, clock, clock.now + timedelta(minutes=10), ledger)
+        assert [d.user for d in ledger.deltas] == ["a_user"]
+    finally:
+        await source.on_shutdown()
+
+
+# -- 17. the small ones -------------------------------------------------------------
+
+
+def test_retry_after_with_non_ascii_digits_is_ignored() -> None:
+    assert _retry_after("²", b"") is None
+    assert _retry_after("٣", b"Try again in 7 seconds") == 7.0
+    assert _retry_after("30", b"") == 30.0
+
+
+@pytest.mark.parametrize("year", ["0001", "9999"])
+def test_generated_at_at_the_ends_of_time_is_malformed_data(year: str) -> None:
+    value = (
+        f"{year}/01/01 - 00:30:00 (Europe/Berlin)"
+        if year == "0001"
+        else (f"{year}/12/31 - 23:30:00 (Europe/Berlin)")
+    )
+    with contextlib.suppress(MalformedDataError):  # a clear data error, never OverflowError
+        parse_generated_at(value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"user_agent": "ua\r\nX-Injected: 1"},
+        {"base_url": "http://"},
+        {"base_url": "https://pxls.space/?x=1"},
+        {"base_url": "https://pxls.space/#frag"},
+        {"base_url": "https://pxls.space:99999"},
+    ],
+)
+def test_settings_refuse_header_injection_and_bad_urls(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        PxlsSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_token_with_a_newline_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PXLS_TOKEN", "abc\r\nSet-Cookie: x")
+    with pytest.raises(ConfigError, match="PXLS_TOKEN") as info:
+        PxlsSettings()
+    assert "Set-Cookie" not in str(info.value)
