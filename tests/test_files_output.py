@@ -260,3 +260,35 @@ def test_token_with_a_newline_is_refused_without_echoing_it(
     with pytest.raises(ConfigError, match="PXLS_TOKEN") as info:
         PxlsSettings()
     assert "Set-Cookie" not in str(info.value)
+
+
+async def test_disk_full_reports_the_real_cause_and_keeps_the_store_usable(
+    tmp_path: Path,
+) -> None:
+    from neuro_chat_elo_pxls.models import Snapshot
+
+    store = await Store.open(str(tmp_path / "full.sqlite3"))
+    try:
+        pages = (await store._rows("PRAGMA page_count"))[0][0]
+        await store._conn.execute(f"PRAGMA max_page_count = {pages + 1}")  # "disk full"
+        big = Snapshot.from_scores(
+            datetime(2026, 1, 5, tzinfo=UTC), {f"user_{i:05d}": i for i in range(20_000)}
+        )
+        now = datetime(2026, 1, 5, tzinfo=UTC)
+        with pytest.raises(Exception, match="full") as info:
+            await store.ingest("86", big, now, hold_new=False, state=None)
+        assert "rollback" not in str(info.value)
+        assert await store.counts() == {
+            "users": 0,
+            "dirty": 0,
+            "awaiting_enrichment": 0,
+            "missing": 0,
+            "never_enriched": 0,
+            "outbox": 0,
+        }
+        await store._conn.execute("PRAGMA max_page_count = 1000000")  # space again
+        small = Snapshot.from_scores(now, {"a": 1})
+        result = await store.ingest("86", small, now, hold_new=False, state=None)
+        assert result.deltas == 1
+    finally:
+        await store.close()
