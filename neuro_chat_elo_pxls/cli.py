@@ -72,13 +72,34 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def load_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The host config: the TOML file (``--config``) with flags applied to ``[pxls]``."""
+    """The host config: the TOML file (``--config``) with flags applied to ``[pxls]``.
+
+    Nothing starts by accident: a config file must have a ``[pxls]`` section and no
+    other top-level section (a typo such as ``[pxl]`` would otherwise mean the
+    defaults, i.e. pxls.space); ``run`` without a config file needs ``--base-url``.
+    """
     config: dict[str, Any] = {}
-    if getattr(args, "config", None):
+    path = getattr(args, "config", None)
+    if path:
         try:
-            config = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{args.config}: {exc}") from exc
+            config = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config: {exc}") from exc
+        unknown = sorted(set(config) - {"pxls"})
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown top-level section(s) {', '.join(map(repr, unknown))}; "
+                "the settings go in [pxls]"
+            )
+        if "pxls" not in config:
+            raise ConfigError(f"{path}: no [pxls] section (the settings go in [pxls])")
+        if not isinstance(config["pxls"], dict):
+            raise ConfigError(f"{path}: pxls must be a [pxls] table, got {config['pxls']!r:.40}")
+    elif args.command == "run" and getattr(args, "base_url", None) is None:
+        raise ConfigError(
+            "run needs --config FILE with a [pxls] section (or --base-url): nothing "
+            "contacts pxls.space unless you say so"
+        )
     section = dict(config.get("pxls", {}))
     for flag, key in (("base_url", "base_url"), ("db", "db_path")):
         value = getattr(args, flag, None)
@@ -263,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="default INFO",
+    )
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -317,6 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler(args))
     except (PxlsError, RuntimeError) as exc:
         print(f"neuro-chat-elo-pxls {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output file or directory: name it, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(
+            f"neuro-chat-elo-pxls {args.command}: error: {exc.strerror or exc}{where}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -9,14 +10,20 @@ from .hookspecs import Source, hookimpl
 from .settings import PxlsSettings
 from .source import PxlsSource
 
+log = logging.getLogger("neuro_chat_elo_pxls")
+
 
 @hookimpl
 def register_sources(register: Callable[[Source], None], config: Mapping[str, Any]) -> None:
     """Create one :class:`PxlsSource` from ``config["pxls"]`` and register it.
 
-    A host config without a ``pxls`` section gets the defaults. A bad section raises
-    :class:`~neuro_chat_elo_pxls.errors.ConfigError` naming the key (at start-up, on
-    purpose: a misconfigured source should not start silently).
+    Opt-in: a host config without a ``pxls`` section registers nothing (installing
+    the package never contacts pxls.space, which the admins allow only with
+    approval). A bad section raises :class:`~neuro_chat_elo_pxls.errors.ConfigError`
+    naming the key (at start-up, on purpose: a misconfigured source should not start
+    silently).
     """
-    section = config.get("pxls", {}) if isinstance(config, Mapping) else {}
-    register(PxlsSource(PxlsSettings.from_mapping(section)))
+    if not isinstance(config, Mapping) or "pxls" not in config:
+        log.info("pxls: no [pxls] section in the host config: no pxls source registered")
+        return
+    register(PxlsSource(PxlsSettings.from_mapping(config["pxls"])))

@@ -187,7 +187,12 @@ class PxlsSettings:
             if key in durations and not isinstance(value, timedelta):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ConfigError(f"{key} must be a number of seconds, got {value!r}")
-                value = timedelta(seconds=value)
+                try:
+                    value = timedelta(seconds=value)
+                except (OverflowError, ValueError) as exc:  # 1e300, nan, inf
+                    raise ConfigError(
+                        f"{key} must be a finite number of seconds, got {value!r}"
+                    ) from exc
             kwargs[key] = value
         try:
             return cls(**kwargs)

@@ -140,3 +140,42 @@ def test_jsonlines_round_trip(
 def test_jsonlines_rejects_bad_lines(line: str) -> None:
     with pytest.raises(MalformedDataError):
         jsonlines.loads(line)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[pxl]\nbase_url = "http://127.0.0.1:9"\n', "unknown top-level section(s) 'pxl'"),
+        ("title = 'x'\n", "unknown top-level section"),
+        ("", "no [pxls] section"),
+        ("pxls = 5\n", "must be a [pxls] table"),
+        ("[pxls]\nsweep_interval = 1e300\n", "finite number of seconds"),
+        ("[pxls]\nrequest_timeout = nan\n", "finite number of seconds"),
+    ],
+)
+def test_config_mistakes_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, message: str
+) -> None:
+    config = tmp_path / "host.toml"
+    config.write_text(toml)
+    assert main(["status", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_run_without_a_config_refuses_to_start(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+def test_config_not_utf8_and_output_into_a_missing_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], populated_db: str
+) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes(b"[pxls]\n# caf\xe9\n")
+    assert main(["status", "--config", str(config)]) == 2
+    assert "cannot read the config" in capsys.readouterr().err
+    missing = tmp_path / "nope" / "pxls.json"
+    assert main(["export", "--db", populated_db, "-o", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "No such file or directory" in err and "Traceback" not in err

@@ -105,3 +105,27 @@ async def test_call_async_hook_awaits_in_registration_order() -> None:
 def test_source_constructible_without_pluggy(make_settings: Callable[..., PxlsSettings]) -> None:
     source = PxlsSource(make_settings())
     assert "pxls.test" in repr(source)
+
+
+async def test_no_pxls_section_registers_nothing_and_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Installing the package into a host must not make it contact pxls.space."""
+    import aiohttp
+
+    from neuro_chat_elo_pxls import plugin
+
+    sent: list[object] = []
+
+    async def no_network(*args: object, **kwargs: object) -> None:
+        sent.append(args)
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr(aiohttp.ClientSession, "_request", no_network)
+    pm = make_pm()
+    pm.register(plugin)
+    registered: list[object] = []
+    pm.hook.register_sources(register=registered.append, config={})
+    pm.hook.register_sources(register=registered.append, config={"other_plugin": {}})
+    assert registered == []
+    assert sent == []
