@@ -1,9 +1,12 @@
 """Timer 1, the leaderboard pull: when it is due, and what one pull does.
 
 A pull reads ``/info`` (canvas code) and ``/stats/stats.json`` and ingests the
-toplist in one transaction with the new schedule. Due times lie on the interval
-grid of the first pull (no drift); a stale or already-processed stats.json is
-looked at again after :data:`STALE_RETRY`. Times are the host's ``now`` (UTC).
+toplist in one transaction with the new schedule. The schedule follows the data:
+the next pull is due at the first expected regeneration (the last accepted
+``generatedAt`` plus whole :data:`REGENERATION` periods) at least
+``leaderboard_interval`` after it, plus :data:`GENERATION_DELAY`, so the data is a
+minute or two old when pulled. A pull that finds nothing newer looks again after
+:data:`LOOK_AGAIN` (doubling up to :data:`STALE_RETRY`). Times are host time (UTC).
 
 pxls and its caches are not always in order: a ``generatedAt`` in the repeated
 autumn hour is read as the reading that fits (newer than the last, not in the
@@ -29,7 +32,14 @@ from .times import fmt_duration, ts
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
-#: After a stale or unchanged stats.json, look again this much sooner than the interval.
+#: stats.json is regenerated this often; generatedAt is stamped when one finishes.
+REGENERATION = timedelta(minutes=15)
+#: A pull is due this long after the expected end of a regeneration (it takes 5-60 s).
+GENERATION_DELAY = timedelta(seconds=90)
+#: A pull that found no newer stats.json looks again after this, doubling up to
+#: STALE_RETRY while it keeps finding none (pxls's cron stalled, a reset, a cache).
+LOOK_AGAIN = timedelta(minutes=3)
+#: The longest wait between looks for a newer stats.json, and after a failed pull.
 STALE_RETRY = timedelta(minutes=15)
 #: A generatedAt further ahead of the host's now than this is rejected.
 FUTURE_LIMIT = timedelta(hours=1)
@@ -45,6 +55,7 @@ class Pull:
 
     state: StateKeeper
     interval: timedelta
+    _looks: int = 0  # consecutive pulls that found nothing newer
 
     def due(self, now: datetime, queue: CommandQueue) -> datetime | None:
         """When the next pull is due (None: one is queued already)."""
@@ -61,14 +72,18 @@ class Pull:
             await self.state.commit(store.save_state, pull_due_at=now)
         queue.push(Command(Kind.PULL))
 
-    def _next(self, now: datetime) -> datetime:
-        """Next due time on the interval grid of the previous due time (no drift)."""
-        due = (self.state.current.pull_due_at or now) + self.interval
-        return due if due > now else now + self.interval
+    def _next(self, generated: datetime, now: datetime) -> datetime:
+        """When the next regeneration after ``generated`` that is at least one interval
+        later should have finished (and after ``now``)."""
+        periods = max(1, -(-self.interval // REGENERATION))  # ceil
+        due = generated + REGENERATION * periods + GENERATION_DELAY
+        while due <= now:  # behind (the data was old): the next regeneration from now
+            due += REGENERATION
+        return due
 
     async def gave_up(self, store: Store, now: datetime) -> None:
-        """The pull failed for good: the next one is due at the next grid time."""
-        await self.state.commit(store.save_state, pull_due_at=self._next(now))
+        """The pull failed for good: the next timer (one interval on) tries again."""
+        await self.state.commit(store.save_state, pull_due_at=now + self.interval)
 
     async def run(
         self, store: Store, client: PxlsApi, now: datetime, *, hold_new: bool
@@ -105,10 +120,13 @@ class Pull:
             return None
         snapshot = attrs.evolve(snapshot, generated_at=generated, generated_alt=None)
         proposed = self.state.propose(
-            last_generated_at=generated, last_pull_at=now, pull_due_at=self._next(now)
+            last_generated_at=generated,
+            last_pull_at=now,
+            pull_due_at=self._next(generated, now),
         )
         result = await store.ingest(canvas, snapshot, now, hold_new=hold_new, state=proposed)
         self.state.adopt(proposed)
+        self._looks = 0
         log.info(
             "pull at %s: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
             "%d unchanged, %d -snip- and %d invalid rows skipped",
@@ -127,7 +145,9 @@ class Pull:
     async def _skip(
         self, store: Store, now: datetime, reason: str, level: int = logging.INFO
     ) -> None:
-        retry = now + min(STALE_RETRY, self.interval)
+        wait = min(STALE_RETRY, self.interval, LOOK_AGAIN * 2 ** min(self._looks, 8))
+        self._looks += 1
+        retry = now + wait
         await self.state.commit(store.save_state, pull_due_at=retry)
         log.log(level, "pull: stats.json skipped (%s); next look at %s", reason, ts(retry))
 

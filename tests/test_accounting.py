@@ -38,7 +38,7 @@ async def test_new_users_held_until_enriched_then_deltas_are_signed(
     fake.users["grid_master"].score = 130
     fake.users["night_owl_99"].score = 45  # a rollback: negative delta
     fake.regenerate()
-    await drive(source, clock, clock.now + H, ledger)
+    await drive(source, clock, clock.now + H + timedelta(minutes=2), ledger)
     later = [d for d in ledger.deltas if d.seq > by_user["night_owl_99"].seq]
     assert sorted((d.user, d.delta, d.score) for d in later) == [
         ("grid_master", 30, 130),

@@ -76,9 +76,9 @@ async def test_fault_matrix(
         token=Secret(standin.scenario.token),
         cf_auth=None,
         profile_endpoint=profile_endpoint,
-        sweep_interval=timedelta(minutes=20),
+        sweep_interval=timedelta(minutes=5),  # profiles every few minutes
         request_timeout=timedelta(seconds=0.1),
-        leaderboard_interval=timedelta(minutes=1),  # both keys busy all the time
+        leaderboard_interval=timedelta(minutes=1),  # a pull after every regeneration
     )
     source = PxlsSource(settings, rng=random.Random(1))
     ledger = Ledger()

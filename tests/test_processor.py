@@ -158,11 +158,11 @@ async def test_transient_errors_retry_bounded_then_give_up(
     stats_calls = [at for kind, _, at in fake.requests if kind == "stats"]
     assert len(stats_calls) == 3
     assert any("giving up on pull after 3 attempts" in r.message for r in caplog.records)
-    # the next timer tries again, an hour after the first due time
-    await drive(source, clock, start + timedelta(hours=1, minutes=1))
+    # the next timer tries again, an interval after giving up
+    await drive(source, clock, stats_calls[2] + timedelta(hours=1, seconds=50))
     stats_calls = [at for kind, _, at in fake.requests if kind == "stats"]
     assert len(stats_calls) == 5  # still failing: retried with backoff again
-    assert stats_calls[3] == start + timedelta(hours=1)
+    assert stats_calls[3] == stats_calls[2] + timedelta(hours=1)
 
 
 async def test_malformed_snapshot_writes_nothing_and_recovers(

@@ -31,6 +31,7 @@ from .pages import SimUser, error_page, gson_json, php_json, profile_dict, profi
 
 BERLIN = ZoneInfo("Europe/Berlin")
 STATS_PERIOD = timedelta(minutes=15)
+ZERO = timedelta(0)
 FACTIONS = [
     (4242, "EX♥", "Example Painters' Guild", 8339391),
     (17, "GK", "Grid Keepers", 0x33AA33),
@@ -86,6 +87,12 @@ class Scenario:
     slow_seconds: float = 30.0
     #: probability that a request gets a random fault (never SLOW) on top of inject()
     fault_rate: float = 0.0
+    #: how long a stats.json generation takes (uniform, seconds): generatedAt is stamped,
+    #: and the file replaced, when it finishes
+    generation_seconds: tuple[float, float] = (0.0, 0.0)
+    #: regenerate on the quarter hours of the clock (as pxls.space's cron does) instead
+    #: of every 15 minutes from the first request
+    align_stats: bool = False
 
 
 class PxlsStandIn:
@@ -110,6 +117,9 @@ class PxlsStandIn:
         self._stats_body = b""
         self.served_stats = b""  # the last stats.json served without a fault
         self._stats_generated: datetime | None = None
+        self._generations: deque[tuple[datetime, bytes]] = deque()  # finishing, not served
+        self._generation_rng = random.Random(scenario.seed + 2)
+        self.generated: list[datetime] = []  # every generatedAt, for tests and benchmarks
         self._stale_until: datetime | None = None
         self._pending_resets = sorted(scenario.resets)
         self._pending_renames = sorted(scenario.renames)
@@ -149,10 +159,16 @@ class PxlsStandIn:
         """Advance the simulation to ``now`` in 15-minute steps (lazy, on each request)."""
         if self._sim_time is None:
             self._sim_time = now - STATS_PERIOD
+            if self.scenario.align_stats:
+                into = (now - now.replace(minute=0, second=0, microsecond=0)) % STATS_PERIOD
+                self._sim_time = now - into
             self._step(self._sim_time)
         while self._sim_time + STATS_PERIOD <= now:
             self._sim_time += STATS_PERIOD
             self._step(self._sim_time)
+        if not self._stats_body and self._generations:  # pxls always serves some file
+            self._stats_generated, self._stats_body = self._generations.popleft()
+        self._publish(now)
 
     def _step(self, at: datetime) -> None:
         minutes = STATS_PERIOD.total_seconds() / 60
@@ -205,6 +221,8 @@ class PxlsStandIn:
         return rows[:1000]
 
     def _render_stats(self, at: datetime) -> None:
+        low, high = self.scenario.generation_seconds
+        at += timedelta(seconds=self._generation_rng.uniform(low, high)) if high > 0 else ZERO
         local = at.astimezone(BERLIN)
         canvas = [
             {"username": "-snip-" if u.snip else u.name, "pixels": u.score, "place": i}
@@ -224,8 +242,13 @@ class PxlsStandIn:
             "board_info": {"width": 2000, "height": 2000, "palette": []},
             "generatedAt": local.strftime("%Y/%m/%d - %H:%M:%S (Europe/Berlin)"),
         }
-        self._stats_generated = at
-        self._stats_body = php_json(body)
+        self._generations.append((at, php_json(body)))
+        self.generated.append(at)
+
+    def _publish(self, now: datetime) -> None:
+        """Generations that have finished by ``now`` replace the served file."""
+        while self._generations and self._generations[0][0] <= now:
+            self._stats_generated, self._stats_body = self._generations.popleft()
 
     # -- server --------------------------------------------------------------
 
