@@ -120,6 +120,8 @@ class PxlsStandIn:
         self._generations: deque[tuple[datetime, bytes]] = deque()  # finishing, not served
         self._generation_rng = random.Random(scenario.seed + 2)
         self.generated: list[datetime] = []  # every generatedAt, for tests and benchmarks
+        #: (host time served, generatedAt of the body) of every stats.json served whole
+        self.stats_served: list[tuple[datetime, datetime]] = []
         self._stale_until: datetime | None = None
         self._pending_resets = sorted(scenario.resets)
         self._pending_renames = sorted(scenario.renames)
@@ -361,6 +363,8 @@ class PxlsStandIn:
         if fault is not None:
             return fault
         self.served_stats = self._stats_body
+        if self._stats_generated is not None:
+            self.stats_served.append((self.clock(), self._stats_generated))
         return web.Response(body=self._stats_body, content_type="application/json")
 
     def _info_body(self) -> bytes:
