@@ -15,7 +15,11 @@ field          type                   meaning
 ``delta``      int (signed)           pixels to add to the user's score
 ``score``      int (≥ 0)              the user's absolute score on ``canvas`` after it
 ``canvas``     string                 pxls canvas code
-``observed_at`` string                ``generatedAt`` of the snapshot, ISO 8601 UTC, "Z"
+``observed_at`` string                when the change was observed, ISO 8601 UTC, "Z"
+``via``        string                 ``"toplist"`` (``observed_at`` = the snapshot's
+                                      ``generatedAt``) or ``"profile"`` (host time of
+                                      the profile answer); absent in older lines:
+                                      ``"toplist"``
 =============  =====================  ==================================================
 
 A reader must ignore unknown fields (later minor additions) and reject ``v`` > 1.
@@ -51,6 +55,7 @@ def delta_to_dict(delta: EloDelta) -> dict[str, Any]:
         "observed_at": delta.observed_at.astimezone(UTC)
         .isoformat(timespec="microseconds")
         .replace("+00:00", "Z"),
+        "via": delta.via,
     }
 
 
@@ -58,6 +63,12 @@ def dumps(delta: EloDelta) -> str:
     """One line (without the newline), non-ASCII kept as UTF-8 except U+2028, U+2029
     and U+0085, which are escaped (line-splitting readers would break on them)."""
     return json_safe(json.dumps(delta_to_dict(delta), ensure_ascii=False, separators=(",", ":")))
+
+
+def _via(value: object) -> str:
+    if value not in ("toplist", "profile"):
+        raise ValueError(f"via is not 'toplist' or 'profile': {value!r:.40}")
+    return str(value)
 
 
 def _utc(text: object) -> datetime:
@@ -93,6 +104,7 @@ def loads(line: str) -> EloDelta:
             score=int(data["score"]),
             canvas=str(data["canvas"]),
             observed_at=_utc(data["observed_at"]),
+            via=_via(data.get("via", "toplist")),
         )
     except MalformedDataError:
         raise

@@ -25,8 +25,10 @@ class EloDelta:
     """One contribution to a user's elo, as handed to the host by ``collect_deltas``.
 
     ``delta`` is signed pixels; ``score`` the new absolute score on ``canvas``;
-    ``observed_at`` the snapshot's ``generatedAt`` (aware, UTC); ``seq`` strictly
-    increases over the life of the database, so a host can de-duplicate.
+    ``observed_at`` when the change was observed (aware, UTC): the snapshot's
+    ``generatedAt`` for ``via="toplist"``, the host time of the profile answer for
+    ``via="profile"``; ``seq`` strictly increases over the life of the database, so
+    a host can de-duplicate.
     """
 
     seq: int
@@ -38,6 +40,7 @@ class EloDelta:
     score: int
     canvas: str
     observed_at: datetime
+    via: str = "toplist"  # where the change was observed: "toplist" or "profile"
 
 
 class ToplistRow(NamedTuple):

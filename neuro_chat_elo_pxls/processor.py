@@ -31,9 +31,17 @@ class Kind(StrEnum):
     PULL = "pull"  # Timer 1: leaderboard pull
     ENRICH = "enrich"  # profile of a new user (its first delta is held)
     SWEEP = "sweep"  # Timer 2: daily profile re-check
+    FOLLOW = "follow"  # profile of a followed user outside the toplist
+    CONFIRM = "confirm"  # /info only: confirms the canvas of waiting profile counts
 
 
-_KEY_OF = {Kind.PULL: Key.LEADERBOARD, Kind.ENRICH: Key.PROFILE, Kind.SWEEP: Key.PROFILE}
+_KEY_OF = {
+    Kind.PULL: Key.LEADERBOARD,
+    Kind.CONFIRM: Key.LEADERBOARD,
+    Kind.ENRICH: Key.PROFILE,
+    Kind.FOLLOW: Key.PROFILE,
+    Kind.SWEEP: Key.PROFILE,
+}
 
 
 @attrs.frozen

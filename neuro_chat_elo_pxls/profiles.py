@@ -1,9 +1,10 @@
-"""One profile read: enrichment of a new user or a sweep visit.
+"""One profile read: enrichment of a new user, a follow refresh or a sweep visit.
 
 Profile requests share one cooldown key and are spaced by ``profile_cooldown`` times
 :data:`PACING_MARGIN`; the pacing is persisted, so it survives a restart. A 404
 marks the name missing; a profile whose ``pxls_id`` belongs to another row is a
-rename, merged in the same transaction. Times are the host's ``now`` (UTC).
+rename, merged in the same transaction. The profile's pixel count is an
+observation, applied once ``/info`` confirms the canvas. Times are host time (UTC).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import attrs
 from .client import PxlsApi
 from .enrichment import EnrichmentWindow
 from .errors import NotFoundError
+from .follow import FollowList
+from .observations import Observation, PendingObservations
 from .processor import Command, CommandQueue, Key, Kind
 from .settings import PxlsSettings
 from .state import StateKeeper
@@ -38,6 +41,8 @@ class ProfileVisits:
     state: StateKeeper
     sweep: Sweep
     enrich: EnrichmentWindow
+    follow: FollowList
+    observations: PendingObservations
 
     async def visit(self, store: Store, client: PxlsApi, command: Command, now: datetime) -> bool:
         """Read the profile of ``command``'s user; False if stale and nothing was sent."""
@@ -60,8 +65,19 @@ class ProfileVisits:
                 user.name,
                 " (first delta released)" if released else "",
             )
+            if command.kind is Kind.FOLLOW:
+                self.follow.visited(found=False, changed=False)
         else:
-            outcome = await store.apply_profile(user.id, profile, now, sweep)
+            outcome = await store.apply_profile(
+                user.id, profile, now, sweep, self.settings.follow_factions
+            )
+            canvas = self.state.current.canvas
+            if profile.canvas_pixels is not None and canvas is not None:
+                # an observation, applied once /info confirms the canvas after it
+                self.observations.add(Observation(user.id, profile.canvas_pixels, now, canvas))
+            if command.kind is Kind.FOLLOW:
+                changed = profile.canvas_pixels != user.score or user.canvas != canvas
+                self.follow.visited(found=True, changed=changed)
             if outcome.renamed_from:
                 log.info(
                     "rename: %s is now %s (pxls id %s); %d pixels moved from the old name",

@@ -23,6 +23,7 @@ import attrs
 
 from .client import PxlsApi
 from .models import Snapshot
+from .observations import PendingObservations
 from .processor import Command, CommandQueue, Kind
 from .state import StateKeeper
 from .store import Store
@@ -55,6 +56,7 @@ class Pull:
 
     state: StateKeeper
     interval: timedelta
+    observations: PendingObservations = attrs.field(factory=PendingObservations)
     _looks: int = 0  # consecutive pulls that found nothing newer
 
     def due(self, now: datetime, queue: CommandQueue) -> datetime | None:
@@ -89,19 +91,9 @@ class Pull:
         self, store: Store, client: PxlsApi, now: datetime, *, hold_new: bool
     ) -> IngestResult | None:
         """One pull: /info, stats.json, ingest. None if the snapshot was skipped."""
-        info = await client.fetch_info()
-        canvas = info.canvas_code
-        if canvas in self.state.current.canvas_history:
-            # codes only move forward: an older code after a newer one is a stale cache
-            await self._skip(
-                store,
-                now,
-                f"/info answered canvas {shown(canvas)} again after "
-                f"{shown(self.state.current.canvas or '-')}: a stale cache, not a reset",
-                logging.WARNING,
-            )
+        canvas = await self.check_canvas(store, client, now)
+        if canvas is None:
             return None
-        await self._see_canvas(store, canvas, now)
         snapshot = await client.fetch_stats()
         _log_rejected(snapshot)
         generated = self._reading(snapshot, now)
@@ -141,6 +133,24 @@ class Pull:
             len(snapshot.rejected),
         )
         return result
+
+    async def check_canvas(self, store: Store, client: PxlsApi, now: datetime) -> str | None:
+        """Ask ``/info``: a reset is recorded, waiting profile counts are settled; None
+        (and a retry scheduled) if it answered an earlier code (a stale cache)."""
+        canvas = (await client.fetch_info()).canvas_code
+        if canvas in self.state.current.canvas_history:
+            # codes only move forward: an older code after a newer one is a stale cache
+            await self._skip(
+                store,
+                now,
+                f"/info answered canvas {shown(canvas)} again after "
+                f"{shown(self.state.current.canvas or '-')}: a stale cache, not a reset",
+                logging.WARNING,
+            )
+            return None
+        await self.observations.settle(store, canvas, now)
+        await self._see_canvas(store, canvas, now)
+        return canvas
 
     async def _skip(
         self, store: Store, now: datetime, reason: str, level: int = logging.INFO

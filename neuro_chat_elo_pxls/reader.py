@@ -26,7 +26,7 @@ from .errors import SchemaTooNewError, StoreError
 from .models import EloDelta
 from .state import SchedulerState
 from .tables import _USER_COLS, DIRTY, EXPORT_FIELDS, UserRow, outbox_rows
-from .times import from_us
+from .times import EPOCH, from_us
 
 T = TypeVar("T")
 
@@ -214,6 +214,50 @@ class StoreReader:
                 sweep,
             )
         )
+
+    async def follow_due_ids(
+        self, listed_before: int | None, checked_before: datetime, limit: int, exclude: set[int]
+    ) -> list[int]:
+        """Followed users absent from the latest toplist (``last_seen`` before
+        ``listed_before``, µs; None: no toplist yet) whose profile was not read since
+        ``checked_before``, never-read first. Walks the follow index, oldest check first."""
+        rows = await self._rows(
+            "SELECT id FROM users WHERE followed != 0 AND missing = 0 AND last_seen < ? "
+            "AND (last_profile_check IS NULL OR last_profile_check <= ?) "
+            "ORDER BY last_profile_check LIMIT ?",
+            listed_before if listed_before is not None else 2**62,
+            int((checked_before - EPOCH).total_seconds() * 1_000_000),
+            limit + len(exclude),
+        )
+        return [row[0] for row in rows if row[0] not in exclude][:limit]
+
+    async def follow_oldest_check(self, listed_before: int | None) -> datetime | None:
+        """The oldest profile read among followed users absent from the latest toplist
+        (the epoch if one was never read), None if there are none."""
+        rows = await self._rows(
+            "SELECT COALESCE(last_profile_check, 0) FROM users WHERE followed != 0 "
+            "AND missing = 0 AND last_seen < ? ORDER BY last_profile_check LIMIT 1",
+            listed_before if listed_before is not None else 2**62,
+        )
+        return from_us(rows[0][0]) if rows else None
+
+    async def follow_counts(self, listed_before: int | None) -> dict[str, int]:
+        """Followed users: total, outside the latest toplist, not found (404)."""
+        rows = await self._rows(
+            "SELECT COUNT(*), COALESCE(SUM(last_seen < ?), 0), COALESCE(SUM(missing), 0) "
+            "FROM users WHERE followed != 0",
+            listed_before if listed_before is not None else 2**62,
+        )
+        total, outside, missing = rows[0]
+        return {"followed": int(total), "outside_toplist": int(outside), "not_found": int(missing)}
+
+    async def not_found_names(self, limit: int = 20) -> list[str]:
+        """Followed names whose profile 404'd (renamed or deleted?), first ``limit``."""
+        rows = await self._rows(
+            "SELECT name FROM users WHERE followed != 0 AND missing = 1 ORDER BY name LIMIT ?",
+            limit,
+        )
+        return [row[0] for row in rows]
 
     async def count_outbox(self) -> int:
         return await self._read(lambda conn: self._scalar(conn, "SELECT COUNT(*) FROM outbox"))

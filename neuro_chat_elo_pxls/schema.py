@@ -50,6 +50,32 @@ END;
 """
 
 
+#: schema 4: the outbox also says where a change was observed (toplist or profile)
+_ACCOUNTING_TRIGGERS_V4 = """
+CREATE TRIGGER users_outbox_update AFTER UPDATE OF score, canvas ON users
+WHEN NEW.canvas IS NOT NULL
+    AND NEW.score != (CASE WHEN OLD.canvas IS NEW.canvas THEN OLD.score ELSE 0 END)
+BEGIN
+    INSERT INTO outbox (user, pxls_id, discord, faction_id, faction_tag, faction_name,
+                        faction_color, delta, score, canvas, observed_at, via)
+    VALUES (NEW.name, NEW.pxls_id, NEW.discord, NEW.faction_id, NEW.faction_tag,
+            NEW.faction_name, NEW.faction_color,
+            NEW.score - (CASE WHEN OLD.canvas IS NEW.canvas THEN OLD.score ELSE 0 END),
+            NEW.score, NEW.canvas, COALESCE(NEW.observed_at, NEW.last_seen),
+            COALESCE(NEW.observed_via, 'toplist'));
+END;
+CREATE TRIGGER users_outbox_insert AFTER INSERT ON users
+WHEN NEW.canvas IS NOT NULL AND NEW.score != 0
+BEGIN
+    INSERT INTO outbox (user, pxls_id, discord, faction_id, faction_tag, faction_name,
+                        faction_color, delta, score, canvas, observed_at, via)
+    VALUES (NEW.name, NEW.pxls_id, NEW.discord, NEW.faction_id, NEW.faction_tag,
+            NEW.faction_name, NEW.faction_color, NEW.score, NEW.score, NEW.canvas,
+            COALESCE(NEW.observed_at, NEW.last_seen), COALESCE(NEW.observed_via, 'toplist'));
+END;
+"""
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
     """
@@ -169,10 +195,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox_v3 RENAME TO outbox;
     """
     + _ACCOUNTING_TRIGGERS,
+    # 4: following people beyond the top 1000. users.followed: 1 = named in the config
+    # (follow, follow_file), 2 = displayed faction in follow_factions, 4 = added by the
+    # host; users.observed_via and outbox.via: where a change was observed.
+    """
+    ALTER TABLE users ADD COLUMN observed_via TEXT;
+    ALTER TABLE users ADD COLUMN followed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN via TEXT NOT NULL DEFAULT 'toplist';
+    CREATE INDEX users_follow ON users (last_profile_check) WHERE followed != 0;
+    DROP TRIGGER users_outbox_update;
+    DROP TRIGGER users_outbox_insert;
+    """
+    + _ACCOUNTING_TRIGGERS_V4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: the newest schema, for a database created by this version (= migrations 1-3)
+#: the newest schema, for a database created by this version (= migrations 1-4)
 LATEST = (
     """
     CREATE TABLE users (
@@ -196,9 +234,12 @@ LATEST = (
         swept_in INTEGER NOT NULL DEFAULT 0,
         first_seen INTEGER NOT NULL,
         last_seen INTEGER NOT NULL,
-        observed_at INTEGER
+        observed_at INTEGER,
+        observed_via TEXT,
+        followed INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX users_held ON users (held_since) WHERE held_score IS NOT NULL;
+    CREATE INDEX users_follow ON users (last_profile_check) WHERE followed != 0;
     CREATE TABLE outbox (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         user TEXT NOT NULL,
@@ -211,11 +252,12 @@ LATEST = (
         delta INTEGER NOT NULL,
         score INTEGER NOT NULL,
         canvas TEXT NOT NULL,
-        observed_at INTEGER NOT NULL
+        observed_at INTEGER NOT NULL,
+        via TEXT NOT NULL DEFAULT 'toplist'
     );
     CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
     """
-    + _ACCOUNTING_TRIGGERS
+    + _ACCOUNTING_TRIGGERS_V4
 )
 
 

@@ -107,6 +107,29 @@ def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int)
         raise ConfigError(f"{attribute.name} must be a positive integer, got {value!r}")
 
 
+def _names(value: object) -> tuple[str, ...]:
+    """A list of names (strings) as a tuple; validity of each name is the follow
+    list's business (invalid ones are reported and skipped, not fatal)."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"follow must be a list of pxls names, got {value!r:.80}")
+    if not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"follow must be a list of strings, got {value!r:.80}")
+    return tuple(value)
+
+
+def _faction_ids(value: object) -> tuple[int, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"follow_factions must be a list of faction ids, got {value!r:.80}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in value):
+        raise ConfigError(f"follow_factions must be positive integers, got {value!r:.80}")
+    return tuple(value)
+
+
+def _optional_path(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{attribute.name} must be a file path, got {value!r:.80}")
+
+
 def _delivery(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("drain", "ack"):
         raise ConfigError(f"delivery must be 'drain' or 'ack', got {value!r}")
@@ -152,6 +175,14 @@ class PxlsSettings:
     max_page_bytes: int = attrs.field(default=1024 * 1024, validator=_positive_int)
     profile_endpoint: str = attrs.field(default="api", validator=_profile_endpoint)
     delivery: str = attrs.field(default="drain", validator=_delivery)
+    #: people to follow beyond the top 1000 (DESIGN 7): names, a file of names (one
+    #: per line, ``#`` comments, re-read when it changes), displayed faction ids
+    follow: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    follow_file: str | None = attrs.field(default=None, validator=_optional_path)
+    follow_factions: tuple[int, ...] = attrs.field(default=(), converter=_faction_ids)
+    follow_interval: timedelta = attrs.field(
+        default=timedelta(hours=1), validator=_at_least(timedelta(minutes=10))
+    )
     user_agent: str = attrs.field(default=DEFAULT_USER_AGENT, validator=_header_text)
     token: Secret | None = attrs.field(factory=lambda: _secret_from_env(TOKEN_ENV), repr=False)
     cf_auth: Secret | None = attrs.field(factory=lambda: _secret_from_env(CF_AUTH_ENV), repr=False)

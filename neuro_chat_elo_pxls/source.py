@@ -8,6 +8,8 @@ keeps the hooks and wires the engine's parts; each part has one job:
 * :class:`~.sweep.Sweep` (Timer 2): the daily profile re-check with its cursor;
 * :class:`~.enrichment.EnrichmentWindow`: new users' held first deltas;
 * :class:`~.profiles.ProfileVisits`: one profile read (pacing, 404, rename);
+* :class:`~.follow.FollowList`: followed users beyond the top 1000, their refreshes;
+* :class:`~.observations.PendingObservations`: profile counts awaiting /info;
 * :class:`~.policy.FailurePolicy`: backoff, auth pause, giving up;
 * :class:`~.processor.CommandQueue`: commands with per-key cooldowns;
 * :class:`~.state.StateKeeper`: the scheduler state, one write path.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,8 +32,10 @@ from .client import PxlsApi, PxlsClient
 from .clockguard import ClockGuard
 from .enrichment import EnrichmentWindow
 from .errors import PxlsError, StoreError
+from .follow import FollowList
 from .hookspecs import hookimpl
 from .models import EloDelta
+from .observations import PendingObservations
 from .policy import FailurePolicy
 from .processor import Command, CommandQueue, Key, Kind
 from .profiles import ProfileVisits
@@ -68,12 +73,22 @@ class PxlsSource:
         self._queue = CommandQueue()
         self._policy = FailurePolicy(settings, rng or random.Random())
         self._state = StateKeeper()
-        self._pull = Pull(self._state, settings.leaderboard_interval)
+        self._observations = PendingObservations()
+        self._pull = Pull(self._state, settings.leaderboard_interval, self._observations)
         self._sweep = Sweep(self._state, settings.sweep_interval, settings.profile_cooldown)
         self._enrich = EnrichmentWindow(settings.enrichment_hold)
         self._clock = ClockGuard(settings, self._state)
+        self._follow = FollowList(settings, self._state)
+        self._follow_next: datetime | None = None  # next followed user due (from the db)
+        self._last_now: datetime | None = None
         self._profiles = ProfileVisits(
-            settings, self._queue, self._state, self._sweep, self._enrich
+            settings,
+            self._queue,
+            self._state,
+            self._sweep,
+            self._enrich,
+            self._follow,
+            self._observations,
         )
         self._store: Store | None = None
         self._disabled: str | None = None  # why the database cannot be opened
@@ -239,15 +254,22 @@ class PxlsSource:
             if self._disabled is not None:
                 return self._retry_open_at
             return now
-        feed = None  # an active sweep or an enrichment backlog is fed by the next tick
-        if self.settings.profiles_enabled and (self._sweep.active or self._enrich.backlog):
-            feed = max(now, self._queue.state(Key.PROFILE).ready_at or now)
+        feed = follow = None  # windows fed by the next tick, once the profile key is ready
+        profile_ready = max(now, self._queue.state(Key.PROFILE).ready_at or now)
+        if self.settings.profiles_enabled and (
+            self._sweep.active or self._enrich.backlog or self._follow.backlog
+        ):
+            feed = profile_ready
+        if self.settings.profiles_enabled and self._follow_next is not None:
+            follow = max(self._follow_next, profile_ready)
         times = [
             t
             for t in (
                 self._pull.due(now, self._queue),
                 self._sweep.due() if self.settings.profiles_enabled else None,
                 feed,
+                follow,
+                self._confirm_due(),
                 self._enrich.next_release,
                 self._queue.next_ready_at(now),
             )
@@ -255,14 +277,37 @@ class PxlsSource:
         ]
         return max(now, min(times)) if times else None
 
+    def _confirm_due(self) -> datetime | None:
+        """When a confirm command should be queued (None: none needed, or a pull or a
+        confirm is queued already: the queue's own time covers it)."""
+        due = self._observations.confirm_due()
+        if due is None or self._queue.count(Kind.PULL) or self._queue.count(Kind.CONFIRM):
+            return None
+        return max(due, self._queue.state(Key.LEADERBOARD).ready_at or due)
+
     # -- timers and commands ---------------------------------------------------
 
     async def _run_timers(self, store: Store, now: datetime) -> None:
-        await self._clock.check(store, self._queue, self._enrich, now)
-        await self._pull.arm(store, self._queue, now)
+        """Queue what is due. Profile work in priority order: new users' enrichment,
+        then follow refreshes, then the sweep (a lower one queues nothing while a
+        higher one waits)."""
+        self._last_now = now
+        queue = self._queue
+        await self._clock.check(store, queue, self._enrich, now)
+        await self._pull.arm(store, queue, now)
+        confirm = self._observations.confirm_due()
+        if confirm is not None and now >= confirm and not queue.count(Kind.PULL):
+            queue.push(Command(Kind.CONFIRM))  # refused if one is queued
         if self.settings.profiles_enabled:
-            await self._enrich.refill(store, self._queue)
-            await self._sweep.feed(store, self._queue, now)
+            await self._enrich.refill(store, queue)
+            waiting = bool(queue.count(Kind.ENRICH)) or self._enrich.backlog
+            if self._follow.active:
+                await self._follow.sync(store, now)
+                if not waiting:
+                    await self._follow.refill(store, queue, now)
+                self._follow_next = await self._follow.next_due(store)
+                waiting = waiting or bool(queue.count(Kind.FOLLOW)) or self._follow.backlog
+            await self._sweep.feed(store, queue, now, may_queue=not waiting)
         await self._enrich.release_due(store, now)
 
     async def _run_one(self, store: Store, now: datetime) -> None:
@@ -286,6 +331,9 @@ class PxlsSource:
 
     async def _execute(self, store: Store, command: Command, now: datetime) -> bool:
         """Run ``command``; False if it was stale and sent nothing."""
+        if command.kind is Kind.CONFIRM:
+            await self._pull.check_canvas(store, self._client, now)
+            return True
         if command.kind is Kind.PULL:
             hold = self.settings.profiles_enabled
             if await self._pull.run(store, self._client, now, hold_new=hold) is not None:
@@ -315,6 +363,19 @@ class PxlsSource:
         elif command.user_id is not None:  # enrichment: stays held until the hold runs out
             self._enrich.give_up(command.user_id)
         await self._persist_keys(store, now)
+
+    async def follow(self, names: Iterable[str], now: datetime | None = None) -> int:
+        """Follow ``names`` too (beyond the config's ``follow``/``follow_file``/
+        ``follow_factions``): their profiles are read every ``follow_interval`` while
+        they are outside the toplist. Invalid names are reported once and skipped.
+        Returns how many valid names were given. ``now``: host time (default: the
+        last tick's). Raises :class:`StoreError` if the database cannot be opened."""
+        async with self._hooks:
+            store = await self._ensure_open()
+            if store is None:
+                raise StoreError(self._disabled or "the source was shut down")
+            when = check_now(now) if now is not None else self._last_now or datetime.now(UTC)
+            return await self._follow.add(store, names, when)
 
     # -- operators -------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class SchedulerState:
     sweep_finished_at: datetime | None = None
     sweep_total: int = 0
     profile_ready_at: datetime | None = None  # profile pacing survives a restart
+    follow_round_finished_at: datetime | None = None
     keys: dict[str, KeyRecord] = attrs.field(factory=dict)
 
     @property

@@ -20,7 +20,8 @@ Contracts:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
@@ -28,6 +29,7 @@ import aiosqlite
 
 from . import schema
 from .errors import StoreError
+from .followstore import BY_FACTION, FollowStore
 from .lockfile import DatabaseLock
 from .models import EloDelta, Profile, Snapshot
 from .reader import StoreReader
@@ -48,7 +50,7 @@ T = TypeVar("T")
 __all__ = ["Store", "StoreReader"]
 
 
-class Store(StoreReader):
+class Store(FollowStore):
     """Read-write access for the one running source; :meth:`open` locks and migrates."""
 
     def __init__(self, conn: aiosqlite.Connection, path: str, lock: DatabaseLock | None) -> None:
@@ -196,7 +198,12 @@ class Store(StoreReader):
         return await self._write(unit)
 
     async def apply_profile(
-        self, user_id: int, profile: Profile, now: datetime, sweep: int
+        self,
+        user_id: int,
+        profile: Profile,
+        now: datetime,
+        sweep: int,
+        follow_factions: Sequence[int] = (),
     ) -> ProfileOutcome:
         """Store a fetched profile, merge a rename, release a held delta; one transaction.
 
@@ -223,8 +230,10 @@ class Store(StoreReader):
             user.swept_in = max(user.swept_in, sweep)
             await save_users(conn, [user])
             await conn.execute(
-                "UPDATE users SET missing = 0, enriched = 1, last_profile_check = ? WHERE id = ?",
-                (us(now), user.id),
+                "UPDATE users SET missing = 0, enriched = 1, last_profile_check = ?, "
+                "followed = (followed & ~?) | (CASE WHEN faction_id IN "
+                "(SELECT value FROM json_each(?)) THEN ? ELSE 0 END) WHERE id = ?",
+                (us(now), BY_FACTION, json.dumps(list(follow_factions)), BY_FACTION, user.id),
             )
             await self._release(conn, "id = :id", {"id": user.id})
             return ProfileOutcome(user.held, renamed_from, corrected)

@@ -51,15 +51,18 @@ class Sweep:
             return None
         return started + self.interval
 
-    async def feed(self, store: Store, queue: CommandQueue, now: datetime) -> None:
-        """Start a sweep when due, keep its window of commands queued, finish it."""
+    async def feed(
+        self, store: Store, queue: CommandQueue, now: datetime, *, may_queue: bool = True
+    ) -> None:
+        """Start a sweep when due, keep its window of commands queued, finish it.
+        ``may_queue`` False: higher-priority profile work waits, queue nothing now."""
         if not self.active:
             due = self.due()
             if due is not None and now < due:
                 return
             await self._start(store, now)
         queued = queue.count(Kind.SWEEP)
-        if queued > SWEEP_WINDOW // 2:
+        if queued > SWEEP_WINDOW // 2 or not may_queue:
             return
         if self.remaining is None:  # resumed after a restart
             self.remaining = await store.count_sweep_remaining(self.number)

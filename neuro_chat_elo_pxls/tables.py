@@ -44,12 +44,15 @@ _UPSERT_SET = (
     "score = CASE WHEN held_score IS NULL THEN excluded.score ELSE score END, "
     "canvas = CASE WHEN held_score IS NULL THEN ?2 ELSE canvas END, "
     "observed_at = CASE WHEN held_score IS NULL THEN ?3 ELSE observed_at END, "
+    "observed_via = CASE WHEN held_score IS NULL THEN 'toplist' ELSE observed_via END, "
     "held_score = CASE WHEN held_score IS NULL THEN NULL ELSE excluded.score END, "
     "held_observed_at = CASE WHEN held_score IS NULL THEN NULL ELSE ?3 END, "
-    "last_seen = ?4"
+    "last_seen = ?4 "
+    # an observation older than the last one applied to this user is ignored (a
+    # profile answer may be newer than the snapshot)
+    "WHERE held_score IS NOT NULL OR canvas IS NOT ?2 OR observed_at IS NULL "
+    "OR observed_at <= ?3"
 )
-#: a new user's first score is held until its profile is read (the row it would
-#: insert has score 0 and the pixels in held_score, so an update reads the latter)
 _UPSERT_HOLD = (
     "INSERT INTO users (name, score, held_score, held_canvas, held_observed_at, held_since, "
     "first_seen, last_seen) SELECT key, 0, value, ?2, ?3, ?4, ?4, ?4 FROM json_each(?1) "
@@ -138,7 +141,7 @@ async def save_users(conn: aiosqlite.Connection, users: Iterable[UserRow]) -> No
 async def outbox_rows(conn: aiosqlite.Connection, after_seq: int) -> list[EloDelta]:
     async with conn.execute(
         "SELECT seq, user, pxls_id, discord, faction_id, faction_tag, faction_name, "
-        "faction_color, delta, score, canvas, observed_at FROM outbox WHERE seq > ? "
+        "faction_color, delta, score, canvas, observed_at, via FROM outbox WHERE seq > ? "
         "ORDER BY seq",
         (after_seq,),
     ) as cur:
@@ -156,7 +159,7 @@ def _delta_factory() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], EloDelta]:
     factions: dict[tuple[Any, ...], Faction] = {}
 
     def make(_cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> EloDelta:
-        seq, user, pxls_id, discord, fid, ftag, fname, fcolor, delta, score, canvas, obs = row
+        seq, user, pxls_id, discord, fid, ftag, fname, fcolor, delta, score, canvas, obs, via = row
         observed_at = times.get(obs)
         if observed_at is None:
             observed_at = times[obs] = EPOCH + timedelta(microseconds=obs)
@@ -166,6 +169,8 @@ def _delta_factory() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], EloDelta]:
             faction = factions.get(key)
             if faction is None:
                 faction = factions[key] = Faction(fid, ftag or "", fname or "", fcolor)
-        return EloDelta(seq, user, pxls_id, discord, faction, delta, score, canvas, observed_at)
+        return EloDelta(
+            seq, user, pxls_id, discord, faction, delta, score, canvas, observed_at, via
+        )
 
     return make

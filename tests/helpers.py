@@ -154,3 +154,19 @@ async def drive(
         else:
             clock.now = due
     return ticks
+
+
+def check_holds_latest(ledger: Ledger, snapshot: Snapshot, canvas: str) -> None:
+    """The host holds, per user, the newest observation: the snapshot's count, or a
+    profile count observed after the snapshot (never less: within a canvas the
+    stand-in's counts only grow)."""
+    last: dict[tuple[str, str], EloDelta] = {}
+    for delta in ledger.deltas:
+        last[(delta.user, delta.canvas)] = delta
+    for name, pixels in snapshot.rows:
+        held = last.get((name, canvas))
+        assert held is not None, f"{name}: nothing handed out on {canvas}"
+        if held.via == "profile" and held.observed_at > snapshot.generated_at:
+            assert held.score >= pixels, (name, held.score, pixels)
+        else:
+            assert held.score == pixels, (name, held.score, pixels)

@@ -11,7 +11,7 @@ import pytest
 from neuro_chat_elo_pxls import Faction, PxlsSource
 from neuro_chat_elo_pxls.errors import AuthError, TransientError
 
-from .helpers import FakeClock, FakePxls, Ledger, drive
+from .helpers import FakeClock, FakePxls, Ledger, check_holds_latest, drive
 
 H = timedelta(hours=1)
 
@@ -241,8 +241,7 @@ async def test_multi_day_run_with_restart_conserves_and_never_repeats_seq(
     ledger.check_conservation()
     # what the host holds equals pxls's truth for every user in the last snapshot
     snapshot = await fake.fetch_stats()
-    for row in snapshot.rows:
-        assert ledger.score(row[0], "86") == row[1], row[0]
+    check_holds_latest(ledger, snapshot, "86")
     # every user was enriched (their profile was requested at least once)
     requested = {name for name, _ in fake.profile_requests()}
     assert {name for name, _ in snapshot.rows} <= requested

@@ -21,7 +21,7 @@ from neuro_chat_elo_pxls.errors import MalformedDataError
 from neuro_chat_elo_pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario, SimClock
 
-from .helpers import T0, Ledger
+from .helpers import T0, Ledger, check_holds_latest
 
 pytestmark = pytest.mark.integration
 SPEED = 3600.0  # one simulated hour per real second
@@ -154,8 +154,7 @@ async def test_sigkill_at_random_points_loses_and_repeats_nothing(
     assert [d.seq for d in deltas] == list(range(1, len(deltas) + 1)), "a delta was lost"
     snapshot = parse_stats(standin.served_stats)
     assert standin.canvas == "87"
-    for row in snapshot.rows:
-        assert ledger.score(row[0], "87") == row[1], row[0]
+    check_holds_latest(ledger, snapshot, "87")
     conn = sqlite3.connect(tmp_path / "pxls.sqlite3")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0

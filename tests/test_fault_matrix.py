@@ -20,7 +20,7 @@ from neuro_chat_elo_pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.settings import Secret
 from neuro_chat_elo_pxls.testing import Fault, PxlsStandIn, RequestRecord, Scenario
 
-from .helpers import T0, FakeClock, Ledger, drive
+from .helpers import T0, FakeClock, Ledger, check_holds_latest, drive
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +112,7 @@ async def test_fault_matrix(
     # accounting exact and recovered: the host holds the last served snapshot
     ledger.check_conservation()
     snapshot = parse_stats(standin.served_stats)
-    for r in snapshot.rows:
-        assert ledger.score(r[0], standin.canvas) == r[1], r[0]
+    check_holds_latest(ledger, snapshot, standin.canvas)
 
 
 async def test_persistent_5xx_retries_are_bounded(

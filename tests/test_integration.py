@@ -19,7 +19,7 @@ from neuro_chat_elo_pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
 from neuro_chat_elo_pxls.times import us
 
-from .helpers import T0, Ledger
+from .helpers import T0, Ledger, check_holds_latest
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +69,7 @@ async def test_fifty_hours_through_the_host(
     # what the host holds equals the last stats.json the source read
     snapshot = parse_stats(standin.served_stats)
     assert standin.canvas == "87"
-    for row in snapshot.rows:
-        assert ledger.score(row[0], "87") == row[1], row[0]
+    check_holds_latest(ledger, snapshot, "87")
     # the reset: canvas 86 deltas then canvas 87; no negative delta except rename moves
     assert {d.canvas for d in ledger.deltas} == {"86", "87"}
     negatives = [d for d in ledger.deltas if d.delta < 0]

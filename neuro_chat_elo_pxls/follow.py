@@ -1,0 +1,201 @@
+"""Following the people the host counts, beyond the top 1000 (DESIGN 7).
+
+Followed are the names in ``follow`` and ``follow_file`` (re-read when it
+changes), users whose displayed faction is in ``follow_factions``, and names a host
+adds with ``await source.follow(names)``. Followed users absent from the latest
+accepted toplist get their profile read every ``follow_interval`` (users in the
+toplist are covered by the pull); each read's pixel count becomes an observation
+(:mod:`.observations`). At most :data:`FOLLOW_WINDOW` follow commands are queued
+(the rest wait in the database), so memory stays flat with 100,000 followed users.
+One log line per round; one warning when the profile demand exceeds the capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from datetime import datetime
+
+import attrs
+
+from .followstore import BY_CONFIG, BY_HOST
+from .parsing import is_valid_username
+from .processor import Command, CommandQueue, Kind
+from .settings import PxlsSettings
+from .state import StateKeeper
+from .store import Store
+from .text import shown
+from .times import fmt_duration, us
+
+log = logging.getLogger("neuro_chat_elo_pxls")
+
+#: How many follow commands wait in the queue at once.
+FOLLOW_WINDOW = 16
+
+
+def read_follow_file(path: str) -> list[str]:
+    """Names in ``path``: one per line; ``#`` starts a comment; blank lines skipped."""
+    with open(path, encoding="utf-8") as handle:
+        return [n for line in handle if (n := line.split("#", 1)[0].strip())]
+
+
+@attrs.define
+class Round:
+    started_at: datetime
+    refreshed: int = 0
+    changed: int = 0
+    not_found: int = 0
+
+
+@attrs.define
+class FollowList:
+    """Who is followed, and their refreshes; see the module docstring."""
+
+    settings: PxlsSettings
+    state: StateKeeper
+    round: Round | None = None
+    backlog: bool = False  # maybe more due than queued
+    _synced: bool = False
+    _file_stamp: tuple[float, int] | None = None
+    _reported: set[str] = attrs.field(factory=set)  # invalid names, reported once
+    _warned_demand: bool = False
+
+    @property
+    def active(self) -> bool:
+        s = self.settings
+        return bool(s.follow or s.follow_file or s.follow_factions) or self._host_added
+
+    _host_added: bool = False
+
+    def _valid(self, names: Iterable[str], where: str) -> list[str]:
+        good = []
+        for name in names:
+            if is_valid_username(name):
+                good.append(name)
+            elif name not in self._reported:
+                self._reported.add(name)
+                log.warning(
+                    "follow: %s lists %s, not a pxls name ([A-Za-z0-9_-]{1,32}): skipped",
+                    where,
+                    shown(repr(name)[:80]),
+                )
+        return good
+
+    async def sync(self, store: Store, now: datetime) -> None:
+        """Bring the follow marks in line with the settings and the file (cheap when
+        nothing changed: one ``stat`` of the file)."""
+        path = self.settings.follow_file
+        stamp = None
+        if path is not None:
+            try:
+                st = os.stat(path)
+                stamp = (st.st_mtime, st.st_size)
+            except OSError as exc:
+                if path not in self._reported:
+                    self._reported.add(path)
+                    log.warning("follow_file %s cannot be read: %s", path, exc.strerror)
+        if self._synced and stamp == self._file_stamp:
+            return
+        names = self._valid(self.settings.follow, "follow")
+        if path is not None and stamp is not None:
+            try:
+                names += self._valid(read_follow_file(path), f"follow_file {path}")
+            except (OSError, UnicodeDecodeError) as exc:
+                log.warning("follow_file %s cannot be read: %s", path, exc)
+        new = await store.set_followed_names(names, BY_CONFIG, now)
+        if not self._synced:
+            await store.set_faction_follow(self.settings.follow_factions)
+        self._synced, self._file_stamp = True, stamp
+        log.info(
+            "follow: %d names from the config%s (%d not seen before), factions %s",
+            len(set(names)),
+            f" and {path}" if path else "",
+            new,
+            list(self.settings.follow_factions) or "-",
+        )
+
+    async def add(self, store: Store, names: Iterable[str], now: datetime) -> int:
+        """Follow ``names`` as well (the host's ``source.follow``); invalid ones are
+        reported once and skipped. Returns how many valid names were given."""
+        valid = self._valid(list(names), "source.follow()")
+        if valid:
+            self._host_added = True
+            await store.set_followed_names(valid, BY_HOST, now, replace=False)
+        return len(valid)
+
+    def _listed_before(self) -> int | None:
+        last = self.state.current.last_pull_at
+        return None if last is None else us(last)
+
+    async def refill(self, store: Store, queue: CommandQueue, now: datetime) -> None:
+        """Keep up to FOLLOW_WINDOW due refreshes queued; start and finish rounds."""
+        queued = queue.count(Kind.FOLLOW)
+        if queued > FOLLOW_WINDOW // 2:
+            return
+        exclude = {c.user_id for c in queue.of_kind(Kind.FOLLOW) if c.user_id is not None}
+        want = FOLLOW_WINDOW - queued
+        cutoff = now - self.settings.follow_interval
+        ids = await store.follow_due_ids(self._listed_before(), cutoff, want, exclude)
+        for user_id in ids:
+            queue.push(Command(Kind.FOLLOW, user_id))
+        self.backlog = len(ids) == want
+        if ids and self.round is None:
+            self.round = Round(now)
+            await self._check_demand(store)
+        elif not ids and not queued and self.round is not None:
+            await self._finish(store, now)
+
+    async def _finish(self, store: Store, now: datetime) -> None:
+        assert self.round is not None
+        r, self.round = self.round, None
+        await self.state.commit(store.save_state, follow_round_finished_at=now)
+        log.info(
+            "follow round: %d followed users outside the toplist refreshed, %d counts "
+            "changed, %d not found (renamed or deleted?), took %s",
+            r.refreshed,
+            r.changed,
+            r.not_found,
+            fmt_duration(now - r.started_at),
+        )
+
+    def visited(self, *, found: bool, changed: bool) -> None:
+        if self.round is not None:
+            self.round.refreshed += 1
+            self.round.changed += changed
+            self.round.not_found += not found
+
+    def demand_per_hour(self, users: int, outside: int) -> float:
+        """Profile requests per hour the settings ask for: follow refreshes plus the sweep."""
+        s = self.settings
+        return outside * 3600 / s.follow_interval.total_seconds() + (
+            users * 3600 / s.sweep_interval.total_seconds()
+        )
+
+    async def _check_demand(self, store: Store) -> None:
+        if self._warned_demand:
+            return
+        counts = await store.follow_counts(self._listed_before())
+        users = (await store.counts())["users"]
+        demand = self.demand_per_hour(users, counts["outside_toplist"])
+        capacity = 3600 / self.settings.profile_cooldown.total_seconds()
+        if demand > capacity:
+            self._warned_demand = True
+            log.warning(
+                "profile demand %.0f requests/h exceeds the capacity %.0f/h (profile_cooldown "
+                "%gs): %d followed users outside the toplist every %s plus a sweep of %d users "
+                "every %s. New users' enrichment comes first, then follow refreshes (they "
+                "slip: each is refreshed less often than follow_interval), the sweep last.",
+                demand,
+                capacity,
+                self.settings.profile_cooldown.total_seconds(),
+                counts["outside_toplist"],
+                fmt_duration(self.settings.follow_interval),
+                users,
+                fmt_duration(self.settings.sweep_interval),
+            )
+
+    async def next_due(self, store: Store) -> datetime | None:
+        """When the next followed user outside the toplist becomes due (None: none)."""
+        oldest = await store.follow_oldest_check(self._listed_before())
+        return None if oldest is None else oldest + self.settings.follow_interval

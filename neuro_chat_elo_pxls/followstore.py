@@ -1,0 +1,91 @@
+"""Database side of following people beyond the top 1000 (DESIGN 7).
+
+``users.followed`` is a bit set: :data:`BY_CONFIG` (named in ``follow`` or
+``follow_file``), :data:`BY_FACTION` (displayed faction in ``follow_factions``),
+:data:`BY_HOST` (added with ``source.follow()``). A followed name nobody has seen
+gets a row with no canvas and score 0: its first delta is its full canvas count,
+once its profile was read. A profile's pixel count is an *observation*, applied
+through the same accounting triggers as a toplist row, never over a newer one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import aiosqlite
+
+from .reader import StoreReader
+from .times import us
+
+BY_CONFIG = 1
+BY_FACTION = 2
+BY_HOST = 4
+
+
+class FollowStore(StoreReader):
+    """Writes of the follow list and of profile observations (base of ``Store``)."""
+
+    async def set_followed_names(
+        self, names: Iterable[str], bit: int, now: datetime, *, replace: bool = True
+    ) -> int:
+        """Give ``names`` the follow ``bit`` (unknown names get a row); with ``replace``
+        take it from every other name. Returns how many names were new to the database."""
+        names_json = json.dumps(sorted(set(names)))
+
+        async def unit(conn: aiosqlite.Connection) -> int:
+            if replace:
+                await conn.execute(
+                    "UPDATE users SET followed = followed & ~?1 WHERE followed & ?1 != 0 "
+                    "AND name NOT IN (SELECT value FROM json_each(?2))",
+                    (bit, names_json),
+                )
+            before = await self._scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
+            await conn.execute(
+                "INSERT INTO users (name, score, first_seen, last_seen, followed) "
+                "SELECT value, 0, ?3, 0, ?1 FROM json_each(?2) WHERE true "
+                "ON CONFLICT (name) DO UPDATE SET followed = followed | ?1",
+                (bit, names_json, us(now)),
+            )
+            return await self._scalar(conn, "SELECT COUNT(*) FROM users WHERE id > ?", before)
+
+        return await self._unit(unit, write=True)
+
+    async def set_faction_follow(self, factions: Sequence[int]) -> int:
+        """Make ``BY_FACTION`` mean "displayed faction in ``factions``" for every user
+        (a scan of the table: at open, when the setting may have changed)."""
+        ids = json.dumps(list(factions))
+
+        async def unit(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE users SET followed = (followed & ~?1) | (CASE WHEN faction_id IN "
+                "(SELECT value FROM json_each(?2)) THEN ?1 ELSE 0 END) "
+                "WHERE (followed & ?1 != 0) "
+                "!= (faction_id IS NOT NULL AND faction_id IN (SELECT value FROM json_each(?2)))",
+                (BY_FACTION, ids),
+            )
+            return max(0, cur.rowcount)
+
+        return await self._unit(unit, write=True)
+
+    async def apply_observations(
+        self, observations: Sequence[tuple[int, int, datetime]], canvas: str
+    ) -> int:
+        """Apply profile pixel counts ``(user id, pixels, observed at)`` confirmed to be
+        on ``canvas``; one transaction. A count older than the user's last applied
+        observation on that canvas, or for a user whose first delta is held, is
+        ignored. Returns the deltas written."""
+        rows = [(pixels, canvas, us(at), user_id) for user_id, pixels, at in observations]
+
+        async def unit(conn: aiosqlite.Connection) -> int:
+            before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
+            await conn.executemany(
+                "UPDATE users SET score = ?1, canvas = ?2, observed_at = ?3, "
+                "observed_via = 'profile' WHERE id = ?4 AND held_score IS NULL "
+                "AND (canvas IS NOT ?2 OR observed_at IS NULL OR observed_at < ?3)",
+                rows,
+            )
+            return await self._scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)
+
+        return await self._unit(unit, write=True)
