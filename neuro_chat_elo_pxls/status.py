@@ -14,7 +14,7 @@ from .reader import StoreReader
 from .settings import PxlsSettings
 from .state import KeyRecord, SchedulerState
 from .text import shown
-from .times import fmt_duration, ts
+from .times import fmt_duration, ts, us
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -57,6 +57,24 @@ async def _sweep_status(
     return sweep
 
 
+async def _follow_status(
+    reader: StoreReader, state: SchedulerState, settings: PxlsSettings, users: int
+) -> dict[str, Any]:
+    listed = None if state.last_pull_at is None else us(state.last_pull_at)
+    counts = await reader.follow_counts(listed)
+    demand = counts["outside_toplist"] * 3600 / settings.follow_interval.total_seconds() + (
+        users * 3600 / settings.sweep_interval.total_seconds()
+    )
+    return {
+        **counts,
+        "not_found_names": await reader.not_found_names(),
+        "interval_seconds": settings.follow_interval.total_seconds(),
+        "demand_per_hour": round(demand, 1),
+        "capacity_per_hour": round(3600 / settings.profile_cooldown.total_seconds(), 1),
+        "last_round_finished_at": _ts(state.follow_round_finished_at),
+    }
+
+
 async def build_status(
     reader: StoreReader, state: SchedulerState, now: datetime, settings: PxlsSettings
 ) -> dict[str, Any]:
@@ -82,6 +100,7 @@ async def build_status(
             "sweep": sweep.get("remaining", 0),
         },
         "sweep": sweep,
+        "follow": await _follow_status(reader, state, settings, counts["users"]),
         "keys": key_records_json(state.keys),
     }
 
@@ -102,6 +121,17 @@ def format_status(status: dict[str, Any]) -> str:
         f"outbox          {status['outbox']} deltas not yet collected",
         f"profiles        {'enabled' if status['profiles_enabled'] else 'DISABLED (PXLS_TOKEN)'}",
     ]
+    follow = status.get("follow")
+    if follow:
+        lines.append(
+            f"follow          {follow['followed']} followed, {follow['outside_toplist']} outside "
+            f"the toplist, {follow['not_found']} not found; profile demand "
+            f"{follow['demand_per_hour']:.0f}/h of {follow['capacity_per_hour']:.0f}/h; "
+            f"last round {follow['last_round_finished_at'] or '-'}"
+        )
+        if follow["not_found_names"]:
+            names = ", ".join(shown(n) for n in follow["not_found_names"])
+            lines.append(f"                not found (renamed or deleted?): {names}")
     if sweep["active"]:
         eta = fmt_duration(timedelta(seconds=sweep["eta_seconds"]))
         lines.append(

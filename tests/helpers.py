@@ -42,6 +42,7 @@ class FakePxls:
     users: dict[str, FakeUser] = attrs.field(factory=dict)
     snips: int = 0
     generated_at: datetime | None = None
+    top: int = 1000  # how many rows toplist.canvas lists
     failures: dict[str, list[Exception]] = attrs.field(factory=lambda: defaultdict(list))
     requests: list[tuple[str, str | None, datetime]] = attrs.field(factory=list)
     _next_id: int = 1000
@@ -74,7 +75,7 @@ class FakePxls:
             (ToplistRow(n, u.score) for n, u in self.users.items() if u.score > 0 and not u.banned),
             key=lambda r: -r.pixels,
         )
-        return Snapshot.from_rows(self.generated_at, rows[:1000], (), self.snips)
+        return Snapshot.from_rows(self.generated_at, rows[: self.top], (), self.snips)
 
     async def fetch_profile(self, username: str) -> Profile:
         self.requests.append(("profile", username, self.clock.now))
