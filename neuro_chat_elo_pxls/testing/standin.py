@@ -38,6 +38,8 @@ FACTIONS = [
     (5120, "💜", "💜 Purple Pact", 0xA630D2),
     (77, "<b>", 'Tags & <Brackets> "quoted"', 0x000000),
 ]
+#: the faction neuro-chat-elo's casual board counts
+SWARM = (3680, "🐢", "Neuro swarm", 0x8A2BE2)
 
 
 class Fault(StrEnum):
@@ -90,6 +92,10 @@ class Scenario:
     #: how long a stats.json generation takes (uniform, seconds): generatedAt is stamped,
     #: and the file replaced, when it finishes
     generation_seconds: tuple[float, float] = (0.0, 0.0)
+    #: nobody paints from then on (tests compare totals with a settled truth)
+    quiet_after: datetime | None = None
+    #: share of new users in the Neuro swarm (faction 3680), most of them quiet
+    swarm_share: float = 0.0
     #: regenerate on the quarter hours of the clock (as pxls.space's cron does) instead
     #: of every 15 minutes from the first request
     align_stats: bool = False
@@ -119,6 +125,7 @@ class PxlsStandIn:
         self._stats_generated: datetime | None = None
         self._generations: deque[tuple[datetime, bytes]] = deque()  # finishing, not served
         self._generation_rng = random.Random(scenario.seed + 2)
+        self._swarm_rng = random.Random(scenario.seed + 3)
         self.generated: list[datetime] = []  # every generatedAt, for tests and benchmarks
         #: (host time served, generatedAt of the body) of every stats.json served whole
         self.stats_served: list[tuple[datetime, datetime]] = []
@@ -151,9 +158,13 @@ class PxlsStandIn:
             )
         )
         faction = self.rng.choice(FACTIONS) if self.rng.random() < 0.5 else None
-        user = SimUser(
-            self._ids, name, discord, faction, activity=self.rng.choice([0.05, 0.2, 1.0, 3.0])
-        )
+        activity = self.rng.choice([0.05, 0.2, 1.0, 3.0])
+        if self.scenario.swarm_share and self._swarm_rng.random() < self.scenario.swarm_share:
+            # the casual board's people: the swarm's faction, a Discord name, and mostly
+            # too quiet for the top 1000
+            faction, discord = SWARM, discord or name.lower()
+            activity = self._swarm_rng.choice([0.01, 0.02, 0.05, 0.05, 0.2, 1.0])
+        user = SimUser(self._ids, name, discord, faction, activity=activity)
         self.users[name] = user
         return user
 
@@ -193,10 +204,11 @@ class PxlsStandIn:
                 self.users[name].banned_until = when + duration
         for _ in range(self._poisson(self.scenario.new_users_per_hour * minutes / 60)):
             self._new_user()
+        quiet = self.scenario.quiet_after is not None and at >= self.scenario.quiet_after
         for user in self.users.values():
             if user.banned_until is not None and user.banned_until <= at:
                 user.banned_until = None
-            if user.banned_until is None:
+            if user.banned_until is None and not quiet:
                 user.score += self._poisson(user.activity * minutes)
         if self._stale_until is not None and at < self._stale_until:
             return  # the cron fails during a reset: the old file stays
