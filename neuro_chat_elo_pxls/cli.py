@@ -153,7 +153,11 @@ async def _demo(args: argparse.Namespace) -> int:
     clock = SimClock(speed=args.speed)
     start = clock.now()
     scenario = Scenario(
-        users=args.users, seed=args.seed, resets=[start + timedelta(hours=args.hours * 0.7)]
+        users=args.users,
+        seed=args.seed,
+        resets=[start + timedelta(hours=args.hours * 0.7)],
+        toplist_size=max(1, args.users * 2 // 3),  # a third of the users outside it
+        swarm_share=0.2,
     )
     standin = PxlsStandIn(scenario, clock.now)
     # rename a real user of the scenario, five simulated hours in
@@ -162,7 +166,18 @@ async def _demo(args: argparse.Namespace) -> int:
     url = await standin.start()
     os.environ[TOKEN_ENV] = scenario.token  # the stand-in's session, not a real secret
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="pxls-demo-"), "demo.sqlite3")
-    config = {"pxls": {"base_url": url, "db_path": db, "request_timeout": 5, "backoff_initial": 30}}
+    config = {
+        "pxls": {
+            "base_url": url,
+            "db_path": db,
+            "request_timeout": 5,
+            "backoff_initial": 30,
+            "follow_factions": [3680],  # the casual board: the swarm, in or out of the toplist
+            "follow": sorted(
+                n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680
+            ),
+        }
+    }
     log.info(
         "demo: stand-in %s with %d users; %gx time (1 simulated hour = %.1f s); "
         "canvas reset at hour %.0f, rename of %s at hour 5; db %s",

@@ -143,7 +143,12 @@ class FollowList:
         if ids and self.round is None:
             self.round = Round(now)
             await self._check_demand(store)
-        elif not ids and not queued and self.round is not None:
+        elif (
+            not ids
+            and not queued
+            and self.round is not None
+            and now - self.round.started_at >= self.settings.follow_interval
+        ):  # a round: every followed user outside the toplist refreshed once
             await self._finish(store, now)
 
     async def _finish(self, store: Store, now: datetime) -> None:

@@ -64,6 +64,7 @@ class Totals:
     discord: dict[str, str] = attrs.field(factory=dict)
     faction: dict[str, str] = attrs.field(factory=dict)
     deltas: int = 0
+    via: dict[str, int] = attrs.field(factory=lambda: defaultdict(int))  # deltas per source
     last_seq: int = 0
 
     def add(self, delta: EloDelta) -> None:
@@ -71,6 +72,7 @@ class Totals:
             return
         self.last_seq = delta.seq
         self.deltas += 1
+        self.via[delta.via] += 1
         self.by_user[delta.user] += delta.delta
         if delta.discord:
             self.discord[delta.user] = delta.discord
@@ -89,7 +91,10 @@ class Totals:
             for user, total in rows
         ]
         linked = sum(1 for d in by_discord if d != "(no discord)")
-        lines.append(f"{self.deltas} deltas, {len(self.by_user)} users, {linked} Discord names")
+        lines.append(
+            f"{self.deltas} deltas ({self.via['toplist']} via toplist, {self.via['profile']} via "
+            f"profile), {len(self.by_user)} users, {linked} Discord names"
+        )
         return "\n".join(lines)
 
 

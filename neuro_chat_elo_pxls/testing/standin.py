@@ -94,6 +94,8 @@ class Scenario:
     generation_seconds: tuple[float, float] = (0.0, 0.0)
     #: nobody paints from then on (tests compare totals with a settled truth)
     quiet_after: datetime | None = None
+    #: rows in toplist.canvas (pxls.space: 1000; a small demo lists fewer)
+    toplist_size: int = 1000
     #: share of new users in the Neuro swarm (faction 3680), most of them quiet
     swarm_share: float = 0.0
     #: regenerate on the quarter hours of the clock (as pxls.space's cron does) instead
@@ -229,10 +231,11 @@ class PxlsStandIn:
             k += 1
 
     def visible(self) -> list[SimUser]:
-        """Users in toplist.canvas right now (not banned, score > 0), best first, ≤ 1000."""
+        """Users in toplist.canvas right now (not banned, score > 0), best first, at most
+        ``toplist_size`` (1000 on pxls.space)."""
         rows = [u for u in self.users.values() if u.score > 0 and u.banned_until is None]
         rows.sort(key=lambda u: (-u.score, u.pxls_id))
-        return rows[:1000]
+        return rows[: self.scenario.toplist_size]
 
     def _render_stats(self, at: datetime) -> None:
         low, high = self.scenario.generation_seconds
