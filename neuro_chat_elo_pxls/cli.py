@@ -147,6 +147,20 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_config(url: str, db: str, swarm: list[str]) -> dict[str, Any]:
+    """The demo's host config: the stand-in, and the casual board's people followed."""
+    return {
+        "pxls": {
+            "base_url": url,
+            "db_path": db,
+            "request_timeout": 5,
+            "backoff_initial": 30,
+            "follow_factions": [3680],  # the casual board: the swarm, in or out of the toplist
+            "follow": swarm,
+        }
+    }
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from .testing.standin import PxlsStandIn, Scenario  # the stand-in only for the demo
 
@@ -166,18 +180,8 @@ async def _demo(args: argparse.Namespace) -> int:
     url = await standin.start()
     os.environ[TOKEN_ENV] = scenario.token  # the stand-in's session, not a real secret
     db = args.db or os.path.join(tempfile.mkdtemp(prefix="pxls-demo-"), "demo.sqlite3")
-    config = {
-        "pxls": {
-            "base_url": url,
-            "db_path": db,
-            "request_timeout": 5,
-            "backoff_initial": 30,
-            "follow_factions": [3680],  # the casual board: the swarm, in or out of the toplist
-            "follow": sorted(
-                n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680
-            ),
-        }
-    }
+    swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
+    config = _demo_config(url, db, swarm)
     log.info(
         "demo: stand-in %s with %d users; %gx time (1 simulated hour = %.1f s); "
         "canvas reset at hour %.0f, rename of %s at hour 5; db %s",

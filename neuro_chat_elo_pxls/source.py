@@ -25,7 +25,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from .client import PxlsApi, PxlsClient
@@ -34,6 +34,7 @@ from .enrichment import EnrichmentWindow
 from .errors import PxlsError, StoreError
 from .follow import FollowList
 from .hookspecs import hookimpl
+from .lifecycle import StoreHandle
 from .models import EloDelta
 from .observations import PendingObservations
 from .policy import FailurePolicy
@@ -45,12 +46,10 @@ from .state import KeyRecord, StateKeeper
 from .status import build_status, key_records_json
 from .store import Store
 from .sweep import Sweep
+from .timers import Timers
 from .times import check_now
 
 log = logging.getLogger("neuro_chat_elo_pxls")
-
-#: After the database could not be opened, a tick tries again this much later.
-STORE_RETRY = timedelta(minutes=5)
 
 
 class PxlsSource:
@@ -79,8 +78,17 @@ class PxlsSource:
         self._enrich = EnrichmentWindow(settings.enrichment_hold)
         self._clock = ClockGuard(settings, self._state)
         self._follow = FollowList(settings, self._state)
-        self._follow_next: datetime | None = None  # next followed user due (from the db)
         self._last_now: datetime | None = None
+        self._timers = Timers(
+            settings,
+            self._queue,
+            self._clock,
+            self._pull,
+            self._observations,
+            self._enrich,
+            self._follow,
+            self._sweep,
+        )
         self._profiles = ProfileVisits(
             settings,
             self._queue,
@@ -90,11 +98,7 @@ class PxlsSource:
             self._follow,
             self._observations,
         )
-        self._store: Store | None = None
-        self._disabled: str | None = None  # why the database cannot be opened
-        self._retry_open_at: datetime | None = None
-        self._opening: asyncio.Future[None] | None = None
-        self._closed = False
+        self._db = StoreHandle(settings.db_path, self._restore)
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._handed_out = 0  # ack delivery: highest seq returned since open
 
@@ -106,46 +110,22 @@ class PxlsSource:
     async def open(self) -> None:
         """Open the database and restore the scheduler state. Raises :class:`StoreError`."""
         async with self._hooks:
-            await self._open()
+            await self._db.open()
 
-    async def _open(self) -> None:
-        """Open in a task of its own, shielded: a host that cancels the hook while the
-        database opens does not leave a half-open store (and its lock) behind; the
-        next call finds the opening finished, or waits for it."""
-        if self._store is not None:
-            return
-        if self._closed:
-            raise StoreError("the source was shut down")
-        if self._opening is None:
-            self._opening = asyncio.ensure_future(self._open_store())
-        opening = self._opening
-        try:
-            await asyncio.shield(opening)
-        finally:
-            if opening.done():
-                self._opening = None
-                if not opening.cancelled():
-                    opening.exception()  # read (raised above if the caller waited)
-
-    async def _open_store(self) -> None:
-        store = await Store.open(self.settings.db_path)
-        try:
-            self._state.adopt(await store.load_state())
-            if not self.settings.profiles_enabled:
-                log.warning(
-                    "%s is not set: no profile is requested (no Discord names or factions); "
-                    "new users' deltas are handed out at once. Set %s (and %s for pxls.space).",
-                    TOKEN_ENV,
-                    TOKEN_ENV,
-                    CF_AUTH_ENV,
-                )
-                await self._enrich.release_all(store, f"{TOKEN_ENV} is not set")
-            else:
-                await self._enrich.refresh_deadline(store)
-        except BaseException:
-            await store.close()
-            raise
-        self._store = store
+    async def _restore(self, store: Store) -> None:
+        """The database just opened: restore the scheduler state and the pacing."""
+        self._state.adopt(await store.load_state())
+        if not self.settings.profiles_enabled:
+            log.warning(
+                "%s is not set: no profile is requested (no Discord names or factions); "
+                "new users' deltas are handed out at once. Set %s (and %s for pxls.space).",
+                TOKEN_ENV,
+                TOKEN_ENV,
+                CF_AUTH_ENV,
+            )
+            await self._enrich.release_all(store, f"{TOKEN_ENV} is not set")
+        else:
+            await self._enrich.refresh_deadline(store)
         ready = self._state.current.profile_ready_at
         if ready is not None:
             self._queue.cool(Key.PROFILE, ready, "profile pacing (before the restart)")
@@ -155,38 +135,6 @@ class PxlsSource:
             self._state.current.canvas or "-",
         )
 
-    async def _ensure_open(self, now: datetime | None = None) -> Store | None:
-        """The open store, or None while the database cannot be opened.
-
-        A database that cannot be opened (missing directory, locked, damaged)
-        disables the source with one error; a tick at ``now`` past
-        :data:`STORE_RETRY` after it tries again (``next_due_at`` says when).
-        """
-        if self._store is not None:
-            return self._store
-        if self._closed:
-            return None
-        retry = self._retry_open_at
-        if self._disabled is not None and (now is None or retry is None or now < retry):
-            return None
-        try:
-            await self._open()
-        except StoreError as exc:
-            first = self._disabled is None
-            self._disabled = str(exc)
-            self._retry_open_at = None if now is None else now + STORE_RETRY
-            log.log(
-                logging.ERROR if first else logging.WARNING,
-                "pxls source disabled: %s; next try %s",
-                exc,
-                "at the next tick" if now is None else f"at {self._retry_open_at:%Y-%m-%d %H:%M}",
-            )
-            return None
-        if self._disabled is not None:
-            log.warning("pxls source enabled again: the database opened")
-            self._disabled = None
-        return self._store
-
     # -- hooks -----------------------------------------------------------------
 
     @hookimpl
@@ -195,10 +143,11 @@ class PxlsSource:
         try:
             now = check_now(now)
             async with self._hooks:
-                store = await self._ensure_open(now)
+                store = await self._db.ensure(now)
                 if store is None:
                     return
-                await self._run_timers(store, now)
+                self._last_now = now
+                await self._timers.run(store, now)
                 await self._run_one(store, now)
         except Exception:
             log.exception("pxls tick failed (nothing was lost; the next tick continues)")
@@ -214,7 +163,7 @@ class PxlsSource:
         """
         try:
             async with self._hooks:
-                store = await self._ensure_open()
+                store = await self._db.ensure()
                 if store is None:
                     return []
                 if self.settings.delivery == "drain":
@@ -231,7 +180,7 @@ class PxlsSource:
         """``delivery="ack"``: the host has stored every delta up to ``upto_seq``.
         (With ``"drain"`` they are gone already; this is then a no-op.)"""
         async with self._hooks:
-            store = await self._ensure_open()
+            store = await self._db.ensure()
             if store is not None and self.settings.delivery == "ack":
                 await store.ack_outbox(upto_seq)
 
@@ -239,76 +188,17 @@ class PxlsSource:
     async def on_shutdown(self) -> None:
         """Close the HTTP session and the database. Idempotent."""
         async with self._hooks:
-            self._closed = True
             await self._client.close()
-            if self._store is not None:
-                await self._store.close()
-                self._store = None
+            await self._db.close()
 
     @hookimpl
     def next_due_at(self, now: datetime) -> datetime | None:
         """Earliest host time at which a tick has work (``now`` if it has some now)."""
-        if self._store is None:
-            if self._closed:
-                return None
-            if self._disabled is not None:
-                return self._retry_open_at
-            return now
-        feed = follow = None  # windows fed by the next tick, once the profile key is ready
-        profile_ready = max(now, self._queue.state(Key.PROFILE).ready_at or now)
-        if self.settings.profiles_enabled and (
-            self._sweep.active or self._enrich.backlog or self._follow.backlog
-        ):
-            feed = profile_ready
-        if self.settings.profiles_enabled and self._follow_next is not None:
-            follow = max(self._follow_next, profile_ready)
-        times = [
-            t
-            for t in (
-                self._pull.due(now, self._queue),
-                self._sweep.due() if self.settings.profiles_enabled else None,
-                feed,
-                follow,
-                self._confirm_due(),
-                self._enrich.next_release,
-                self._queue.next_ready_at(now),
-            )
-            if t is not None
-        ]
-        return max(now, min(times)) if times else None
-
-    def _confirm_due(self) -> datetime | None:
-        """When a confirm command should be queued (None: none needed, or a pull or a
-        confirm is queued already: the queue's own time covers it)."""
-        due = self._observations.confirm_due()
-        if due is None or self._queue.count(Kind.PULL) or self._queue.count(Kind.CONFIRM):
-            return None
-        return max(due, self._queue.state(Key.LEADERBOARD).ready_at or due)
+        if self._db.store is None:
+            return self._db.next_due(now)
+        return self._timers.next_due(now)
 
     # -- timers and commands ---------------------------------------------------
-
-    async def _run_timers(self, store: Store, now: datetime) -> None:
-        """Queue what is due. Profile work in priority order: new users' enrichment,
-        then follow refreshes, then the sweep (a lower one queues nothing while a
-        higher one waits)."""
-        self._last_now = now
-        queue = self._queue
-        await self._clock.check(store, queue, self._enrich, now)
-        await self._pull.arm(store, queue, now)
-        confirm = self._observations.confirm_due()
-        if confirm is not None and now >= confirm and not queue.count(Kind.PULL):
-            queue.push(Command(Kind.CONFIRM))  # refused if one is queued
-        if self.settings.profiles_enabled:
-            await self._enrich.refill(store, queue)
-            waiting = bool(queue.count(Kind.ENRICH)) or self._enrich.backlog
-            if self._follow.active:
-                await self._follow.sync(store, now)
-                if not waiting:
-                    await self._follow.refill(store, queue, now)
-                self._follow_next = await self._follow.next_due(store)
-                waiting = waiting or bool(queue.count(Kind.FOLLOW)) or self._follow.backlog
-            await self._sweep.feed(store, queue, now, may_queue=not waiting)
-        await self._enrich.release_due(store, now)
 
     async def _run_one(self, store: Store, now: datetime) -> None:
         """Run the first ready command that sends a request (skipping stale ones)."""
@@ -371,9 +261,9 @@ class PxlsSource:
         Returns how many valid names were given. ``now``: host time (default: the
         last tick's). Raises :class:`StoreError` if the database cannot be opened."""
         async with self._hooks:
-            store = await self._ensure_open()
+            store = await self._db.ensure()
             if store is None:
-                raise StoreError(self._disabled or "the source was shut down")
+                raise StoreError(self._db.disabled or "the source was shut down")
             when = check_now(now) if now is not None else self._last_now or datetime.now(UTC)
             return await self._follow.add(store, names, when)
 
@@ -396,9 +286,9 @@ class PxlsSource:
     async def status(self, now: datetime | None = None) -> dict[str, Any]:
         """A snapshot of the source's state for operators (JSON-serialisable)."""
         async with self._hooks:
-            store = await self._ensure_open()
+            store = await self._db.ensure()
             if store is None:
-                return {"disabled": self._disabled or "shut down"}
+                return {"disabled": self._db.disabled or "shut down"}
             now = check_now(now) if now is not None else datetime.now(UTC)
             status = await build_status(store, self._state.current, now, self.settings)
             status["queue"] = {kind.value: self._queue.count(kind) for kind in Kind}

@@ -126,7 +126,7 @@ async def test_cancelled_drain_hands_its_rows_to_the_next_call(
         batch = await cancel_midway(source.collect_deltas(), rng)
         if batch is None:
             cancelled += 1
-            store = source._store
+            store = source._db.store
             assert store is not None
             handed_over += bool(store._drained)  # committed, but the caller was gone
         book.add(batch)
