@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import sqlite3
 import sys
 import tempfile
 import tomllib
@@ -32,6 +33,7 @@ from .state import SchedulerState
 from .status import build_status, format_status
 from .tables import EXPORT_FIELDS
 from .text import json_safe, shown
+from .version import VERSION
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -310,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="default INFO",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -334,8 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600.0,
         help="simulated seconds per real second (default 3600)",
     )
-    demo.add_argument("--hours", type=float, default=30.0, help="simulated hours to run")
-    demo.add_argument("--users", type=int, default=150)
+    demo.add_argument(
+        "--hours", type=float, default=30.0, help="simulated hours to run (default 30)"
+    )
+    demo.add_argument("--users", type=int, default=150, help="simulated users (default 150)")
     demo.add_argument("--seed", type=int, default=1)
     demo.add_argument("--out", help="JSON-lines deltas to this file (default stdout)")
 
@@ -363,6 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler(args))
     except (PxlsError, RuntimeError) as exc:
         print(f"neuro-chat-elo-pxls {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # e.g. a damaged page found while exporting
+        print(
+            f"neuro-chat-elo-pxls {args.command}: error: the database is damaged or "
+            f"unreadable ({exc}); it is a cache: stop the source and delete it to start over",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:  # an output file or directory: name it, no traceback
         where = f": {exc.filename}" if exc.filename else ""

@@ -179,3 +179,12 @@ def test_config_not_utf8_and_output_into_a_missing_directory(
     assert main(["export", "--db", populated_db, "-o", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "No such file or directory" in err and "Traceback" not in err
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert importlib.metadata.version("neuro-chat-elo-pxls") in capsys.readouterr().out
