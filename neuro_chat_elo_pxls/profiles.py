@@ -54,9 +54,10 @@ class ProfileVisits:
             return False  # already visited (e.g. by its enrichment)
         ready = now + self.settings.profile_cooldown * PACING_MARGIN
         self.queue.cool(Key.PROFILE, ready, "profile pacing")
-        await self.state.commit(store.save_state, profile_ready_at=ready)  # survives a restart
         sweep = self.sweep.number
         try:
+            # nothing between the host's now and the send (a database write there
+            # would add its latency's jitter to the spacing pxls.space sees)
             profile = await client.fetch_profile(user.name)
         except NotFoundError:
             released = await store.mark_missing(user.id, now, sweep)
@@ -86,6 +87,7 @@ class ProfileVisits:
                     profile.pxls_id,
                     outcome.corrected,
                 )
+        await self.state.commit(store.save_state, profile_ready_at=ready)  # survives a restart
         self.enrich.problem = ""
         await self.enrich.refresh_deadline(store)
         self.sweep.visited(user.swept_in, now)  # enrichment counts as the visit too
