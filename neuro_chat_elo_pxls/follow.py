@@ -61,13 +61,6 @@ class FollowList:
     _reported: set[str] = attrs.field(factory=set)  # invalid names, reported once
     _warned_demand: bool = False
 
-    @property
-    def active(self) -> bool:
-        s = self.settings
-        return bool(s.follow or s.follow_file or s.follow_factions) or self._host_added
-
-    _host_added: bool = False
-
     def _valid(self, names: Iterable[str], where: str) -> list[str]:
         good = []
         for name in names:
@@ -107,6 +100,8 @@ class FollowList:
         if not self._synced:
             await store.set_faction_follow(self.settings.follow_factions)
         self._synced, self._file_stamp = True, stamp
+        if not (names or path or self.settings.follow_factions):
+            return
         log.info(
             "follow: %d names from the config%s (%d not seen before), factions %s",
             len(set(names)),
@@ -120,7 +115,6 @@ class FollowList:
         reported once and skipped. Returns how many valid names were given."""
         valid = self._valid(list(names), "source.follow()")
         if valid:
-            self._host_added = True
             await store.set_followed_names(valid, BY_HOST, now, replace=False)
         return len(valid)
 

@@ -49,12 +49,12 @@ class Timers:
         if self.settings.profiles_enabled:
             await self.enrich.refill(store, queue)
             waiting = bool(queue.count(Kind.ENRICH)) or self.enrich.backlog
-            if self.follow.active:
-                await self.follow.sync(store, now)
-                if not waiting:
-                    await self.follow.refill(store, queue, now)
-                self.follow_next = await self.follow.next_due(store)
-                waiting = waiting or bool(queue.count(Kind.FOLLOW)) or self.follow.backlog
+            # (always: names a host added with source.follow() live in the database)
+            await self.follow.sync(store, now)
+            if not waiting:
+                await self.follow.refill(store, queue, now)
+            self.follow_next = await self.follow.next_due(store)
+            waiting = waiting or bool(queue.count(Kind.FOLLOW)) or self.follow.backlog
             await self.sweep.feed(store, queue, now, may_queue=not waiting)
         await self.enrich.release_due(store, now)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from neuro_chat_elo_pxls import Faction, PxlsSource
-from neuro_chat_elo_pxls.models import CanvasInfo
 
 from .helpers import FakeClock, FakePxls, Ledger, drive
 
@@ -154,9 +153,6 @@ class ResettingPxls(FakePxls):
             for user in self.users.values():
                 user.score = 0
         return profile
-
-    async def fetch_info(self) -> CanvasInfo:
-        return await super().fetch_info()
 
 
 async def test_a_reset_between_a_profile_answer_and_the_next_info_credits_nothing_across(
