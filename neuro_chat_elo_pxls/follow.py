@@ -59,6 +59,7 @@ class FollowList:
     _synced: bool = False
     _file_stamp: tuple[float, int] | None = None
     _reported: set[str] = attrs.field(factory=set)  # invalid names, reported once
+    _given_up: set[int] = attrs.field(factory=set)  # failed for good: next round again
     _warned_demand: bool = False
 
     def _valid(self, names: Iterable[str], where: str) -> list[str]:
@@ -127,7 +128,9 @@ class FollowList:
         queued = queue.count(Kind.FOLLOW)
         if queued > FOLLOW_WINDOW // 2:
             return
-        exclude = {c.user_id for c in queue.of_kind(Kind.FOLLOW) if c.user_id is not None}
+        exclude = self._given_up | {
+            c.user_id for c in queue.of_kind(Kind.FOLLOW) if c.user_id is not None
+        }
         want = FOLLOW_WINDOW - queued
         cutoff = now - self.settings.follow_interval
         ids = await store.follow_due_ids(self._listed_before(), cutoff, want, exclude)
@@ -148,6 +151,7 @@ class FollowList:
     async def _finish(self, store: Store, now: datetime) -> None:
         assert self.round is not None
         r, self.round = self.round, None
+        self._given_up.clear()
         await self.state.commit(store.save_state, follow_round_finished_at=now)
         log.info(
             "follow round: %d followed users outside the toplist refreshed, %d counts "
@@ -157,6 +161,10 @@ class FollowList:
             r.not_found,
             fmt_duration(now - r.started_at),
         )
+
+    def give_up(self, user_id: int) -> None:
+        """Reading this profile failed for good: skip the user until the next round."""
+        self._given_up.add(user_id)
 
     def visited(self, *, found: bool, changed: bool) -> None:
         if self.round is not None:

@@ -248,9 +248,14 @@ class PxlsSource:
             self._queue.put_back((order, decision.command))
         elif command.kind is Kind.PULL:
             await self._pull.gave_up(store, now)
+        elif command.kind is Kind.CONFIRM:  # the counts wait; ask again in 15 minutes
+            self._observations.last_info_at = now
         elif command.kind is Kind.SWEEP and command.user_id is not None:
             await self._sweep.skip(store, command.user_id)
-        elif command.user_id is not None:  # enrichment: stays held until the hold runs out
+        elif command.kind is Kind.FOLLOW and command.user_id is not None:
+            self._follow.give_up(command.user_id)  # tried again in the next round
+        elif command.kind is Kind.ENRICH and command.user_id is not None:
+            # stays held until the hold runs out
             self._enrich.give_up(command.user_id)
         await self._persist_keys(store, now)
 

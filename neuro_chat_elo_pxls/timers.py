@@ -53,7 +53,10 @@ class Timers:
             await self.follow.sync(store, now)
             if not waiting:
                 await self.follow.refill(store, queue, now)
-            self.follow_next = await self.follow.next_due(store)
+            nxt = await self.follow.next_due(store)
+            # a due time already past is covered by the queued commands (or belongs to
+            # users given up on until the next round): only a future one wakes the host
+            self.follow_next = nxt if nxt is not None and nxt > now else None
             waiting = waiting or bool(queue.count(Kind.FOLLOW)) or self.follow.backlog
             await self.sweep.feed(store, queue, now, may_queue=not waiting)
         await self.enrich.release_due(store, now)

@@ -215,3 +215,19 @@ async def test_one_budget_polite_and_enrichment_first(
     status = await source.status(clock.now)
     assert status["follow"]["capacity_per_hour"] == 1800
     assert status["follow"]["followed"] == 120
+
+
+async def test_a_followed_profile_that_keeps_failing_is_skipped_until_the_next_round(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    from neuro_chat_elo_pxls.errors import TransientError
+
+    fake.top = 1
+    fake.add("anchor", 10_000)
+    fake.add("flaky_fan", 5)
+    fake.failures["profile"].extend(TransientError("HTTP 503") for _ in range(10_000))
+    source = make_source(follow=["flaky_fan"], max_attempts=2)
+    ticks = await drive(source, clock, clock.now + timedelta(hours=3), max_ticks=20_000)
+    tries = [at for name, at in fake.profile_requests() if name == "flaky_fan"]
+    assert len(tries) <= 2 * 4, "about one give-up per round, no hammering"
+    assert ticks < 2_000, "the host never spins"
