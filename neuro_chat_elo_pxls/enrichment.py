@@ -38,9 +38,7 @@ class EnrichmentWindow:
         queued = queue.count(Kind.ENRICH)
         if queued > ENRICH_WINDOW // 2:
             return
-        exclude = self.given_up | {
-            c.user_id for c in queue.of_kind(Kind.ENRICH) if c.user_id is not None
-        }
+        exclude = self.given_up | queue.user_ids(Kind.ENRICH)
         want = ENRICH_WINDOW - queued
         ids = await store.held_user_ids(want, exclude)
         for user_id in ids:

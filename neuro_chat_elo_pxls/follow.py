@@ -40,6 +40,19 @@ def read_follow_file(path: str) -> list[str]:
         return [n for line in handle if (n := line.split("#", 1)[0].strip())]
 
 
+def profile_demand_per_hour(settings: PxlsSettings, users: int, outside: int) -> float:
+    """Profile requests per hour the settings ask for: refreshes of the ``outside``
+    followed users absent from the toplist, plus a sweep of all ``users``."""
+    return outside * 3600 / settings.follow_interval.total_seconds() + (
+        users * 3600 / settings.sweep_interval.total_seconds()
+    )
+
+
+def profile_capacity_per_hour(settings: PxlsSettings) -> float:
+    """At most one profile request per ``profile_cooldown``."""
+    return 3600 / settings.profile_cooldown.total_seconds()
+
+
 @attrs.define
 class Round:
     started_at: datetime
@@ -128,9 +141,7 @@ class FollowList:
         queued = queue.count(Kind.FOLLOW)
         if queued > FOLLOW_WINDOW // 2:
             return
-        exclude = self._given_up | {
-            c.user_id for c in queue.of_kind(Kind.FOLLOW) if c.user_id is not None
-        }
+        exclude = self._given_up | queue.user_ids(Kind.FOLLOW)
         want = FOLLOW_WINDOW - queued
         cutoff = now - self.settings.follow_interval
         ids = await store.follow_due_ids(self._listed_before(), cutoff, want, exclude)
@@ -172,20 +183,13 @@ class FollowList:
             self.round.changed += changed
             self.round.not_found += not found
 
-    def demand_per_hour(self, users: int, outside: int) -> float:
-        """Profile requests per hour the settings ask for: follow refreshes plus the sweep."""
-        s = self.settings
-        return outside * 3600 / s.follow_interval.total_seconds() + (
-            users * 3600 / s.sweep_interval.total_seconds()
-        )
-
     async def _check_demand(self, store: Store) -> None:
         if self._warned_demand:
             return
         counts = await store.follow_counts(self._listed_before())
         users = (await store.counts())["users"]
-        demand = self.demand_per_hour(users, counts["outside_toplist"])
-        capacity = 3600 / self.settings.profile_cooldown.total_seconds()
+        demand = profile_demand_per_hour(self.settings, users, counts["outside_toplist"])
+        capacity = profile_capacity_per_hour(self.settings)
         if demand > capacity:
             self._warned_demand = True
             log.warning(

@@ -103,6 +103,10 @@ class CommandQueue:
         """The queued commands of ``kind`` (O(commands of its key))."""
         return (c for _, c in self._queues[_KEY_OF[kind]] if c.kind is kind)
 
+    def user_ids(self, kind: Kind) -> set[int]:
+        """The users with a queued command of ``kind`` (O(commands of its key))."""
+        return {c.user_id for c in self.of_kind(kind) if c.user_id is not None}
+
     def state(self, key: Key) -> KeyState:
         return self._keys[key]
 

@@ -26,7 +26,7 @@ from .errors import SchemaTooNewError, StoreError
 from .models import EloDelta
 from .state import SchedulerState
 from .tables import _USER_COLS, DIRTY, EXPORT_FIELDS, UserRow, outbox_rows
-from .times import EPOCH, from_us
+from .times import from_us, us
 
 T = TypeVar("T")
 
@@ -226,7 +226,7 @@ class StoreReader:
             "AND (last_profile_check IS NULL OR last_profile_check <= ?) "
             "ORDER BY last_profile_check LIMIT ?",
             listed_before if listed_before is not None else 2**62,
-            int((checked_before - EPOCH).total_seconds() * 1_000_000),
+            us(checked_before),
             limit + len(exclude),
         )
         return [row[0] for row in rows if row[0] not in exclude][:limit]

@@ -30,6 +30,14 @@ class KeyRecord:
     reason: str = ""
     consecutive_failures: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        """The shape persisted in the ``keys`` row and shown by ``status``."""
+        return {
+            "cooling_until": ts(self.cooling_until) if self.cooling_until else None,
+            "reason": self.reason,
+            "consecutive_failures": self.consecutive_failures,
+        }
+
 
 @attrs.define
 class SchedulerState:
@@ -65,15 +73,7 @@ class SchedulerState:
                 rows[field.name] = json.dumps(value)
             elif field.name == "keys":
                 rows["keys"] = json.dumps(
-                    {
-                        name: {
-                            "cooling_until": ts(k.cooling_until) if k.cooling_until else None,
-                            "reason": k.reason,
-                            "consecutive_failures": k.consecutive_failures,
-                        }
-                        for name, k in value.items()
-                    },
-                    sort_keys=True,
+                    {name: k.to_json() for name, k in value.items()}, sort_keys=True
                 )
             elif isinstance(value, datetime):
                 rows[field.name] = ts(value)

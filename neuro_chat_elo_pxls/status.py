@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from .follow import profile_capacity_per_hour, profile_demand_per_hour
 from .reader import StoreReader
 from .settings import PxlsSettings
 from .state import KeyRecord, SchedulerState
@@ -22,14 +23,7 @@ def _ts(value: datetime | None) -> str | None:
 
 
 def key_records_json(keys: dict[str, KeyRecord]) -> dict[str, dict[str, Any]]:
-    return {
-        name: {
-            "cooling_until": _ts(k.cooling_until),
-            "reason": k.reason,
-            "consecutive_failures": k.consecutive_failures,
-        }
-        for name, k in keys.items()
-    }
+    return {name: k.to_json() for name, k in keys.items()}
 
 
 async def _sweep_status(
@@ -62,15 +56,13 @@ async def _follow_status(
 ) -> dict[str, Any]:
     listed = None if state.last_pull_at is None else us(state.last_pull_at)
     counts = await reader.follow_counts(listed)
-    demand = counts["outside_toplist"] * 3600 / settings.follow_interval.total_seconds() + (
-        users * 3600 / settings.sweep_interval.total_seconds()
-    )
+    demand = profile_demand_per_hour(settings, users, counts["outside_toplist"])
     return {
         **counts,
         "not_found_names": await reader.not_found_names(),
         "interval_seconds": settings.follow_interval.total_seconds(),
         "demand_per_hour": round(demand, 1),
-        "capacity_per_hour": round(3600 / settings.profile_cooldown.total_seconds(), 1),
+        "capacity_per_hour": round(profile_capacity_per_hour(settings), 1),
         "last_round_finished_at": _ts(state.follow_round_finished_at),
     }
 
