@@ -27,50 +27,16 @@ from typing import Any, TextIO
 from .clock import SimClock
 from .errors import ConfigError, PxlsError
 from .host import install_signal_handlers, run_host
+from .logs import setup_logging
 from .reader import StoreReader
 from .settings import TOKEN_ENV, PxlsSettings
 from .state import SchedulerState
 from .status import build_status, format_status
 from .tables import EXPORT_FIELDS
-from .text import json_safe, shown
+from .text import shown
 from .version import VERSION
 
 log = logging.getLogger("neuro_chat_elo_pxls")
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per log record (for log shippers)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json_safe(json.dumps(entry, ensure_ascii=False))
-
-
-class TextLogFormatter(logging.Formatter):
-    """``time LEVEL logger: message``, one line per record: control characters
-    (newlines included) and bidi overrides in the message are escaped, so no text
-    can forge a log line or drive the terminal. A traceback follows on its lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = shown(record.message)
-        return super().formatMessage(record)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonLogFormatter())
-    else:
-        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 
 def load_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,7 +108,8 @@ async def _run(args: argparse.Namespace) -> int:
             speed=args.speed,
             epoch=args.sim_epoch,
         )
-        await run_host(config, clock=clock, out=out, stop=stop)
+        every = None if args.table_every is None else timedelta(hours=args.table_every)
+        await run_host(config, clock=clock, out=out, stop=stop, table_every=every)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -181,7 +148,11 @@ async def _demo(args: argparse.Namespace) -> int:
     standin.schedule_rename(start + timedelta(hours=5), victim, f"{victim[:24]}_renamed")
     url = await standin.start()
     os.environ[TOKEN_ENV] = scenario.token  # the stand-in's session, not a real secret
-    db = args.db or os.path.join(tempfile.mkdtemp(prefix="pxls-demo-"), "demo.sqlite3")
+    workdir = tempfile.mkdtemp(prefix="pxls-demo-")
+    db = args.db or os.path.join(workdir, "demo.sqlite3")
+    out_path = args.out
+    if out_path is None and sys.stdout.isatty():  # keep the terminal for the story
+        out_path = os.path.join(workdir, "deltas.jsonl")
     swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
     config = _demo_config(url, db, swarm)
     log.info(
@@ -197,9 +168,9 @@ async def _demo(args: argparse.Namespace) -> int:
     )
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    out = _open_output(args.out)
+    out = _open_output(out_path)
     try:
-        await run_host(
+        totals = await run_host(
             config,
             clock=clock,
             out=out,
@@ -218,6 +189,8 @@ async def _demo(args: argparse.Namespace) -> int:
         profiles,
         standin.max_in_flight,
     )
+    where = "stdout" if out_path in (None, "-") else out_path
+    log.info("demo: %d JSON-lines deltas went to %s; the database is %s", totals.deltas, where, db)
     return 0
 
 
@@ -233,11 +206,23 @@ async def _read(args: argparse.Namespace) -> tuple[StoreReader, SchedulerState, 
 
 
 async def _status(args: argparse.Namespace) -> int:
+    """Print the status; with ``--check`` exit 1 when unhealthy (0 otherwise)."""
     reader, state, settings = await _read(args)
+    max_age = None if args.max_outbox_age is None else timedelta(seconds=args.max_outbox_age)
     async with reader:
-        status = await build_status(reader, state, datetime.now(UTC), settings)
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return 0
+        status = await build_status(
+            reader, state, datetime.now(UTC), settings, max_outbox_age=max_age
+        )
+    if args.json:
+        print(json.dumps(status, indent=2))
+    elif args.check:
+        for problem in status["problems"]:
+            print(f"UNHEALTHY: {shown(problem)}")
+        if status["healthy"]:
+            print(f"OK: last pull {status['last_pull_at']}, {status['outbox']} deltas waiting")
+    else:
+        print(format_status(status))
+    return 0 if status["healthy"] or not args.check else 1
 
 
 #: first characters that make a spreadsheet read a cell as a formula
@@ -299,37 +284,84 @@ async def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="neuro-chat-elo-pxls",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _positive_number(text: str) -> float:
+    """A positive, finite number (seconds, hours: argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 10**9:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+DESCRIPTION = """\
+pxls.space canvas activity as a neuro-chat-elo score source.
+
+  run     the standalone host against pxls.space (or --base-url)
+  demo    the host against a local pxls.space stand-in, on an accelerated clock
+  status  the source's state and health, read from its database (--check: exit 1
+          when unhealthy)
+  export  users and scores as the host's pxls.json (or CSV)
+
+Secrets come only from the environment: PXLS_TOKEN, PXLS_CF_AUTH.
+"""
+
+
+def _logging_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--log-level/--log-format, accepted before and after the subcommand (after it,
+    no defaults, so that the values given before are kept)."""
     parser.add_argument(
         "--log-level",
-        default="INFO",
+        default="INFO" if defaults else argparse.SUPPRESS,
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="default INFO",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text" if defaults else argparse.SUPPRESS,
+        help="text (default) or json: one JSON object per record, with event fields",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuro-chat-elo-pxls",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _logging_flags(parser, defaults=True)
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
-    parser.add_argument("--log-format", choices=["text", "json"], default="text")
+    flags = argparse.ArgumentParser(add_help=False)
+    _logging_flags(flags, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="TOML host config; the [pxls] section holds settings")
         p.add_argument("--db", help="database path (overrides [pxls] db_path)")
 
-    run = sub.add_parser("run", help="run the standalone host (JSON-lines deltas on stdout)")
+    run = sub.add_parser(
+        "run", parents=[flags], help="run the standalone host (JSON-lines deltas on stdout)"
+    )
     common(run)
     run.add_argument("--base-url", help="pxls instance (default https://pxls.space)")
     run.add_argument("--out", help="append JSON-lines deltas to this file (default stdout)")
+    run.add_argument(
+        "--table-every",
+        type=_positive_number,
+        metavar="HOURS",
+        help="log a running table of totals this often, in hours (default: never)",
+    )
     # testing aids: run on a simulated clock shared with a stand-in in another process
     run.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
     run.add_argument("--sim-start", help=argparse.SUPPRESS)
     run.add_argument("--sim-epoch", type=float, help=argparse.SUPPRESS)
 
-    demo = sub.add_parser("demo", help="run the host against the local stand-in, accelerated")
+    demo = sub.add_parser(
+        "demo", parents=[flags], help="run the host against the local stand-in, accelerated"
+    )
     demo.add_argument("--db", help="database path (default: a new temporary file)")
     demo.add_argument(
         "--speed",
@@ -341,14 +373,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--hours", type=float, default=30.0, help="simulated hours to run (default 30)"
     )
     demo.add_argument("--users", type=int, default=150, help="simulated users (default 150)")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--out", help="JSON-lines deltas to this file (default stdout)")
+    demo.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
+    demo.add_argument(
+        "--out",
+        help="JSON-lines deltas to this file (default: stdout, or a file beside the "
+        "database when stdout is a terminal)",
+    )
 
-    status = sub.add_parser("status", help="show the source's state from its database")
+    status = sub.add_parser(
+        "status", parents=[flags], help="show the source's state and health from its database"
+    )
     common(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: print the problems and exit 1 if there are any, 0 if healthy",
+    )
+    status.add_argument(
+        "--max-outbox-age",
+        type=_positive_number,
+        metavar="SECONDS",
+        help="unhealthy when the oldest uncollected delta is older "
+        "(default: enrichment_hold + 1 hour, i.e. 2 hours)",
+    )
 
-    export = sub.add_parser("export", help="export users and scores")
+    export = sub.add_parser("export", parents=[flags], help="export users and scores")
     common(export)
     export.add_argument("--format", choices=["pxls-json", "csv"], default="pxls-json")
     export.add_argument("--output", "-o", help="file to write (atomically); default stdout")

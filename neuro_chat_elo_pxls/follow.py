@@ -20,6 +20,7 @@ from datetime import datetime
 import attrs
 
 from .followstore import BY_CONFIG, BY_HOST
+from .logs import event
 from .parsing import is_valid_username
 from .processor import Command, CommandQueue, Kind
 from .settings import PxlsSettings
@@ -171,6 +172,13 @@ class FollowList:
             r.changed,
             r.not_found,
             fmt_duration(now - r.started_at),
+            extra=event(
+                "follow_round",
+                refreshed=r.refreshed,
+                changed=r.changed,
+                not_found=r.not_found,
+                took_s=(now - r.started_at).total_seconds(),
+            ),
         )
 
     def give_up(self, user_id: int) -> None:

@@ -37,16 +37,16 @@ class FollowStore(StoreReader):
         async def unit(conn: aiosqlite.Connection) -> int:
             if replace:
                 await conn.execute(
-                    "UPDATE users SET followed = followed & ~?1 WHERE followed & ?1 != 0 "
-                    "AND name NOT IN (SELECT value FROM json_each(?2))",
-                    (bit, names_json),
+                    "UPDATE users SET followed = followed & ~:bit WHERE followed & :bit != 0 "
+                    "AND name NOT IN (SELECT value FROM json_each(:names))",
+                    {"bit": bit, "names": names_json},
                 )
             before = await self._scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
             await conn.execute(
                 "INSERT INTO users (name, score, first_seen, last_seen, followed) "
-                "SELECT value, 0, ?3, 0, ?1 FROM json_each(?2) WHERE true "
-                "ON CONFLICT (name) DO UPDATE SET followed = followed | ?1",
-                (bit, names_json, us(now)),
+                "SELECT value, 0, :now, 0, :bit FROM json_each(:names) WHERE true "
+                "ON CONFLICT (name) DO UPDATE SET followed = followed | :bit",
+                {"bit": bit, "names": names_json, "now": us(now)},
             )
             return await self._scalar(conn, "SELECT COUNT(*) FROM users WHERE id > ?", before)
 
@@ -59,11 +59,11 @@ class FollowStore(StoreReader):
 
         async def unit(conn: aiosqlite.Connection) -> int:
             cur = await conn.execute(
-                "UPDATE users SET followed = (followed & ~?1) | (CASE WHEN faction_id IN "
-                "(SELECT value FROM json_each(?2)) THEN ?1 ELSE 0 END) "
-                "WHERE (followed & ?1 != 0) "
-                "!= (faction_id IS NOT NULL AND faction_id IN (SELECT value FROM json_each(?2)))",
-                (BY_FACTION, ids),
+                "UPDATE users SET followed = (followed & ~:bit) | (CASE WHEN faction_id IN "
+                "(SELECT value FROM json_each(:ids)) THEN :bit ELSE 0 END) "
+                "WHERE (followed & :bit != 0) "
+                "!= (faction_id IS NOT NULL AND faction_id IN (SELECT value FROM json_each(:ids)))",
+                {"bit": BY_FACTION, "ids": ids},
             )
             return max(0, cur.rowcount)
 
@@ -76,14 +76,17 @@ class FollowStore(StoreReader):
         on ``canvas``; one transaction. A count older than the user's last applied
         observation on that canvas, or for a user whose first delta is held, is
         ignored. Returns the deltas written."""
-        rows = [(pixels, canvas, us(at), user_id) for user_id, pixels, at in observations]
+        rows = [
+            {"score": pixels, "canvas": canvas, "at": us(at), "id": user_id}
+            for user_id, pixels, at in observations
+        ]
 
         async def unit(conn: aiosqlite.Connection) -> int:
             before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
             await conn.executemany(
-                "UPDATE users SET score = ?1, canvas = ?2, observed_at = ?3, "
-                "observed_via = 'profile' WHERE id = ?4 AND held_score IS NULL "
-                "AND (canvas IS NOT ?2 OR observed_at IS NULL OR observed_at < ?3)",
+                "UPDATE users SET score = :score, canvas = :canvas, observed_at = :at, "
+                "observed_via = 'profile' WHERE id = :id AND held_score IS NULL "
+                "AND (canvas IS NOT :canvas OR observed_at IS NULL OR observed_at < :at)",
                 rows,
             )
             return await self._scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)

@@ -47,7 +47,9 @@ class Source(Protocol):
     * ``ack_deltas(upto_seq)``: the host has durably stored every delta up to
       ``upto_seq`` (at-least-once sources delete them now; others do nothing);
     * ``open()``: open resources early and raise on a bad configuration, so a host
-      fails at start-up instead of logging every tick (idempotent).
+      fails at start-up instead of logging every tick (idempotent);
+    * ``status(now)``: a JSON-serialisable snapshot for operators (the host logs what
+      the database holds at shutdown).
     """
 
     async def on_tick(self, now: datetime) -> None: ...
@@ -56,6 +58,7 @@ class Source(Protocol):
     def next_due_at(self, now: datetime) -> datetime | None: ...
     async def ack_deltas(self, upto_seq: int) -> None: ...
     async def open(self) -> None: ...
+    async def status(self, now: datetime | None = None) -> dict[str, Any]: ...
 
 
 # -- plugin level: implemented by the module the entry point names ---------------

@@ -6,8 +6,9 @@
 * ``register_sources(register, config)`` creates the sources;
 * an asyncio scheduler: tick every source, collect deltas, then sleep until the
   earliest ``next_due_at`` (no busy polling);
-* deltas go out as JSON lines (see :mod:`.jsonlines`); a running table of totals
-  per user and per Discord name is logged now and then;
+* deltas go out as JSON lines (see :mod:`.jsonlines`); with ``table_every``, a
+  running table of totals per user and per Discord name is logged now and then
+  (one record per line; the demo does this, ``run`` only with ``--table-every``);
 * SIGINT/SIGTERM stop it cleanly: a last ``collect_deltas``, then ``on_shutdown``.
 
 Time comes from a clock callable (``SimClock`` for accelerated demos), never from
@@ -23,7 +24,7 @@ import os
 import signal
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import attrs
@@ -31,6 +32,7 @@ import pluggy
 
 from . import hookspecs, jsonlines
 from .hookspecs import PROJECT, Source, call_async_hook
+from .logs import event
 from .models import EloDelta
 from .text import shown
 
@@ -166,16 +168,20 @@ async def run_host(
     out: LineSink,
     stop: asyncio.Event,
     until: datetime | None = None,
-    table_every: timedelta = timedelta(hours=1),
+    table_every: timedelta | None = None,
     on_started: Callable[[list[Source]], None] | None = None,
 ) -> Totals:
-    """Run the host loop until ``stop`` is set or host time reaches ``until``."""
+    """Run the host loop until ``stop`` is set or host time reaches ``until``.
+
+    ``table_every``: log the running table at this host-time interval (None: never).
+    """
     pm = make_plugin_manager()
     sources = await start_sources(pm, config)
     if on_started is not None:
         on_started(sources)
     totals = Totals()
-    next_table = clock.now() + table_every
+    far = datetime.max.replace(tzinfo=UTC)
+    next_table = clock.now() + table_every if table_every else far
     try:
         while not stop.is_set():
             now = clock.now()
@@ -184,7 +190,7 @@ async def run_host(
             await call_async_hook(pm.hook.on_tick, now=now)
             await deliver(pm, sources, out, totals)
             now = clock.now()
-            if now >= next_table:
+            if table_every is not None and now >= next_table:
                 _log_table(f"running table at {now.isoformat(timespec='seconds')}", totals)
                 next_table = now + table_every
             dues = [d for d in pm.hook.next_due_at(now=now) if d is not None]
@@ -192,9 +198,32 @@ async def run_host(
     finally:
         with contextlib.suppress(Exception):
             await deliver(pm, sources, out, totals)
+        holdings = [await _holding(source, clock.now()) for source in sources]
         await call_async_hook(pm.hook.on_shutdown)
-        _log_table("host stopped; final table", totals)
+        if table_every is not None:
+            _log_table("final table", totals)
+        log.info(
+            "host stopped: this run handed out %d deltas for %d users; %s",
+            totals.deltas,
+            len(totals.by_user),
+            "; ".join(holdings) or "no source",
+            extra=event("host_stopped", deltas=totals.deltas, users=len(totals.by_user)),
+        )
     return totals
+
+
+async def _holding(source: Source, now: datetime) -> str:
+    """What ``source``'s database holds, for the shutdown line (never raises)."""
+    try:
+        st = await source.status(now)
+    except Exception as exc:  # the shutdown line must not hide the real shutdown
+        return f"{source!r}: status unavailable ({exc})"
+    if "users" not in st:
+        return f"{source!r}: {st.get('disabled', 'no database')}"
+    return (
+        f"{source!r} database holds {st['users']} users (canvas {shown(st['canvas'] or '-')}), "
+        f"{st['outbox']} deltas not yet collected, last pull {st['last_pull_at'] or 'never'}"
+    )
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from .client import PxlsApi
+from .logs import event
 from .models import Snapshot
 from .observations import PendingObservations
 from .processor import Command, CommandQueue, Kind
@@ -131,6 +132,19 @@ class Pull:
             result.unchanged,
             snapshot.snipped,
             len(snapshot.rejected),
+            extra=event(
+                "pull",
+                canvas=canvas,
+                generated_at=ts(generated),
+                seen=result.seen,
+                new=result.new,
+                deltas=result.deltas,
+                held=result.held,
+                unchanged=result.unchanged,
+                snipped=snapshot.snipped,
+                invalid=len(snapshot.rejected),
+                next_pull_at=ts(proposed.pull_due_at) if proposed.pull_due_at else None,
+            ),
         )
         return result
 
@@ -159,7 +173,13 @@ class Pull:
         self._looks += 1
         retry = now + wait
         await self.state.commit(store.save_state, pull_due_at=retry)
-        log.log(level, "pull: stats.json skipped (%s); next look at %s", reason, ts(retry))
+        log.log(
+            level,
+            "pull: stats.json skipped (%s); next look at %s",
+            reason,
+            ts(retry),
+            extra=event("pull_skipped", reason=reason, wait_s=wait.total_seconds()),
+        )
 
     async def _see_canvas(self, store: Store, canvas: str, now: datetime) -> None:
         current = self.state.current
@@ -175,12 +195,13 @@ class Pull:
             canvas_history=history[-CANVAS_HISTORY:],
         )
         if previous is None:
-            log.info("canvas %s first seen", shown(canvas))
+            log.info("canvas %s first seen", shown(canvas), extra=event("canvas", canvas=canvas))
         else:
             log.warning(
                 "canvas reset: %s -> %s; scores restart from 0 on the new canvas",
                 shown(previous),
                 shown(canvas),
+                extra=event("canvas_reset", canvas=canvas, previous=previous),
             )
 
     def _reading(self, snapshot: Snapshot, now: datetime) -> datetime:

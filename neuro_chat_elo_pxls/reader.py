@@ -276,6 +276,11 @@ class StoreReader:
         keys = ("users", "dirty", "awaiting_enrichment", "missing", "never_enriched", "outbox")
         return dict(zip(keys, map(int, rows[0]), strict=True))
 
+    async def oldest_outbox(self) -> datetime | None:
+        """When the oldest delta not yet collected was observed (None: the outbox is empty)."""
+        rows = await self._rows("SELECT observed_at FROM outbox ORDER BY seq LIMIT 1")
+        return from_us(int(rows[0][0])) if rows else None
+
     async def export_rows(
         self, *, canvas: str | None = None, batch: int = 2000
     ) -> AsyncIterator[tuple[Any, ...]]:

@@ -187,6 +187,19 @@ class PxlsSettings:
     token: Secret | None = attrs.field(factory=lambda: _secret_from_env(TOKEN_ENV), repr=False)
     cf_auth: Secret | None = attrs.field(factory=lambda: _secret_from_env(CF_AUTH_ENV), repr=False)
 
+    def __attrs_post_init__(self) -> None:
+        """Settings that only make sense together."""
+        if self.backoff_max < self.backoff_initial:
+            raise ConfigError(
+                f"backoff_max ({self.backoff_max}) is shorter than backoff_initial "
+                f"({self.backoff_initial}): raise backoff_max or lower backoff_initial"
+            )
+        if self.auth_pause_max < self.auth_pause:
+            raise ConfigError(
+                f"auth_pause_max ({self.auth_pause_max}) is shorter than auth_pause "
+                f"({self.auth_pause}): raise auth_pause_max or lower auth_pause"
+            )
+
     @property
     def profiles_enabled(self) -> bool:
         """Profiles need a logged-in session: without ``PXLS_TOKEN`` none is requested."""

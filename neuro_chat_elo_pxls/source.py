@@ -35,6 +35,7 @@ from .errors import PxlsError, StoreError
 from .follow import FollowList
 from .hookspecs import hookimpl
 from .lifecycle import StoreHandle
+from .logs import event
 from .models import EloDelta
 from .observations import PendingObservations
 from .policy import FailurePolicy
@@ -115,6 +116,8 @@ class PxlsSource:
     async def _restore(self, store: Store) -> None:
         """The database just opened: restore the scheduler state and the pacing."""
         self._state.adopt(await store.load_state())
+        # what this source runs with, for ``status`` from another process
+        await self._state.commit(store.save_state, profiles_enabled=self.settings.profiles_enabled)
         if not self.settings.profiles_enabled:
             log.warning(
                 "%s is not set: no profile is requested (no Discord names or factions); "
@@ -242,7 +245,20 @@ class PxlsSource:
         if command.key is Key.PROFILE:
             self._enrich.problem = str(exc)
         decision = self._policy.on_failure(command, exc, self._queue.state(command.key), now)
-        log.log(decision.level, "%s", decision.message)
+        wait = None if decision.retry_at is None else (decision.retry_at - now).total_seconds()
+        log.log(
+            decision.level,
+            "%s",
+            decision.message,
+            extra=event(
+                "request_failed",
+                key=command.key.value,
+                command=command.kind.value,
+                attempt=command.attempts + 1,
+                wait_s=wait,
+                reason=decision.reason,
+            ),
+        )
         if decision.retry_at is not None:
             self._queue.cool(command.key, decision.retry_at, decision.reason)
             self._queue.put_back((order, decision.command))
@@ -257,7 +273,7 @@ class PxlsSource:
         elif command.kind is Kind.ENRICH and command.user_id is not None:
             # stays held until the hold runs out
             self._enrich.give_up(command.user_id)
-        await self._persist_keys(store, now)
+        await self._persist_keys(store, now, last_error=decision.message, last_error_at=now)
 
     async def follow(self, names: Iterable[str], now: datetime | None = None) -> int:
         """Follow ``names`` too (beyond the config's ``follow``/``follow_file``/
@@ -280,13 +296,17 @@ class PxlsSource:
             st = self._queue.state(key)
             cooling = st.cooling(now)
             records[key.value] = KeyRecord(
-                st.ready_at if cooling else None, st.reason if cooling else "", st.failures
+                st.ready_at if cooling else None,
+                st.reason if cooling else "",
+                st.failures,
+                st.auth_pauses,
             )
         return records
 
-    async def _persist_keys(self, store: Store, now: datetime) -> None:
-        """Keep the key states in the database, so ``status`` can show them from outside."""
-        await self._state.commit(store.save_state, keys=self._key_records(now))
+    async def _persist_keys(self, store: Store, now: datetime, **changes: Any) -> None:
+        """Keep the key states (and ``changes``) in the database, so ``status`` can
+        show them from outside."""
+        await self._state.commit(store.save_state, keys=self._key_records(now), **changes)
 
     async def status(self, now: datetime | None = None) -> dict[str, Any]:
         """A snapshot of the source's state for operators (JSON-serialisable)."""

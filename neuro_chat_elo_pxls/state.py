@@ -29,6 +29,7 @@ class KeyRecord:
     cooling_until: datetime | None = None
     reason: str = ""
     consecutive_failures: int = 0
+    auth_pauses: int = 0  # consecutive 403/challenge pauses (a health problem)
 
     def to_json(self) -> dict[str, Any]:
         """The shape persisted in the ``keys`` row and shown by ``status``."""
@@ -36,7 +37,12 @@ class KeyRecord:
             "cooling_until": ts(self.cooling_until) if self.cooling_until else None,
             "reason": self.reason,
             "consecutive_failures": self.consecutive_failures,
+            "auth_pauses": self.auth_pauses,
         }
+
+    def paused_for_auth(self, now: datetime) -> bool:
+        """Paused after a 403 or a challenge (PXLS_TOKEN/PXLS_CF_AUTH need renewing)."""
+        return self.auth_pauses > 0 and self.cooling_until is not None and now < self.cooling_until
 
 
 @attrs.define
@@ -58,6 +64,11 @@ class SchedulerState:
     profile_ready_at: datetime | None = None  # profile pacing survives a restart
     follow_round_finished_at: datetime | None = None
     keys: dict[str, KeyRecord] = attrs.field(factory=dict)
+    # the running source's view, for ``status`` from another process:
+    source_opened_at: datetime | None = None  # when a source last opened the database
+    profiles_enabled: bool | None = None  # had that source a PXLS_TOKEN? (None: unknown)
+    last_error: str = ""  # the last failure's log line
+    last_error_at: datetime | None = None
 
     @property
     def sweep_active(self) -> bool:
@@ -77,6 +88,8 @@ class SchedulerState:
                 )
             elif isinstance(value, datetime):
                 rows[field.name] = ts(value)
+            elif isinstance(value, bool):
+                rows[field.name] = "1" if value else "0"
             elif value is None:
                 rows[field.name] = None
             else:
@@ -99,6 +112,7 @@ class SchedulerState:
                         from_ts(k.get("cooling_until")),
                         str(k.get("reason", "")),
                         int(k.get("consecutive_failures", 0)),
+                        int(k.get("auth_pauses", 0)),
                     )
                     for name, k in json.loads(text).items()
                 }
@@ -106,13 +120,16 @@ class SchedulerState:
                 kwargs[field.name] = int(text)
             elif field.name in _TEXT_FIELDS:
                 kwargs[field.name] = text
+            elif field.name in _BOOL_FIELDS:
+                kwargs[field.name] = text == "1"
             else:
                 kwargs[field.name] = from_ts(text)
         return cls(**kwargs)
 
 
 _INT_FIELDS = frozenset({"sweep_number", "sweep_total"})
-_TEXT_FIELDS = frozenset({"canvas"})
+_TEXT_FIELDS = frozenset({"canvas", "last_error"})
+_BOOL_FIELDS = frozenset({"profiles_enabled"})
 
 
 @attrs.define

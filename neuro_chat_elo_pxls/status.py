@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .follow import profile_capacity_per_hour, profile_demand_per_hour
+from .health import default_outbox_age, health_problems
 from .reader import StoreReader
 from .settings import PxlsSettings
 from .state import KeyRecord, SchedulerState
@@ -67,24 +68,56 @@ async def _follow_status(
     }
 
 
-async def build_status(
-    reader: StoreReader, state: SchedulerState, now: datetime, settings: PxlsSettings
-) -> dict[str, Any]:
-    """The status of the database behind ``reader`` (JSON-serialisable).
+def _next_pull(state: SchedulerState) -> datetime | None:
+    """The pull's due time, or later if the leaderboard key is cooling down."""
+    due = state.pull_due_at
+    key = state.keys.get("leaderboard")
+    cooling = key.cooling_until if key is not None else None
+    if due is None or cooling is None:
+        return due
+    return max(due, cooling)
 
-    The queue is derived from the database and key states are the persisted ones;
-    a running source replaces both with its live view.
+
+async def build_status(
+    reader: StoreReader,
+    state: SchedulerState,
+    now: datetime,
+    settings: PxlsSettings,
+    *,
+    max_outbox_age: timedelta | None = None,
+) -> dict[str, Any]:
+    """The status of the database behind ``reader`` (JSON-serialisable), with its
+    health (:func:`~.health.health_problems`; ``max_outbox_age`` defaults to
+    :func:`~.health.default_outbox_age`).
+
+    What the running source knows (profiles enabled, key states, last error) is
+    what it persisted; the queue is derived from the database. A running source
+    replaces queue and keys with its live view.
     """
     counts = await reader.counts()
     sweep = await _sweep_status(reader, state, now, settings)
+    oldest = await reader.oldest_outbox()
+    problems = health_problems(
+        state,
+        settings,
+        now,
+        oldest_outbox=oldest,
+        max_outbox_age=max_outbox_age or default_outbox_age(settings),
+    )
     return {
         "db_path": settings.db_path,
+        "checked_at": ts(now),
+        "healthy": not problems,
+        "problems": problems,
         "canvas": state.canvas,
         "canvas_first_seen": _ts(state.canvas_first_seen),
         "last_pull_at": _ts(state.last_pull_at),
         "last_generated_at": _ts(state.last_generated_at),
-        "next_pull_at": _ts(state.pull_due_at),
-        "profiles_enabled": settings.profiles_enabled,
+        "next_pull_at": _ts(_next_pull(state)),
+        "profiles_enabled": state.profiles_enabled,
+        "last_error": state.last_error or None,
+        "last_error_at": _ts(state.last_error_at),
+        "oldest_outbox_at": _ts(oldest),
         **counts,
         "queue": {
             "pull": 0,
@@ -110,9 +143,12 @@ def format_status(status: dict[str, Any]) -> str:
         f"users           {status['users']} total, {status['dirty']} dirty, "
         f"{status['awaiting_enrichment']} awaiting enrichment, {status['missing']} missing (404),"
         f" {status['never_enriched']} never enriched",
-        f"outbox          {status['outbox']} deltas not yet collected",
-        f"profiles        {'enabled' if status['profiles_enabled'] else 'DISABLED (PXLS_TOKEN)'}",
+        f"outbox          {status['outbox']} deltas not yet collected"
+        + (f" (oldest observed {status['oldest_outbox_at']})" if status["outbox"] else ""),
+        f"profiles        {_profiles_text(status['profiles_enabled'])}",
     ]
+    if status["last_error"]:
+        lines.append(f"last error      {status['last_error_at']}: {shown(status['last_error'])}")
     follow = status.get("follow")
     if follow:
         lines.append(
@@ -141,4 +177,17 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"key {key:<11} {state_text} ({st.get('consecutive_failures', 0)} consecutive failures)"
         )
+    if status["healthy"]:
+        lines.append("health          OK")
+    else:
+        lines.extend(f"UNHEALTHY       {shown(problem)}" for problem in status["problems"])
     return "\n".join(lines)
+
+
+def _profiles_text(enabled: bool | None) -> str:
+    """As the running source last opened the database with them (not this process)."""
+    if enabled is None:
+        return "unknown (no source has opened this database yet)"
+    if enabled:
+        return "enabled (the source runs with PXLS_TOKEN)"
+    return "DISABLED: the source runs without PXLS_TOKEN"

@@ -144,7 +144,12 @@ class Store(FollowStore):
             max_id = await self._scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
             await conn.execute(
                 _UPSERT_HOLD if hold_new else _UPSERT_RELEASE,
-                (snapshot.toplist.decode(), canvas, ctx["obs"], ctx["now"]),
+                {
+                    "rows": snapshot.toplist.decode(),
+                    "canvas": canvas,
+                    "obs": ctx["obs"],
+                    "now": ctx["now"],
+                },
             )
             if state is not None:
                 await self._write_state(conn, state)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from .logs import event
 from .processor import Command, CommandQueue, Kind
 from .state import StateKeeper
 from .store import Store
@@ -95,6 +96,7 @@ class Sweep:
             number,
             total,
             self.cooldown.total_seconds(),
+            extra=event("sweep_started", sweep=number, total=total),
         )
 
     async def _finish(self, store: Store, now: datetime) -> None:
@@ -108,6 +110,7 @@ class Sweep:
                 self.number,
                 fmt_duration(took),
                 fmt_duration(self.interval),
+                extra=event("sweep_finished", sweep=self.number, took_s=took.total_seconds()),
             )
         else:
             log.info(
@@ -115,6 +118,7 @@ class Sweep:
                 self.number,
                 fmt_duration(took),
                 (started + self.interval).isoformat(timespec="seconds"),
+                extra=event("sweep_finished", sweep=self.number, took_s=took.total_seconds()),
             )
 
     def visited(self, swept_in: int, now: datetime) -> None:
@@ -138,6 +142,13 @@ class Sweep:
             total,
             100 * done / total,
             fmt_duration(eta),
+            extra=event(
+                "sweep_progress",
+                sweep=self.number,
+                done=done,
+                total=total,
+                eta_s=eta.total_seconds(),
+            ),
         )
 
     async def skip(self, store: Store, user_id: int) -> None:

@@ -34,34 +34,37 @@ EXPORT_FIELDS = (
 )
 #: a user seen in a pull since its last profile check (the sweep visits these first)
 DIRTY = "(last_profile_check IS NULL OR last_seen > last_profile_check)"
-#: the whole snapshot in one statement: ?1 a JSON object {name: pixels} (json_each
-#: yields key = name, value = pixels, in toplist order), ?2 canvas, ?3 generatedAt,
-#: ?4 host time. One statement instead of ``executemany``: SQLite walks the rows in
-#: C and sets the accounting triggers up once, not once per row (566 → 407 ms for
-#: 100,000 changed rows when measured; see benchmarks/RESULTS.md).
+#: the whole snapshot in one statement: ``:rows`` a JSON object {name: pixels}
+#: (json_each yields key = name, value = pixels, in toplist order), ``:canvas``,
+#: ``:obs`` generatedAt, ``:now`` host time (named: numbered parameters bound from a
+#: sequence are deprecated since Python 3.12). One statement instead of
+#: ``executemany``: SQLite walks the rows in C and sets the accounting triggers up
+#: once, not once per row (566 → 407 ms for 100,000 changed rows when measured; see
+#: benchmarks/RESULTS.md).
 _UPSERT_SET = (
     "ON CONFLICT (name) DO UPDATE SET "
     "score = CASE WHEN held_score IS NULL THEN excluded.score ELSE score END, "
-    "canvas = CASE WHEN held_score IS NULL THEN ?2 ELSE canvas END, "
-    "observed_at = CASE WHEN held_score IS NULL THEN ?3 ELSE observed_at END, "
+    "canvas = CASE WHEN held_score IS NULL THEN :canvas ELSE canvas END, "
+    "observed_at = CASE WHEN held_score IS NULL THEN :obs ELSE observed_at END, "
     "observed_via = CASE WHEN held_score IS NULL THEN 'toplist' ELSE observed_via END, "
     "held_score = CASE WHEN held_score IS NULL THEN NULL ELSE excluded.score END, "
-    "held_observed_at = CASE WHEN held_score IS NULL THEN NULL ELSE ?3 END, "
-    "last_seen = ?4 "
+    "held_observed_at = CASE WHEN held_score IS NULL THEN NULL ELSE :obs END, "
+    "last_seen = :now "
     # an observation older than the last one applied to this user is ignored (a
     # profile answer may be newer than the snapshot)
-    "WHERE held_score IS NOT NULL OR canvas IS NOT ?2 OR observed_at IS NULL "
-    "OR observed_at <= ?3"
+    "WHERE held_score IS NOT NULL OR canvas IS NOT :canvas OR observed_at IS NULL "
+    "OR observed_at <= :obs"
 )
 _UPSERT_HOLD = (
     "INSERT INTO users (name, score, held_score, held_canvas, held_observed_at, held_since, "
-    "first_seen, last_seen) SELECT key, 0, value, ?2, ?3, ?4, ?4, ?4 FROM json_each(?1) "
-    "WHERE true " + _UPSERT_SET.replace("excluded.score", "excluded.held_score")
+    "first_seen, last_seen) SELECT key, 0, value, :canvas, :obs, :now, :now, :now "
+    "FROM json_each(:rows) WHERE true "
+    + _UPSERT_SET.replace("excluded.score", "excluded.held_score")
 )
 #: a new user's first score is handed out at once (no profiles)
 _UPSERT_RELEASE = (
     "INSERT INTO users (name, score, canvas, observed_at, first_seen, last_seen) "
-    "SELECT key, value, ?2, ?3, ?4, ?4 FROM json_each(?1) WHERE true " + _UPSERT_SET
+    "SELECT key, value, :canvas, :obs, :now, :now FROM json_each(:rows) WHERE true " + _UPSERT_SET
 )
 
 

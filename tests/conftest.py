@@ -10,6 +10,7 @@ from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.settings import Secret
 from neuro_chat_elo_pxls.store import Store
 
+from . import aiohttp_compat
 from .helpers import FakeClock, FakePxls
 
 TOKEN = "201733|s3cr3t-t0ken-value"
@@ -41,6 +42,12 @@ async def _close_leaked_stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     yield
     for store in opened:
         await store.close()  # idempotent
+
+
+@pytest.fixture(autouse=True)
+def _aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aioresponses 0.7.9 with aiohttp >= 3.14 (see ``aiohttp_compat``)."""
+    aiohttp_compat.install(monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -151,6 +151,10 @@ def test_jsonlines_rejects_bad_lines(line: str) -> None:
         ("pxls = 5\n", "must be a [pxls] table"),
         ("[pxls]\nsweep_interval = 1e300\n", "finite number of seconds"),
         ("[pxls]\nrequest_timeout = nan\n", "finite number of seconds"),
+        ('pxls = "x"\n', "must be a [pxls] table"),
+        ("pxls = [1, 2]\n", "must be a [pxls] table"),
+        ("[pxls]\nbackoff_initial = 600\nbackoff_max = 5\n", "backoff_max (0:00:05) is shorter"),
+        ("[pxls]\nauth_pause_max = 600\n", "auth_pause_max (0:10:00) is shorter than auth_pause"),
     ],
 )
 def test_config_mistakes_are_one_line_errors(
@@ -188,3 +192,43 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert importlib.metadata.version("neuro-chat-elo-pxls") in capsys.readouterr().out
+
+
+def test_global_flags_after_the_subcommand_and_plain_help(
+    populated_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--db", populated_db, "--log-format", "json"]) == 0
+    assert main(["--log-level", "debug", "status", "--db", populated_db]) == 0
+    assert main(["status", "--log-level", "WARNING", "--db", populated_db, "--json"]) == 0
+    capsys.readouterr()
+    from neuro_chat_elo_pxls.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["--log-level", "ERROR", "status"])
+    assert args.log_level == "ERROR"  # a flag before the subcommand is kept
+    args = parser.parse_args(["status", "--log-format", "json"])
+    assert (args.log_level, args.log_format) == ("INFO", "json")
+    texts = [parser.format_help()]
+    for name in ("run", "demo", "status", "export"):
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        texts.append(capsys.readouterr().out)
+    for text in texts:
+        assert "``" not in text and ":mod:" not in text and ":class:" not in text
+    assert "default 30" in texts[2] and "default: never" in texts[1]
+    assert "--check" in texts[3] and "--log-format" in texts[4]
+
+
+def test_json_log_records_carry_event_fields() -> None:
+    import logging
+
+    from neuro_chat_elo_pxls.logs import JsonLogFormatter, event
+
+    record = logging.LogRecord("x", logging.WARNING, "f", 1, "backing off %s", ("profile",), None)
+    for key, value in event("request_failed", key="profile", wait_s=30.0, reason="r").items():
+        setattr(record, key, value)
+    entry = json.loads(JsonLogFormatter().format(record))
+    assert entry["event"] == "request_failed" and entry["wait_s"] == 30.0
+    assert entry["message"] == "backing off profile" and entry["level"] == "WARNING"
+    plain = json.loads(JsonLogFormatter().format(logging.LogRecord("x", 20, "f", 1, "m", (), None)))
+    assert "event" not in plain

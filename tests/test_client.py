@@ -269,3 +269,21 @@ async def test_borrowed_session_is_not_closed(
         assert (await client.fetch_info()).canvas_code == "86"
         await client.close()
         assert not session.closed
+
+
+async def test_aioresponses_compat_shim_matches_this_aiohttp(client: PxlsClient) -> None:
+    """The shim is applied exactly when aiohttp requires ``stream_writer`` (3.14+),
+    and a mocked response then reads like a real one (status, headers, body)."""
+    import aiohttp
+    from aioresponses import core as aioresponses_core
+
+    from . import aiohttp_compat
+
+    patched = vars(aioresponses_core)["ClientResponse"] is aiohttp_compat.CompatClientResponse
+    major_minor = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
+    assert aiohttp_compat.needs_shim() == (major_minor >= (3, 14))
+    assert patched == aiohttp_compat.needs_shim()
+    with aioresponses() as m:
+        m.get(f"{BASE}/info", status=200, body=b'{"canvasCode":"86"}', headers=JSON)
+        info = await client.fetch_info()
+    assert info.canvas_code == "86"

@@ -19,10 +19,11 @@ import attrs
 import pytest
 
 from neuro_chat_elo_pxls import EloDelta, Faction, PxlsSettings, PxlsSource, jsonlines
-from neuro_chat_elo_pxls.cli import TextLogFormatter, csv_cell, main
+from neuro_chat_elo_pxls.cli import csv_cell, main
 from neuro_chat_elo_pxls.client import _retry_after
 from neuro_chat_elo_pxls.errors import ConfigError, MalformedDataError, StoreLockedError
 from neuro_chat_elo_pxls.host import Totals
+from neuro_chat_elo_pxls.logs import TextLogFormatter
 from neuro_chat_elo_pxls.parsing import parse_generated_at
 from neuro_chat_elo_pxls.settings import Secret
 from neuro_chat_elo_pxls.status import format_status
@@ -143,11 +144,15 @@ def test_running_table_and_status_escape_pxls_text() -> None:
         "never_enriched": 0,
         "outbox": 0,
         "profiles_enabled": True,
+        "last_error": "HTTP 403 \x1b[2J\u202e",
+        "last_error_at": "t",
+        "healthy": False,
+        "problems": ["profile requests paused for auth (auth: \x1b[31m)"],
         "sweep": {"active": False, "number": 0, "finished_at": None},
         "keys": {"profile": {"cooling_until": "x", "reason": "auth: \x1b[31m"}},
     }
     text = format_status(status)
-    assert "\x1b" not in text and "87\\x0aCRITICAL" in text
+    assert "\x1b" not in text and "\u202e" not in text and "87\\x0aCRITICAL" in text
 
 
 def test_json_lines_escape_line_separators() -> None:

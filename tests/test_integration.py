@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import json
+import logging
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ import pytest
 
 from neuro_chat_elo_pxls import jsonlines
 from neuro_chat_elo_pxls.host import run_host
+from neuro_chat_elo_pxls.logs import JsonLogFormatter
 from neuro_chat_elo_pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
 from neuro_chat_elo_pxls.times import us
@@ -38,7 +41,9 @@ async def test_fifty_hours_through_the_host(
     standin_and_clock: tuple[PxlsStandIn, JumpClock],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     standin, clock = standin_and_clock
     standin.catch_up(T0)
     renamed = standin.visible()[5].name
@@ -61,6 +66,7 @@ async def test_fifty_hours_through_the_host(
     )
     assert mid is None or mid[0] is None, "the restart must happen in the middle of sweep 2"
     await run_host(config, clock=clock, out=out, stop=stop, until=T0 + timedelta(hours=50))
+    _check_logs(caplog.records, db)
 
     ledger = Ledger()
     ledger.add([jsonlines.loads(line) for line in out.getvalue().splitlines()])
@@ -97,3 +103,24 @@ async def test_fifty_hours_through_the_host(
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     state = dict(conn.execute("SELECT key, value FROM state").fetchall())
     assert state["sweep_number"] == "3"
+
+
+def _check_logs(records: list[logging.LogRecord], db: str) -> None:
+    """One record per line, no table unless asked; the shutdown line says what the
+    database holds (not only this run's totals); JSON logs carry the event fields."""
+    assert all("\n" not in r.getMessage() for r in records)
+    assert not any("table" in r.getMessage() for r in records)
+    stopped = [r.getMessage() for r in records if r.getMessage().startswith("host stopped")]
+    assert len(stopped) == 2
+    assert f"db_path='{db}') database holds " in stopped[-1]
+    assert "deltas not yet collected, last pull 2026-" in stopped[-1]
+    pulls = [r for r in records if getattr(r, "pxls_event", None) == "pull"]
+    assert pulls
+    entry = json.loads(JsonLogFormatter().format(pulls[-1]))
+    assert entry["event"] == "pull" and entry["canvas"] == "87"
+    assert {"seen", "new", "deltas", "held", "unchanged", "generated_at"} <= set(entry)
+    assert isinstance(entry["seen"], int) and entry["message"].startswith("pull at ")
+    sweeps = [r for r in records if getattr(r, "pxls_event", None) == "sweep_progress"]
+    assert sweeps
+    progress = json.loads(JsonLogFormatter().format(sweeps[-1]))
+    assert progress["done"] <= progress["total"] and progress["eta_s"] >= 0

@@ -125,8 +125,11 @@ def test_auth_pause_has_a_floor_no_setting_lowers() -> None:
     assert compute_auth_pause(timedelta(minutes=15), timedelta(seconds=1), 1) == AUTH_PAUSE_FLOOR
     assert compute_auth_pause(timedelta(minutes=15), timedelta(hours=2), 2) == timedelta(minutes=30)
     assert compute_auth_pause(timedelta(minutes=15), timedelta(hours=2), 30) == timedelta(hours=2)
-    policy = FailurePolicy(PxlsSettings(auth_pause_max=timedelta(seconds=1)))
-    from neuro_chat_elo_pxls.errors import AuthError
+    from neuro_chat_elo_pxls.errors import AuthError, ConfigError
+
+    with pytest.raises(ConfigError, match="auth_pause_max"):  # refused in the settings
+        PxlsSettings(auth_pause_max=timedelta(seconds=1))
+    policy = FailurePolicy(PxlsSettings(auth_pause_max=timedelta(minutes=15)))
 
     state = CommandQueue().state(Key.PROFILE)
     for _ in range(3):

@@ -1,0 +1,71 @@
+"""Log records: structured fields for JSON logs, one line per record in text logs.
+
+Engine code logs through ``logging`` as usual and adds ``extra=event(name, **fields)``
+to the records an operator or a log shipper acts on (a pull, a skipped pull, a
+backoff, a canvas reset, sweep progress, ...). :class:`JsonLogFormatter` writes
+``event`` and those fields as top-level keys beside ``time``, ``level``, ``logger``
+and ``message``; :class:`TextLogFormatter` shows only the message, escaped to one
+line. Field names in use: ``canvas``, ``previous``, counts (``seen``, ``new``,
+``deltas``, ``held``, ``unchanged``, ``done``, ``total``), ``wait_s``, ``eta_s``,
+``reason``, ``key``, ``attempt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from .text import json_safe, shown
+
+#: LogRecord attributes that carry the structured part (set through ``extra=``)
+EVENT_ATTR = "pxls_event"
+FIELDS_ATTR = "pxls_fields"
+
+
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    """``extra=`` for a log call: the event name and its fields (JSON-serialisable)."""
+    return {EVENT_ATTR: name, FIELDS_ATTR: fields}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log record (for log shippers), with the structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        name = getattr(record, EVENT_ATTR, None)
+        if name is not None:
+            entry["event"] = name
+            for key, value in getattr(record, FIELDS_ATTR, {}).items():
+                entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json_safe(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+class TextLogFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, one line per record: control characters
+    (newlines included) and bidi overrides in the message are escaped, so no text
+    can forge a log line or drive the terminal. A traceback follows on its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = shown(record.message)
+        return super().formatMessage(record)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """Log to stderr at ``level`` as ``fmt`` (``text`` or ``json``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(TextLogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)

@@ -1,0 +1,172 @@
+"""Health: the rules of ``status --check``, the running source's view persisted for
+``status`` from another process, and the command's exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
+from neuro_chat_elo_pxls.cli import main
+from neuro_chat_elo_pxls.errors import AuthError
+from neuro_chat_elo_pxls.health import default_outbox_age, health_problems
+from neuro_chat_elo_pxls.reader import StoreReader
+from neuro_chat_elo_pxls.state import KeyRecord, SchedulerState
+from neuro_chat_elo_pxls.status import build_status, format_status
+
+from .helpers import T0, FakeClock, FakePxls, drive
+
+SETTINGS = PxlsSettings(db_path="unused.sqlite3", base_url="http://pxls.test", token=None)
+HOUR = timedelta(hours=1)
+
+
+def _problems(state: SchedulerState, now: datetime, oldest: datetime | None = None) -> list[str]:
+    return health_problems(state, SETTINGS, now, oldest_outbox=oldest, max_outbox_age=2 * HOUR)
+
+
+def test_healthy_when_pulled_recently() -> None:
+    state = SchedulerState(last_pull_at=T0, profiles_enabled=True, sweep_started_at=T0)
+    assert _problems(state, T0 + 2 * HOUR) == []
+
+
+def test_no_pull_yet_and_no_pull_within_two_intervals() -> None:
+    assert _problems(SchedulerState(), T0) == ["no successful pull yet"]
+    late = _problems(SchedulerState(last_pull_at=T0), T0 + 2 * HOUR + timedelta(seconds=1))
+    assert len(late) == 1
+    assert late[0].startswith("no successful pull for 2h00m (last at 2026-01-05T12:00:00Z")
+    assert "limit 2 x leaderboard_interval = 2h00m" in late[0]
+
+
+def test_auth_pause_is_a_problem_until_it_ends() -> None:
+    paused = KeyRecord(T0 + HOUR, "auth: HTTP 403", 0, auth_pauses=1)
+    backoff = KeyRecord(T0 + HOUR, "backoff: HTTP 503", 2, auth_pauses=0)
+    state = SchedulerState(last_pull_at=T0, keys={"profile": paused, "leaderboard": backoff})
+    (problem,) = _problems(state, T0 + timedelta(minutes=1))
+    assert problem.startswith("profile requests paused for auth until 2026-01-05T13:00:00Z")
+    assert "renew PXLS_TOKEN / PXLS_CF_AUTH" in problem
+    assert _problems(state, T0 + HOUR) == []  # the pause is over: the next request tells
+
+
+def test_sweep_overdue_only_with_profiles() -> None:
+    state = SchedulerState(
+        last_pull_at=T0 + 49 * HOUR, sweep_number=3, sweep_started_at=T0, profiles_enabled=True
+    )
+    (problem,) = _problems(state, T0 + 49 * HOUR)
+    assert problem.startswith("sweep #3 started 2d01h ago and is still running")
+    assert _problems(state, T0 + 47 * HOUR + timedelta(minutes=30)) == []
+    state.profiles_enabled = False  # no profiles: no sweep to expect
+    assert _problems(state, T0 + 49 * HOUR) == []
+
+
+def test_old_outbox() -> None:
+    state = SchedulerState(last_pull_at=T0 + 3 * HOUR)
+    assert _problems(state, T0 + 3 * HOUR, oldest=T0 + HOUR) == []
+    (problem,) = _problems(state, T0 + 3 * HOUR, oldest=T0)
+    assert problem.startswith("the oldest uncollected delta is 3h00m old (limit 2h00m)")
+    assert default_outbox_age(SETTINGS) == 2 * HOUR
+
+
+def test_state_rows_keep_the_running_view() -> None:
+    state = SchedulerState(
+        profiles_enabled=False,
+        last_error="stats.json: HTTP 503; backing off leaderboard for 30s",
+        last_error_at=T0,
+        keys={"profile": KeyRecord(T0, "auth: x", 1, 2)},
+    )
+    assert SchedulerState.from_rows(state.to_rows()) == state
+    assert SchedulerState.from_rows({}).profiles_enabled is None
+
+
+async def test_status_shows_the_running_source_view_not_its_own_env(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake.add("grid_master", 120)
+    source = make_source()  # with a token
+    challenge = AuthError("/api/v1/profile: HTTP 403 (challenge)", challenge=True)
+    fake.failures["profile"].append(challenge)
+    await drive(source, clock, clock.now + timedelta(minutes=2))
+    await source.on_shutdown()
+    monkeypatch.delenv("PXLS_TOKEN", raising=False)  # the status command has no token
+    db = str(tmp_path / "pxls.sqlite3")
+    reader = await StoreReader.open(db)
+    async with reader:
+        state = await reader.load_state()
+        settings = PxlsSettings(db_path=db, token=None)
+        status = await build_status(reader, state, clock.now, settings)
+    assert status["profiles_enabled"] is True
+    assert "auth" in status["keys"]["profile"]["reason"]
+    assert status["keys"]["profile"]["auth_pauses"] == 1
+    assert "HTTP 403" in status["last_error"]
+    assert status["last_error_at"] is not None
+    assert status["healthy"] is False
+    assert [p.split(" until")[0] for p in status["problems"]] == [
+        "profile requests paused for auth"
+    ]
+    text = format_status(status)
+    assert "enabled (the source runs with PXLS_TOKEN)" in text
+    assert "last error" in text
+    assert "UNHEALTHY       profile requests paused for auth" in text
+    assert "None" not in text
+
+
+async def test_next_pull_is_not_shown_before_the_key_cools_down(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock, tmp_path: Path
+) -> None:
+    fake.add("grid_master", 120)
+    source = make_source()
+    await drive(source, clock, clock.now + timedelta(minutes=1))
+    status = await source.status(clock.now)
+    assert status["next_pull_at"] is not None
+    state = SchedulerState(
+        pull_due_at=T0, keys={"leaderboard": KeyRecord(T0 + HOUR, "backoff: 503", 1)}
+    )
+    reader = await StoreReader.open(str(tmp_path / "pxls.sqlite3"))
+    async with reader:
+        shown = await build_status(reader, state, T0, source.settings)
+    assert shown["next_pull_at"] == (T0 + HOUR).isoformat(timespec="microseconds")
+
+
+def _cli_db(tmp_path: Path, last_pull: datetime | None) -> str:
+    """A database whose last pull was at ``last_pull`` (wall-clock relative)."""
+    import asyncio
+
+    from neuro_chat_elo_pxls.store import Store
+
+    db = str(tmp_path / "cli.sqlite3")
+
+    async def make() -> None:
+        async with await Store.open(db) as store:
+            await store.save_state(SchedulerState(canvas="86", last_pull_at=last_pull))
+
+    asyncio.run(make())
+    return db
+
+
+def test_status_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recent = _cli_db(tmp_path, datetime.now(UTC) - timedelta(minutes=5))
+    assert main(["status", "--check", "--db", recent]) == 0
+    assert capsys.readouterr().out.startswith("OK: last pull ")
+    assert main(["status", "--db", recent]) == 0  # without --check: always 0
+    assert "health          OK" in capsys.readouterr().out
+
+    (tmp_path / "cli.sqlite3").unlink()
+    old = _cli_db(tmp_path, datetime.now(UTC) - timedelta(hours=5))
+    assert main(["status", "--check", "--db", old]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1
+    assert out[0].startswith("UNHEALTHY: no successful pull for 5h00m")
+    assert main(["status", "--check", "--json", "--db", old]) == 1
+    assert '"healthy": false' in capsys.readouterr().out
+
+    assert main(["status", "--check", "--db", str(tmp_path / "missing.sqlite3")]) == 2
+    with pytest.raises(SystemExit) as usage:
+        main(["status", "--check", "--max-outbox-age", "nan", "--db", old])
+    assert usage.value.code == 2
+    assert "expected a positive number" in capsys.readouterr().err
