@@ -1,0 +1,81 @@
+"""The deployment examples: units that systemd accepts, commands the CLI accepts, a
+config the CLI accepts, secrets only in the environment file."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neuro_chat_elo_pxls.cli import build_parser, load_config
+
+SYSTEMD = Path(__file__).parent.parent / "examples" / "systemd"
+BINARY = "/opt/neuro-chat-elo-pxls/bin/neuro-chat-elo-pxls"
+UNITS = ["neuro-chat-elo-pxls.service", "neuro-chat-elo-pxls-export.service"]
+
+
+def _directives(unit: str) -> list[tuple[str, str]]:
+    lines = (SYSTEMD / unit).read_text().splitlines()
+    return [
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition("=") for line in lines)
+        if _ and not k.startswith(("#", "["))
+    ]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_commands_parse_with_the_cli_and_the_example_config(unit: str) -> None:
+    commands = [v for k, v in _directives(unit) if k in ("ExecStart", "ExecStartPost")]
+    assert commands
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == BINARY
+        argv = [str(SYSTEMD / "host.toml") if a.endswith("host.toml") else a for a in argv[1:]]
+        args = build_parser().parse_args(argv)
+        config = load_config(args)
+        assert config["pxls"]["db_path"] == "/var/lib/neuro-chat-elo/pxls.sqlite3"
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_units_are_hardened_and_use_the_dedicated_user(unit: str) -> None:
+    directives = dict(_directives(unit))
+    assert directives["User"] == "neuro-chat-elo"
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "CapabilityBoundingSet": "",
+        "SystemCallFilter": "@system-service",
+    }.items():
+        assert directives[key] == value, key
+    secrets = [v for k, v in _directives(unit) if "PXLS_TOKEN" in v and k != "EnvironmentFile"]
+    assert not secrets  # secrets never in a unit
+
+
+def test_env_file_names_exactly_the_secrets() -> None:
+    lines = (SYSTEMD / "pxls.env.example").read_text().splitlines()
+    keys = [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
+    assert keys == ["PXLS_TOKEN", "PXLS_CF_AUTH"]
+    assert "PXLS" not in (SYSTEMD / "host.toml").read_text().replace("[pxls]", "")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
+    real = str(Path(sys.executable).parent / "neuro-chat-elo-pxls")
+    names = [*UNITS, "neuro-chat-elo-pxls-export.timer"]
+    for name in names:
+        (tmp_path / name).write_text((SYSTEMD / name).read_text().replace(BINARY, real))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *names],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
