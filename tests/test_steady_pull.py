@@ -18,8 +18,8 @@ from .helpers import T0
 
 #: every statement a steady pull and a tick run, with sample parameters
 HOURLY_PATH = [
-    (_UPSERT_HOLD, ('{"a":1}', "86", 0, 0)),
-    (_UPSERT_RELEASE, ('{"a":1}', "86", 0, 0)),
+    (_UPSERT_HOLD, {"rows": '{"a":1}', "canvas": "86", "obs": 0, "now": 0}),
+    (_UPSERT_RELEASE, {"rows": '{"a":1}', "canvas": "86", "obs": 0, "now": 0}),
     ("SELECT COALESCE(MAX(seq), 0) FROM outbox", ()),
     ("SELECT COALESCE(MAX(id), 0) FROM users", ()),
     ("SELECT COUNT(*) FROM outbox WHERE seq > ?", (0,)),
@@ -39,7 +39,7 @@ HOURLY_PATH = [
 
 @pytest.mark.parametrize(("sql", "params"), HOURLY_PATH, ids=lambda v: str(v)[:40])
 async def test_no_statement_on_the_hourly_path_scans_a_table(
-    tmp_path: Path, sql: str, params: tuple[object, ...]
+    tmp_path: Path, sql: str, params: tuple[object, ...] | dict[str, object]
 ) -> None:
     path = tmp_path / "plan.sqlite3"
     async with await Store.open(str(path)):
