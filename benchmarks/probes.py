@@ -41,8 +41,20 @@ async def _wait_enriched(standin: PxlsStandIn, timeout: float = 120) -> None:
 
 
 async def pacing() -> dict[str, float]:
-    """Achieved / configured profile rate of the real host against the stand-in."""
+    """Achieved / configured profile rate of the real host against the stand-in, and
+    the shortest gap as the stand-in saw it (arrivals) and as the client sent it
+    (the moment ``fetch_profile`` is called, real time = host time here)."""
+    from neuro_chat_elo_pxls.client import PxlsClient
+
     cooldown = 0.05
+    sent: list[float] = []
+    original = PxlsClient.fetch_profile
+
+    async def fetch_profile(self: PxlsClient, username: str) -> Profile:
+        sent.append(time.monotonic())
+        return await original(self, username)
+
+    PxlsClient.fetch_profile = fetch_profile  # type: ignore[method-assign]
     clock = SimClock()
     standin = PxlsStandIn(Scenario(users=200, seed=4, new_users_per_hour=0), clock.now)
     await standin.start()
@@ -62,9 +74,12 @@ async def pacing() -> dict[str, float]:
     times = profiles()
     span = (times[-1] - times[0]).total_seconds()
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    sender_gaps = [b - a for a, b in itertools.pairwise(sent)]
+    PxlsClient.fetch_profile = original  # type: ignore[method-assign]
     return {
         "ratio": (len(times) - 1) / span * cooldown,
         "max_rate_ratio": cooldown / min(gaps),
+        "sender_max_rate_ratio": cooldown / min(sender_gaps),
         "requests": len(times),
     }
 
