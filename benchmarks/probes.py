@@ -76,8 +76,12 @@ async def pacing() -> dict[str, float]:
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     sender_gaps = [b - a for a, b in itertools.pairwise(sent)]
     PxlsClient.fetch_profile = original  # type: ignore[method-assign]
+    from neuro_chat_elo_pxls.profiles import pacing_gap
+
+    gap = pacing_gap(timedelta(seconds=cooldown)).total_seconds()
     return {
         "ratio": (len(times) - 1) / span * cooldown,
+        "paced_ratio": (len(times) - 1) / span * gap,
         "max_rate_ratio": cooldown / min(gaps),
         "sender_max_rate_ratio": cooldown / min(sender_gaps),
         "requests": len(times),

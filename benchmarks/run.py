@@ -305,13 +305,16 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, str, str, str,
         r["median"] <= 1.5,
     )
     pacing = [run_json(["pacing"]) for _ in range(3)]
-    ratios = sorted(p["ratio"] for p in pacing)
+    ratios = sorted(p["paced_ratio"] for p in pacing)
+    peak = max(p["max_rate_ratio"] for p in pacing)  # cooldown / shortest gap, arrivals
+    sent = max(p["sender_max_rate_ratio"] for p in pacing)  # ... as sent by the client
     add(
         "sweep pacing vs stand-in",
-        "achieved / configured profile rate (20/s)",
+        "achieved / paced profile rate (50 ms cooldown + 25 ms floor); worst cooldown / "
+        f"shortest gap: arrivals {peak:.3f}, sends {sent:.3f}",
         f"{ratios[0]:.3f} / {statistics.median(ratios):.3f} / {ratios[-1]:.3f}",
-        "≥ 0.95, never > 1.0",
-        ratios[0] >= 0.95 and max(p["max_rate_ratio"] for p in pacing) <= 1.0,
+        "≥ 0.95, gaps never < cooldown",
+        ratios[0] >= 0.95 and peak <= 1.0 and sent <= 1.0,
     )
     idle = run_json(["idle", "--seconds", str(args.idle_seconds)])
     add(

@@ -232,3 +232,13 @@ async def test_tick_never_raises(
     await source.on_tick("not a time")  # type: ignore[arg-type]
     assert "aware datetime" in caplog.text
     assert "unexpected error in pull" in caplog.text
+
+
+def test_pacing_gap_has_a_relative_margin_and_an_absolute_floor() -> None:
+    from neuro_chat_elo_pxls.profiles import pacing_gap
+
+    assert pacing_gap(timedelta(seconds=1)) == timedelta(seconds=1.025)  # the floor wins
+    assert pacing_gap(timedelta(milliseconds=50)) == timedelta(milliseconds=75)
+    assert pacing_gap(timedelta(seconds=10)) == timedelta(seconds=10.2)  # 2 % wins
+    for ms in (1, 50, 1000, 1250, 60_000):
+        assert pacing_gap(timedelta(milliseconds=ms)) >= timedelta(milliseconds=ms + 25)
