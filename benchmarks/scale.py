@@ -222,10 +222,10 @@ def write_results(lines: list[str]) -> None:
     block = "\n".join([BEGIN, "## Scale: 1,000 to 1,000,000 known users", "", *lines, END])
     if BEGIN in old and END in old:
         text = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
+    else:  # after the notes marker: benchmarks.run keeps what follows it
         marker = "<!-- notes: kept when the table is rewritten -->"
-        at = old.index(marker) if marker in old else len(old)
-        text = old[:at] + block + "\n\n" + old[at:]
+        at = old.index(marker) + len(marker) if marker in old else len(old)
+        text = old[:at] + "\n" + block + "\n" + old[at:]
     RESULTS.write_text(text, encoding="utf-8")
 
 
