@@ -262,6 +262,21 @@ async def _write_export(reader: StoreReader, canvas: str | None, fmt: str, out: 
         writer.writerow([csv_cell(value) for value in row])
 
 
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file beside ``target`` (created exclusively), or a one-line
+    :class:`ConfigError` naming ``target`` when it cannot be written there."""
+    if target.is_dir():
+        raise ConfigError(f"-o {target}: is a directory; give the file to write")
+    if not target.parent.is_dir():
+        raise ConfigError(f"-o {target}: the directory {target.parent} does not exist")
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise ConfigError(
+            f"-o {target}: cannot create a file in {target.parent}: {exc.strerror or exc}"
+        ) from exc
+
+
 async def _export(args: argparse.Namespace) -> int:
     reader, state, _ = await _read(args)
     canvas = None if args.all_canvases else (state.canvas or "")
@@ -270,7 +285,7 @@ async def _export(args: argparse.Namespace) -> int:
             await _write_export(reader, canvas, args.format, sys.stdout)
             return 0
         target = Path(args.output)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = _temp_beside(target)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
                 await _write_export(reader, canvas, args.format, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -182,7 +183,20 @@ def test_config_not_utf8_and_output_into_a_missing_directory(
     missing = tmp_path / "nope" / "pxls.json"
     assert main(["export", "--db", populated_db, "-o", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert "No such file or directory" in err and "Traceback" not in err
+    assert f"the directory {missing.parent} does not exist" in err and "Traceback" not in err
+    assert main(["export", "--db", populated_db, "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"-o {tmp_path}: is a directory" in err and err.count("\n") == 1
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        code = main(["export", "--db", populated_db, "-o", str(locked / "pxls.json")])
+    finally:
+        locked.chmod(0o700)
+    if os.geteuid() != 0:  # root writes anyway
+        assert code == 2
+        assert f"cannot create a file in {locked}" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.tmp"))  # nothing left behind
 
 
 def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
