@@ -65,7 +65,6 @@ class SchedulerState:
     follow_round_finished_at: datetime | None = None
     keys: dict[str, KeyRecord] = attrs.field(factory=dict)
     # the running source's view, for ``status`` from another process:
-    source_opened_at: datetime | None = None  # when a source last opened the database
     profiles_enabled: bool | None = None  # had that source a PXLS_TOKEN? (None: unknown)
     last_error: str = ""  # the last failure's log line
     last_error_at: datetime | None = None
