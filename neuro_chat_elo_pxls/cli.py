@@ -148,11 +148,10 @@ async def _demo(args: argparse.Namespace) -> int:
     standin.schedule_rename(start + timedelta(hours=5), victim, f"{victim[:24]}_renamed")
     url = await standin.start()
     os.environ[TOKEN_ENV] = scenario.token  # the stand-in's session, not a real secret
-    workdir = tempfile.mkdtemp(prefix="pxls-demo-")
+    to_file = args.out is None and sys.stdout.isatty()  # keep the terminal for the story
+    workdir = tempfile.mkdtemp(prefix="pxls-demo-") if to_file or not args.db else ""
     db = args.db or os.path.join(workdir, "demo.sqlite3")
-    out_path = args.out
-    if out_path is None and sys.stdout.isatty():  # keep the terminal for the story
-        out_path = os.path.join(workdir, "deltas.jsonl")
+    out_path = os.path.join(workdir, "deltas.jsonl") if to_file else args.out
     swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
     config = _demo_config(url, db, swarm)
     log.info(

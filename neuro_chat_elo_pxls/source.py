@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
+
 from .client import PxlsApi, PxlsClient
 from .clockguard import ClockGuard
 from .enrichment import EnrichmentWindow
@@ -44,7 +46,7 @@ from .profiles import ProfileVisits
 from .pulls import Pull
 from .settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings
 from .state import KeyRecord, StateKeeper
-from .status import build_status, key_records_json
+from .status import build_status
 from .store import Store
 from .sweep import Sweep
 from .timers import Timers
@@ -315,7 +317,8 @@ class PxlsSource:
             if store is None:
                 return {"disabled": self._db.disabled or "shut down"}
             now = check_now(now) if now is not None else datetime.now(UTC)
-            status = await build_status(store, self._state.current, now, self.settings)
+            # the live key states, so that the keys shown and the health agree
+            live = attrs.evolve(self._state.current, keys=self._key_records(now))
+            status = await build_status(store, live, now, self.settings)
             status["queue"] = {kind.value: self._queue.count(kind) for kind in Kind}
-            status["keys"] = key_records_json(self._key_records(now))
             return status

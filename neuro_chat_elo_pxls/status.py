@@ -12,6 +12,7 @@ from typing import Any
 
 from .follow import profile_capacity_per_hour, profile_demand_per_hour
 from .health import default_outbox_age, health_problems
+from .processor import Key
 from .reader import StoreReader
 from .settings import PxlsSettings
 from .state import KeyRecord, SchedulerState
@@ -71,7 +72,7 @@ async def _follow_status(
 def _next_pull(state: SchedulerState) -> datetime | None:
     """The pull's due time, or later if the leaderboard key is cooling down."""
     due = state.pull_due_at
-    key = state.keys.get("leaderboard")
+    key = state.keys.get(Key.LEADERBOARD.value)
     cooling = key.cooling_until if key is not None else None
     if due is None or cooling is None:
         return due
