@@ -79,3 +79,24 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
+
+
+def test_the_example_host_shows_the_running_table_on_local_runs() -> None:
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "examples" / "standalone_host.py"
+    spec = importlib.util.spec_from_file_location("standalone_host", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.host_argv(["--config", "h.toml"]) == [
+        "run",
+        "--config",
+        "h.toml",
+        "--table-every=1",
+    ]
+    assert module.host_argv(["run", "--table-every", "6"]) == ["run", "--table-every", "6"]
+    assert module.host_argv(["--demo", "--hours", "2"]) == ["demo", "--hours", "2"]
+    assert module.host_argv(["status", "--check"]) == ["status", "--check"]
+    args = build_parser().parse_args(module.host_argv(["--base-url", "http://127.0.0.1:9"]))
+    assert args.table_every == 1.0
