@@ -218,7 +218,7 @@ def bench_queue(repeat: int) -> dict[str, float]:
         q = CommandQueue()
         for i in range(n):
             q.push(Command(Kind.SWEEP, i))
-        q.cool(Key.PROFILE, NOW + timedelta(hours=1), "cooling")
+        q.cool(Key.PROFILE, NOW + timedelta(hours=1), "cooling", NOW)
         return q
 
     def one_tick(q: CommandQueue) -> None:

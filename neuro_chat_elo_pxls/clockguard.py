@@ -16,8 +16,9 @@ from typing import Any
 import attrs
 
 from .enrichment import EnrichmentWindow
+from .observations import PendingObservations
 from .policy import AUTH_PAUSE_FLOOR, RETRY_AFTER_MAX
-from .processor import CommandQueue, Key
+from .processor import CommandQueue
 from .settings import PxlsSettings
 from .state import StateKeeper
 from .store import Store
@@ -34,13 +35,13 @@ class ClockGuard:
 
     settings: PxlsSettings
     state: StateKeeper
+    _latest: datetime | None = None  # the latest host now seen (a jump back shows)
 
     def _limits(self) -> dict[str, timedelta]:
         s = self.settings
         return {
             # a pull is due at most one interval and one regeneration period ahead
             "pull_due_at": s.leaderboard_interval + timedelta(minutes=20),
-            "profile_ready_at": s.profile_cooldown * 2,
             "sweep_started_at": timedelta(0),
             "sweep_finished_at": timedelta(0),
             "canvas_first_seen": timedelta(0),
@@ -57,7 +58,12 @@ class ClockGuard:
         ) + max(s.profile_cooldown * 2, s.leaderboard_interval)
 
     async def check(
-        self, store: Store, queue: CommandQueue, enrich: EnrichmentWindow, now: datetime
+        self,
+        store: Store,
+        queue: CommandQueue,
+        enrich: EnrichmentWindow,
+        observations: PendingObservations,
+        now: datetime,
     ) -> None:
         """Pull back every stored time that lies further ahead of ``now`` than it can."""
         current = self.state.current
@@ -82,15 +88,29 @@ class ClockGuard:
                 now.isoformat(timespec="seconds"),
             )
             await self.state.commit(store.save_state, **changes)
-        for key in Key:
-            st = queue.state(key)
-            if st.ready_at is not None and st.ready_at > now + self.key_limit():
+        for key, until in queue.clamp(now, self.key_limit()):
+            log.warning(
+                "host clock: %s cooling until %s, too far ahead: the pause restarts now",
+                key.value,
+                until.isoformat(timespec="seconds"),
+            )
+        if self._latest is not None and now < self._latest - _SLACK:
+            # the clock jumped back: profile counts stamped by the wrong clock would
+            # block every later observation of their users (DESIGN 3: older ones are
+            # ignored): applied ones count as observed now, waiting ones are dropped
+            moved = await store.pull_back_observations(now)
+            dropped = observations.drop_future(now)
+            if moved or dropped:
                 log.warning(
-                    "host clock: %s cooling until %s, too far ahead: pulled back to now",
-                    key.value,
-                    st.ready_at.isoformat(timespec="seconds"),
+                    "host clock: %d applied and %d waiting profile counts were stamped "
+                    "after now %s: the applied count as observed now, the waiting dropped",
+                    moved,
+                    dropped,
+                    now.isoformat(timespec="seconds"),
                 )
-                st.ready_at = now
+        self._latest = now if self._latest is None else max(self._latest, now)
+        if self._latest > now + self.key_limit():
+            self._latest = now  # one wild tick long ago: compare with the present
         if enrich.next_release is not None and enrich.next_release > now + enrich.hold + _SLACK:
             holds = await store.pull_back_holds(now)
             log.warning("host clock: %d holds began in the future: pulled back to now", holds)

@@ -69,6 +69,20 @@ class FollowStore(StoreReader):
 
         return await self._unit(unit, write=True)
 
+    async def pull_back_observations(self, now: datetime) -> int:
+        """Observation times after ``now`` (a host clock that jumped back) become ``now``
+        (one statement; users observed at a sane time are untouched)."""
+
+        async def unit(conn: aiosqlite.Connection) -> int:
+            cur = await conn.execute(
+                "UPDATE users SET observed_at = :now WHERE observed_at > :now "
+                "AND observed_via = 'profile'",
+                {"now": us(now)},
+            )
+            return max(0, cur.rowcount)
+
+        return await self._unit(unit, write=True)
+
     async def apply_observations(
         self, observations: Sequence[tuple[int, int, datetime]], canvas: str
     ) -> int:

@@ -53,9 +53,9 @@ def health_problems(
             f"limit 2 x leaderboard_interval = {fmt_duration(pull_limit)})"
         )
     for name, key in sorted(state.keys.items()):
-        if key.paused_for_auth(now) and key.cooling_until is not None:
+        if key.paused_for_auth(now) and key.ready_at is not None:
             problems.append(
-                f"{name} requests paused for auth until {_when(key.cooling_until)} "
+                f"{name} requests paused for auth until {_when(key.ready_at)} "
                 f"({shown(key.reason)}): renew {TOKEN_ENV} / {CF_AUTH_ENV}"
             )
     started = state.sweep_started_at

@@ -55,6 +55,19 @@ class PendingObservations:
                 lost,
             )
 
+    def drop_future(self, now: datetime) -> int:
+        """Drop counts stamped after ``now`` (a host clock that jumped back: their time
+        is wrong, and the next profile read observes the user again). Returns how many."""
+        kept = [o for o in self.pending if o.at <= now]
+        dropped, self.pending = len(self.pending) - len(kept), kept
+        self.dropped += dropped
+        return dropped
+
+    def checked(self, now: datetime) -> None:
+        """``/info`` answered at ``now`` with a stale code: that is a check too (the next
+        one is due :data:`CONFIRM_EVERY` later), but it confirms nothing."""
+        self.last_info_at = now
+
     def confirm_due(self) -> datetime | None:
         """When /info should be asked to confirm waiting counts (None: none wait)."""
         if not self.pending:

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 import attrs
 
 from .errors import AuthError, RateLimitedError
-from .processor import Command, KeyState
+from .processor import Command
 from .settings import PxlsSettings
+from .state import KeyState
 from .times import fmt_duration
 
 #: After a 403 or a challenge a key pauses at least this long, whatever the settings say.

@@ -14,10 +14,12 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 import attrs
+
+from .state import KeyState
 
 
 class Key(StrEnum):
@@ -58,19 +60,6 @@ class Command:
 
     def describe(self) -> str:
         return self.kind.value if self.user_id is None else f"{self.kind.value} #{self.user_id}"
-
-
-@attrs.define
-class KeyState:
-    """Cooldown and failure state of one key (what ``status`` shows)."""
-
-    ready_at: datetime | None = None
-    reason: str = ""
-    failures: int = 0  # consecutive failures, drives the exponential backoff
-    auth_pauses: int = 0  # consecutive 403/challenge pauses
-
-    def cooling(self, now: datetime) -> bool:
-        return self.ready_at is not None and now < self.ready_at
 
 
 class CommandQueue:
@@ -144,11 +133,38 @@ class CommandQueue:
         self._counts[command.kind] += 1
         self._queues[command.key].appendleft((order, command))
 
-    def cool(self, key: Key, until: datetime, reason: str) -> None:
-        """Pause ``key`` until ``until`` (never shortens a longer pause)."""
+    def cool(self, key: Key, until: datetime, reason: str, now: datetime) -> None:
+        """Pause ``key`` from ``now`` until ``until`` (never shortens a longer pause)."""
         state = self._keys[key]
         if state.ready_at is None or until > state.ready_at:
-            state.ready_at, state.reason = until, reason
+            state.ready_at, state.reason, state.paused_at = until, reason, now
+
+    def restore(self, keys: dict[str, KeyState]) -> None:
+        """Take the key states a previous source persisted (at open)."""
+        for key in Key:
+            if key.value in keys:
+                self._keys[key] = attrs.evolve(keys[key.value])
+
+    def key_states(self, now: datetime) -> dict[str, KeyState]:
+        """Copies of every key's state to persist or show (a pause over is dropped)."""
+        return {
+            key.value: st
+            if st.cooling(now)
+            else attrs.evolve(st, ready_at=None, reason="", paused_at=None)
+            for key, st in ((k, attrs.evolve(s)) for k, s in self._keys.items())
+        }
+
+    def clamp(self, now: datetime, limit: timedelta) -> list[tuple[Key, datetime]]:
+        """Pauses lying more than ``limit`` ahead of ``now`` (a wrong host clock set
+        them) restart from ``now`` with their own length, at most ``limit``. Returns
+        the keys pulled back and the time they had."""
+        pulled = []
+        for key, st in self._keys.items():
+            if st.ready_at is not None and st.ready_at > now + limit:
+                length = st.ready_at - st.paused_at if st.paused_at is not None else limit
+                pulled.append((key, st.ready_at))
+                st.ready_at, st.paused_at = now + min(max(length, timedelta(0)), limit), now
+        return pulled
 
     def next_ready_at(self, now: datetime) -> datetime | None:
         """When the next queued command can run (``now`` if one can run now)."""

@@ -63,11 +63,13 @@ class ProfileVisits:
         if command.kind is Kind.SWEEP and user.swept_in >= self.sweep.number:
             return False  # already visited (e.g. by its enrichment)
         ready = now + pacing_gap(self.settings.profile_cooldown)
-        self.queue.cool(Key.PROFILE, ready, "profile pacing")
+        self.queue.cool(Key.PROFILE, ready, "profile pacing", now)
+        # persisted before the send: a source that crashes (or is cancelled) in mid-request
+        # and restarts at once still keeps the pacing (a write takes well under the
+        # pacing margin)
+        await self.state.commit(store.save_state, keys=self.queue.key_states(now))
         sweep = self.sweep.number
         try:
-            # nothing between the host's now and the send (a database write there
-            # would add its latency's jitter to the spacing pxls.space sees)
             profile = await client.fetch_profile(user.name)
         except NotFoundError:
             released = await store.mark_missing(user.id, now, sweep)
@@ -79,10 +81,10 @@ class ProfileVisits:
             if command.kind is Kind.FOLLOW:
                 self.follow.visited(found=False, changed=False)
         else:
-            outcome = await store.apply_profile(
-                user.id, profile, now, sweep, self.settings.follow_factions
-            )
             canvas = self.state.current.canvas
+            outcome = await store.apply_profile(
+                user.id, profile, now, sweep, self.settings.follow_factions, canvas
+            )
             if profile.canvas_pixels is not None and canvas is not None:
                 # an observation, applied once /info confirms the canvas after it
                 self.observations.add(Observation(user.id, profile.canvas_pixels, now, canvas))
@@ -97,7 +99,6 @@ class ProfileVisits:
                     profile.pxls_id,
                     outcome.corrected,
                 )
-        await self.state.commit(store.save_state, profile_ready_at=ready)  # survives a restart
         self.enrich.problem = ""
         await self.enrich.refresh_deadline(store)
         self.sweep.visited(user.swept_in, now)  # enrichment counts as the visit too

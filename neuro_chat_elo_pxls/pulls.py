@@ -61,8 +61,10 @@ class Pull:
     _looks: int = 0  # consecutive pulls that found nothing newer
 
     def due(self, now: datetime, queue: CommandQueue) -> datetime | None:
-        """When the next pull is due (None: one is queued already)."""
-        if queue.count(Kind.PULL):
+        """When the next pull is due (None: one is queued already, or a confirm holds the
+        leaderboard slot: the pull is queued once it ran, and the queue's own ready time
+        wakes the host meanwhile)."""
+        if queue.count(Kind.PULL) or queue.count(Kind.CONFIRM):
             return None
         return self.state.current.pull_due_at or now
 
@@ -153,6 +155,7 @@ class Pull:
         (and a retry scheduled) if it answered an earlier code (a stale cache)."""
         canvas = (await client.fetch_info()).canvas_code
         if canvas in self.state.current.canvas_history:
+            self.observations.checked(now)  # asked: the next confirm is 15 minutes on
             # codes only move forward: an older code after a newer one is a stale cache
             await self._skip(
                 store,
@@ -206,8 +209,8 @@ class Pull:
 
     def _reading(self, snapshot: Snapshot, now: datetime) -> datetime:
         """The reading of ``generatedAt`` to use: in the repeated autumn hour, the one
-        newer than the last processed snapshot and not in the future (the first
-        reading when both or neither fit)."""
+        newer than the last processed snapshot and not in the future (the newer when
+        both fit, the first when neither does)."""
         if snapshot.generated_alt is None:
             return snapshot.generated_at
         last = self.state.current.last_generated_at
@@ -216,7 +219,9 @@ class Pull:
             for reading in (snapshot.generated_at, snapshot.generated_alt)
             if (last is None or reading > last) and reading <= now + CLOCK_SKEW
         ]
-        return fitting[0] if fitting else snapshot.generated_at
+        # both fit (the last pull was before the repeated hour): stats.json is
+        # regenerated every 15 minutes, so the file served is the newest reading's
+        return max(fitting) if fitting else snapshot.generated_at
 
     def _skip_reason(self, generated: datetime) -> str | None:
         current = self.state.current

@@ -8,6 +8,8 @@ whose repr and str never show the value.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -242,3 +244,14 @@ class PxlsSettings:
             return cls(**kwargs)
         except TypeError as exc:  # wrong type for a plain field
             raise ConfigError(str(exc)) from exc
+
+
+def credentials_fingerprint(settings: PxlsSettings, salt: str) -> str:
+    """A salted HMAC of the configured secrets, to tell a restart with other credentials
+    from one with the same (never the secrets themselves; "" without any)."""
+    if settings.token is None and settings.cf_auth is None:
+        return ""
+    material = "\0".join(
+        s.reveal() if s is not None else "" for s in (settings.token, settings.cf_auth)
+    )
+    return hmac.new(salt.encode(), material.encode(), hashlib.sha256).hexdigest()[:32]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -44,11 +45,12 @@ from .policy import FailurePolicy
 from .processor import Command, CommandQueue, Key, Kind
 from .profiles import ProfileVisits
 from .pulls import Pull
-from .settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings
-from .state import KeyRecord, StateKeeper
+from .settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings, credentials_fingerprint
+from .state import KeyState, SchedulerState, StateKeeper
 from .status import build_status
 from .store import Store
 from .sweep import Sweep
+from .text import shown
 from .timers import Timers
 from .times import check_now
 
@@ -118,8 +120,18 @@ class PxlsSource:
     async def _restore(self, store: Store) -> None:
         """The database just opened: restore the scheduler state and the pacing."""
         self._state.adopt(await store.load_state())
+        # pauses, backoffs and server waits survive a restart (DESIGN 4); a restart with
+        # other credentials may try an auth-paused key at once
+        keys, salt, fingerprint = self._restored_keys(self._state.current)
+        self._queue.restore(keys)
         # what this source runs with, for ``status`` from another process
-        await self._state.commit(store.save_state, profiles_enabled=self.settings.profiles_enabled)
+        await self._state.commit(
+            store.save_state,
+            profiles_enabled=self.settings.profiles_enabled,
+            keys=keys,
+            credentials=fingerprint,
+            credentials_salt=salt,
+        )
         if not self.settings.profiles_enabled:
             log.warning(
                 "%s is not set: no profile is requested (no Discord names or factions); "
@@ -131,9 +143,6 @@ class PxlsSource:
             await self._enrich.release_all(store, f"{TOKEN_ENV} is not set")
         else:
             await self._enrich.refresh_deadline(store)
-        ready = self._state.current.profile_ready_at
-        if ready is not None:
-            self._queue.cool(Key.PROFILE, ready, "profile pacing (before the restart)")
         log.info(
             "pxls source open: db=%s canvas=%s",
             self.settings.db_path,
@@ -262,7 +271,7 @@ class PxlsSource:
             ),
         )
         if decision.retry_at is not None:
-            self._queue.cool(command.key, decision.retry_at, decision.reason)
+            self._queue.cool(command.key, decision.retry_at, decision.reason, now)
             self._queue.put_back((order, decision.command))
         elif command.kind is Kind.PULL:
             await self._pull.gave_up(store, now)
@@ -292,23 +301,28 @@ class PxlsSource:
 
     # -- operators -------------------------------------------------------------
 
-    def _key_records(self, now: datetime) -> dict[str, KeyRecord]:
-        records = {}
-        for key in Key:
-            st = self._queue.state(key)
-            cooling = st.cooling(now)
-            records[key.value] = KeyRecord(
-                st.ready_at if cooling else None,
-                st.reason if cooling else "",
-                st.failures,
-                st.auth_pauses,
-            )
-        return records
+    def _restored_keys(self, state: SchedulerState) -> tuple[dict[str, KeyState], str, str]:
+        """The persisted key states to restore, the salt and this source's credentials
+        fingerprint. Auth pauses earned with other credentials are lifted (logged)."""
+        salt = state.credentials_salt or secrets.token_hex(16)
+        fingerprint = credentials_fingerprint(self.settings, salt)
+        keys = dict(state.keys)
+        if state.credentials and state.credentials != fingerprint:
+            for name, key in keys.items():
+                if key.auth_pauses:
+                    keys[name] = KeyState(failures=key.failures)
+                    log.warning(
+                        "%s requests were paused for auth (%s); the credentials changed "
+                        "since: trying at once",
+                        name,
+                        shown(key.reason),
+                    )
+        return keys, salt, fingerprint
 
     async def _persist_keys(self, store: Store, now: datetime, **changes: Any) -> None:
-        """Keep the key states (and ``changes``) in the database, so ``status`` can
-        show them from outside."""
-        await self._state.commit(store.save_state, keys=self._key_records(now), **changes)
+        """Keep the key states (and ``changes``) in the database: a restarted source
+        restores them, ``status`` shows them from outside."""
+        await self._state.commit(store.save_state, keys=self._queue.key_states(now), **changes)
 
     async def status(self, now: datetime | None = None) -> dict[str, Any]:
         """A snapshot of the source's state for operators (JSON-serialisable)."""
@@ -318,7 +332,7 @@ class PxlsSource:
                 return {"disabled": self._db.disabled or "shut down"}
             now = check_now(now) if now is not None else datetime.now(UTC)
             # the live key states, so that the keys shown and the health agree
-            live = attrs.evolve(self._state.current, keys=self._key_records(now))
+            live = attrs.evolve(self._state.current, keys=self._queue.key_states(now))
             status = await build_status(store, live, now, self.settings)
             status["queue"] = {kind.value: self._queue.count(kind) for kind in Kind}
             return status

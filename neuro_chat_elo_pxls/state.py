@@ -23,26 +23,49 @@ from .times import from_ts, ts
 
 
 @attrs.define
-class KeyRecord:
-    """A cooldown key as the last running source saw it (for ``status`` from outside)."""
+class KeyState:
+    """One cooldown key's state: the one type the queue runs on, the database keeps and
+    ``status`` shows. A restarted source restores it (DESIGN 4: no restart lowers a
+    pause), so a crash loop cannot hammer pxls.space.
 
-    cooling_until: datetime | None = None
+    ``ready_at``: the key cools down until then (host time, UTC); ``paused_at``: when
+    that pause began (a wrong clock's pause is pulled back to its own length);
+    ``failures``: consecutive failures (the exponential backoff); ``auth_pauses``:
+    consecutive 403/challenge pauses (a health problem until a request succeeds).
+    """
+
+    ready_at: datetime | None = None
     reason: str = ""
-    consecutive_failures: int = 0
-    auth_pauses: int = 0  # consecutive 403/challenge pauses (a health problem)
+    failures: int = 0
+    auth_pauses: int = 0
+    paused_at: datetime | None = None
+
+    def cooling(self, now: datetime) -> bool:
+        return self.ready_at is not None and now < self.ready_at
+
+    def paused_for_auth(self, now: datetime) -> bool:
+        """Paused after a 403 or a challenge (PXLS_TOKEN/PXLS_CF_AUTH need renewing)."""
+        return self.auth_pauses > 0 and self.cooling(now)
 
     def to_json(self) -> dict[str, Any]:
         """The shape persisted in the ``keys`` row and shown by ``status``."""
         return {
-            "cooling_until": ts(self.cooling_until) if self.cooling_until else None,
+            "cooling_until": ts(self.ready_at) if self.ready_at else None,
             "reason": self.reason,
-            "consecutive_failures": self.consecutive_failures,
+            "consecutive_failures": self.failures,
             "auth_pauses": self.auth_pauses,
+            "paused_at": ts(self.paused_at) if self.paused_at else None,
         }
 
-    def paused_for_auth(self, now: datetime) -> bool:
-        """Paused after a 403 or a challenge (PXLS_TOKEN/PXLS_CF_AUTH need renewing)."""
-        return self.auth_pauses > 0 and self.cooling_until is not None and now < self.cooling_until
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeyState:
+        return cls(
+            from_ts(data.get("cooling_until")),
+            str(data.get("reason", "")),
+            int(data.get("consecutive_failures", 0)),
+            int(data.get("auth_pauses", 0)),
+            from_ts(data.get("paused_at")),
+        )
 
 
 @attrs.define
@@ -61,9 +84,13 @@ class SchedulerState:
     sweep_started_at: datetime | None = None
     sweep_finished_at: datetime | None = None
     sweep_total: int = 0
-    profile_ready_at: datetime | None = None  # profile pacing survives a restart
     follow_round_finished_at: datetime | None = None
-    keys: dict[str, KeyRecord] = attrs.field(factory=dict)
+    #: every cooldown key (pacing, backoff, server waits, auth pauses), restored at open
+    keys: dict[str, KeyState] = attrs.field(factory=dict)
+    #: a salted fingerprint of the credentials the pauses were earned with (never the
+    #: secrets): a restart with other credentials may try at once
+    credentials: str = ""
+    credentials_salt: str = ""
     # the running source's view, for ``status`` from another process:
     profiles_enabled: bool | None = None  # had that source a PXLS_TOKEN? (None: unknown)
     last_error: str = ""  # the last failure's log line
@@ -107,13 +134,7 @@ class SchedulerState:
                 kwargs[field.name] = [str(code) for code in json.loads(text)]
             elif field.name == "keys":
                 kwargs["keys"] = {
-                    name: KeyRecord(
-                        from_ts(k.get("cooling_until")),
-                        str(k.get("reason", "")),
-                        int(k.get("consecutive_failures", 0)),
-                        int(k.get("auth_pauses", 0)),
-                    )
-                    for name, k in json.loads(text).items()
+                    name: KeyState.from_json(k) for name, k in json.loads(text).items()
                 }
             elif field.name in _INT_FIELDS:
                 kwargs[field.name] = int(text)
@@ -127,7 +148,7 @@ class SchedulerState:
 
 
 _INT_FIELDS = frozenset({"sweep_number", "sweep_total"})
-_TEXT_FIELDS = frozenset({"canvas", "last_error"})
+_TEXT_FIELDS = frozenset({"canvas", "last_error", "credentials", "credentials_salt"})
 _BOOL_FIELDS = frozenset({"profiles_enabled"})
 
 

@@ -15,7 +15,7 @@ from .health import default_outbox_age, health_problems
 from .processor import Key
 from .reader import StoreReader
 from .settings import PxlsSettings
-from .state import KeyRecord, SchedulerState
+from .state import KeyState, SchedulerState
 from .text import shown
 from .times import fmt_duration, ts, us
 
@@ -24,7 +24,7 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else ts(value)
 
 
-def key_records_json(keys: dict[str, KeyRecord]) -> dict[str, dict[str, Any]]:
+def key_records_json(keys: dict[str, KeyState]) -> dict[str, dict[str, Any]]:
     return {name: k.to_json() for name, k in keys.items()}
 
 
@@ -49,6 +49,8 @@ async def _sweep_status(
             remaining=remaining,
             done=done,
             eta_seconds=round(max(floor, rate_eta or 0.0)),
+            # False: even alone at one profile per cooldown, it cannot finish in time
+            interval_possible=total * settings.profile_cooldown <= settings.sweep_interval,
         )
     return sweep
 
@@ -73,7 +75,7 @@ def _next_pull(state: SchedulerState) -> datetime | None:
     """The pull's due time, or later if the leaderboard key is cooling down."""
     due = state.pull_due_at
     key = state.keys.get(Key.LEADERBOARD.value)
-    cooling = key.cooling_until if key is not None else None
+    cooling = key.ready_at if key is not None else None
     if due is None or cooling is None:
         return due
     return max(due, cooling)

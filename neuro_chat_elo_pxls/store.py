@@ -209,6 +209,7 @@ class Store(FollowStore):
         now: datetime,
         sweep: int,
         follow_factions: Sequence[int] = (),
+        canvas: str | None = None,
     ) -> ProfileOutcome:
         """Store a fetched profile, merge a rename, release a held delta; one transaction.
 
@@ -216,7 +217,9 @@ class Store(FollowStore):
         name. The score moves: the old name's score on the same canvas is withdrawn
         with one delta (``-old``, score 0) and the new name is credited its full
         score, so per name *and* per person the deltas add up to the score, and the
-        pixels are never counted twice. The old row is deleted.
+        pixels are never counted twice. The old row is deleted. ``canvas``: the current
+        canvas, where the new name's count is credited (a followed name added by the
+        host has none of its own yet); the old name's score there is what moves.
         """
 
         async def unit(conn: aiosqlite.Connection) -> ProfileOutcome:
@@ -224,7 +227,7 @@ class Store(FollowStore):
             if not users:
                 return ProfileOutcome(False, None, 0)
             user = users[0]
-            renamed_from, corrected = await self._merge_rename(conn, user, profile, now)
+            renamed_from, corrected = await self._merge_rename(conn, user, profile, now, canvas)
             faction = profile.faction
             user.pxls_id = profile.pxls_id if profile.pxls_id is not None else user.pxls_id
             user.discord = profile.discord
@@ -246,7 +249,12 @@ class Store(FollowStore):
         return await self._write(unit)
 
     async def _merge_rename(
-        self, conn: aiosqlite.Connection, user: UserRow, profile: Profile, now: datetime
+        self,
+        conn: aiosqlite.Connection,
+        user: UserRow,
+        profile: Profile,
+        now: datetime,
+        current: str | None,
     ) -> tuple[str | None, int]:
         """Fold an older row with the same ``pxls_id`` into ``user``: (old name, pixels moved)."""
         if profile.pxls_id is None:
@@ -258,7 +266,7 @@ class Store(FollowStore):
             return None, 0
         old = others[0]
         corrected = 0
-        canvas = user.held_canvas if user.held else user.canvas
+        canvas = user.held_canvas if user.held else (current or user.canvas)
         if old.score and old.canvas is not None and old.canvas == canvas:
             corrected = old.score  # withdrawn by the trigger: -old, score 0
             observed = us(now) if user.held_observed_at is None else user.held_observed_at

@@ -52,6 +52,21 @@ class Sweep:
             return None
         return started + self.interval
 
+    def behind(self, now: datetime) -> bool:
+        """The sweep needs its share of the profile budget now: it has done a smaller
+        part of its users than of its interval (or it has none left, and must finish)."""
+        current = self.state.current
+        started, total = current.sweep_started_at, current.sweep_total
+        if not self.active or self.remaining is None or started is None or total <= 0:
+            return self.active
+        if self.remaining == 0:
+            return True
+        return (total - self.remaining) / total < (now - started) / self.interval
+
+    def possible(self, users: int) -> bool:
+        """Can a sweep of ``users`` finish within the interval at one per cooldown?"""
+        return users * self.cooldown <= self.interval
+
     async def feed(
         self, store: Store, queue: CommandQueue, now: datetime, *, may_queue: bool = True
     ) -> None:
@@ -98,6 +113,16 @@ class Sweep:
             self.cooldown.total_seconds(),
             extra=event("sweep_started", sweep=number, total=total),
         )
+        if not self.possible(total):
+            log.warning(
+                "sweep %d cannot finish within sweep_interval %s: %d users at 1 per %gs "
+                "take %s; it takes what it needs, and the next one starts when it ends",
+                number,
+                fmt_duration(self.interval),
+                total,
+                self.cooldown.total_seconds(),
+                fmt_duration(self.cooldown * total),
+            )
 
     async def _finish(self, store: Store, now: datetime) -> None:
         started = self.state.current.sweep_started_at or now
@@ -154,3 +179,5 @@ class Sweep:
     async def skip(self, store: Store, user_id: int) -> None:
         """Gave up on a user's profile: count it as visited by this sweep."""
         await store.mark_swept(user_id, self.number)
+        if self.remaining:
+            self.remaining -= 1

@@ -41,7 +41,7 @@ class Timers:
     async def run(self, store: Store, now: datetime) -> None:
         """Queue what is due at ``now``."""
         queue = self.queue
-        await self.clock.check(store, queue, self.enrich, now)
+        await self.clock.check(store, queue, self.enrich, self.observations, now)
         await self.pull.arm(store, queue, now)
         confirm = self.observations.confirm_due()
         if confirm is not None and now >= confirm and not queue.count(Kind.PULL):
@@ -58,7 +58,10 @@ class Timers:
             # users given up on until the next round): only a future one wakes the host
             self.follow_next = nxt if nxt is not None and nxt > now else None
             waiting = waiting or bool(queue.count(Kind.FOLLOW)) or self.follow.backlog
-            await self.sweep.feed(store, queue, now, may_queue=not waiting)
+            # the sweep keeps the share that lets it finish in time (DESIGN 7): while
+            # behind its schedule it queues beside waiting follow refreshes
+            behind = not queue.count(Kind.ENRICH) and self.sweep.behind(now)
+            await self.sweep.feed(store, queue, now, may_queue=not waiting or behind)
         await self.enrich.release_due(store, now)
 
     def next_due(self, now: datetime) -> datetime | None:

@@ -14,7 +14,7 @@ from neuro_chat_elo_pxls.cli import main
 from neuro_chat_elo_pxls.errors import AuthError
 from neuro_chat_elo_pxls.health import default_outbox_age, health_problems
 from neuro_chat_elo_pxls.reader import StoreReader
-from neuro_chat_elo_pxls.state import KeyRecord, SchedulerState
+from neuro_chat_elo_pxls.state import KeyState, SchedulerState
 from neuro_chat_elo_pxls.status import build_status, format_status
 
 from .helpers import T0, FakeClock, FakePxls, drive
@@ -41,8 +41,8 @@ def test_no_pull_yet_and_no_pull_within_two_intervals() -> None:
 
 
 def test_auth_pause_is_a_problem_until_it_ends() -> None:
-    paused = KeyRecord(T0 + HOUR, "auth: HTTP 403", 0, auth_pauses=1)
-    backoff = KeyRecord(T0 + HOUR, "backoff: HTTP 503", 2, auth_pauses=0)
+    paused = KeyState(T0 + HOUR, "auth: HTTP 403", 0, auth_pauses=1)
+    backoff = KeyState(T0 + HOUR, "backoff: HTTP 503", 2, auth_pauses=0)
     state = SchedulerState(last_pull_at=T0, keys={"profile": paused, "leaderboard": backoff})
     (problem,) = _problems(state, T0 + timedelta(minutes=1))
     assert problem.startswith("profile requests paused for auth until 2026-01-05T13:00:00Z")
@@ -74,7 +74,7 @@ def test_state_rows_keep_the_running_view() -> None:
         profiles_enabled=False,
         last_error="stats.json: HTTP 503; backing off leaderboard for 30s",
         last_error_at=T0,
-        keys={"profile": KeyRecord(T0, "auth: x", 1, 2)},
+        keys={"profile": KeyState(T0, "auth: x", 1, 2)},
     )
     assert SchedulerState.from_rows(state.to_rows()) == state
     assert SchedulerState.from_rows({}).profiles_enabled is None
@@ -125,7 +125,7 @@ async def test_next_pull_is_not_shown_before_the_key_cools_down(
     status = await source.status(clock.now)
     assert status["next_pull_at"] is not None
     state = SchedulerState(
-        pull_due_at=T0, keys={"leaderboard": KeyRecord(T0 + HOUR, "backoff: 503", 1)}
+        pull_due_at=T0, keys={"leaderboard": KeyState(T0 + HOUR, "backoff: 503", 1)}
     )
     reader = await StoreReader.open(str(tmp_path / "pxls.sqlite3"))
     async with reader:

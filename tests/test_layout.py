@@ -20,7 +20,7 @@ from neuro_chat_elo_pxls.hookspecs import Source
 from neuro_chat_elo_pxls.policy import AUTH_PAUSE_FLOOR, FailurePolicy, compute_auth_pause
 from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
 from neuro_chat_elo_pxls.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
-from neuro_chat_elo_pxls.state import KeyRecord, SchedulerState, StateKeeper
+from neuro_chat_elo_pxls.state import KeyState, SchedulerState, StateKeeper
 from neuro_chat_elo_pxls.store import Store, StoreReader
 
 from .helpers import T0
@@ -94,7 +94,7 @@ def test_state_round_trips_through_the_state_table_rows() -> None:
         sweep_number=3,
         sweep_started_at=T0,
         sweep_total=120,
-        keys={"profile": KeyRecord(T0, "auth: 403", 2)},
+        keys={"profile": KeyState(T0, "auth: 403", 2)},
     )
     rows = state.to_rows()
     assert rows["sweep_finished_at"] is None

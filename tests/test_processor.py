@@ -30,7 +30,7 @@ def test_cooldown_skip_keeps_place_and_picks_next_ready() -> None:
     q.push(Command(Kind.ENRICH, 1))
     q.push(Command(Kind.PULL))
     q.push(Command(Kind.SWEEP, 2))
-    q.cool(Key.PROFILE, T0 + timedelta(seconds=1), "pacing")
+    q.cool(Key.PROFILE, T0 + timedelta(seconds=1), "pacing", T0)
     entry = q.pop_ready(T0)
     assert entry is not None
     assert entry[1].kind is Kind.PULL  # profile key cooling: skipped, keeps its place
@@ -59,7 +59,7 @@ def test_pop_cost_does_not_depend_on_queue_length() -> None:
     for i in range(100_000):
         q.push(Command(Kind.SWEEP, i))
     q.push(Command(Kind.PULL))
-    q.cool(Key.PROFILE, T0 + timedelta(hours=1), "paused")
+    q.cool(Key.PROFILE, T0 + timedelta(hours=1), "paused", T0)
     entry = q.pop_ready(T0)
     assert entry is not None
     assert entry[1].kind is Kind.PULL
