@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import sys
 import tempfile
@@ -261,19 +262,36 @@ async def _write_export(reader: StoreReader, canvas: str | None, fmt: str, out: 
         writer.writerow([csv_cell(value) for value in row])
 
 
+#: how an export's temporary file is opened: created here or not at all (``O_EXCL``
+#: also refuses a planted symlink), never through an existing name
+_EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
 def _temp_beside(target: Path) -> tuple[int, str]:
     """A new temporary file beside ``target`` (created exclusively), or a one-line
-    :class:`ConfigError` naming ``target`` when it cannot be written there."""
+    :class:`ConfigError` naming ``target`` when it cannot be written there.
+
+    The file is created with mode 0666 and the kernel applies the umask (or the
+    directory's default ACL), like any file a tool creates: 0644 under umask 0022,
+    0640 under 0027, so a batch running as another user can read the export. (No
+    ``mkstemp``: it forces 0600. No reading of the umask either: ``os.umask`` is
+    process-wide and racy to read.)
+    """
     if target.is_dir():
         raise ConfigError(f"-o {target}: is a directory; give the file to write")
     if not target.parent.is_dir():
         raise ConfigError(f"-o {target}: the directory {target.parent} does not exist")
-    try:
-        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise ConfigError(
-            f"-o {target}: cannot create a file in {target.parent}: {exc.strerror or exc}"
-        ) from exc
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, _EXCLUSIVE, 0o666), str(tmp)
+        except FileExistsError:
+            continue  # someone else's name (or a planted link): another name
+        except OSError as exc:
+            raise ConfigError(
+                f"-o {target}: cannot create a file in {target.parent}: {exc.strerror or exc}"
+            ) from exc
+    raise ConfigError(f"-o {target}: cannot find a free temporary name in {target.parent}")
 
 
 async def _export(args: argparse.Namespace) -> int:

@@ -92,6 +92,28 @@ async def test_export_never_follows_a_planted_symlink(hostile_db: str, tmp_path:
     assert leftovers == ["pxls.json.tmp"], "no temp file of ours is left behind"
 
 
+@pytest.mark.parametrize("fmt", ["pxls-json", "csv"])
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_export_file_mode_follows_the_umask(
+    hostile_db: str, tmp_path: Path, fmt: str, umask: int, mode: int
+) -> None:
+    """A batch running as another user (same group, or anyone under 0022) can read
+    the export: the file gets 0666 minus the umask, like any file a tool creates,
+    and an existing file is replaced (atomically) with that mode too."""
+    target = tmp_path / ("pxls.json" if fmt == "pxls-json" else "pxls.csv")
+    target.write_text("old")
+    target.chmod(0o600)
+    old = os.umask(umask)
+    try:
+        assert main(["export", "--db", hostile_db, "--format", fmt, "-o", str(target)]) == 0
+        assert main(["export", "--db", hostile_db, "--format", fmt, "-o", str(target)]) == 0
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == mode
+    assert "-2-3" in target.read_text()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
 async def test_csv_export_neutralises_formula_cells(
     hostile_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
