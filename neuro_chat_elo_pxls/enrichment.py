@@ -36,8 +36,8 @@ class EnrichmentWindow:
     async def refill(self, store: Store, queue: CommandQueue) -> None:
         """Keep up to ENRICH_WINDOW enrichment commands queued, oldest hold first."""
         queued = queue.count(Kind.ENRICH)
-        if queued > ENRICH_WINDOW // 2:
-            return
+        if queued > ENRICH_WINDOW // 2 or (self.next_release is None and not queued):
+            return  # (no hold at all: held users come from a pull, which refreshes it)
         exclude = self.given_up | queue.user_ids(Kind.ENRICH)
         want = ENRICH_WINDOW - queued
         ids = await store.held_user_ids(want, exclude)

@@ -75,6 +75,11 @@ class FollowList:
     _reported: set[str] = attrs.field(factory=set)  # invalid names, reported once
     _given_up: set[int] = attrs.field(factory=set)  # failed for good: next round again
     _warned_demand: bool = False
+    #: the last refill found nobody due: (toplist, names version) it looked with, and
+    #: when the next followed user becomes due; no query until one of them changes
+    _quiet: tuple[int | None, int] | None = None
+    _next: datetime | None = None
+    _version: int = 0  # bumped when who is followed (or skipped) may have changed
 
     def _valid(self, names: Iterable[str], where: str) -> list[str]:
         good = []
@@ -112,6 +117,7 @@ class FollowList:
             except (OSError, UnicodeDecodeError) as exc:
                 log.warning("follow_file %s cannot be read: %s", path, exc)
         new = await store.set_followed_names(names, BY_CONFIG, now)
+        self._version += 1
         if not self._synced:
             await store.set_faction_follow(self.settings.follow_factions)
         self._synced, self._file_stamp = True, stamp
@@ -131,6 +137,7 @@ class FollowList:
         valid = self._valid(list(names), "source.follow()")
         if valid:
             await store.set_followed_names(valid, BY_HOST, now, replace=False)
+            self._version += 1
         return len(valid)
 
     def _listed_before(self) -> int | None:
@@ -142,6 +149,15 @@ class FollowList:
         queued = queue.count(Kind.FOLLOW)
         if queued > FOLLOW_WINDOW // 2:
             return
+        quiet = (self._listed_before(), self._version)
+        if not queued and self._quiet == quiet and (self._next is None or now < self._next):
+            # nobody due before self._next (a pull or a change of names asks again)
+            if (
+                self.round is not None
+                and now - self.round.started_at >= self.settings.follow_interval
+            ):
+                await self._finish(store, now)
+            return
         exclude = self._given_up | queue.user_ids(Kind.FOLLOW)
         want = FOLLOW_WINDOW - queued
         cutoff = now - self.settings.follow_interval
@@ -149,6 +165,10 @@ class FollowList:
         for user_id in ids:
             queue.push(Command(Kind.FOLLOW, user_id))
         self.backlog = len(ids) == want
+        self._quiet = None
+        if not ids and not queued:
+            self._quiet = quiet
+            self._next = await self._next_due(store)
         if ids and self.round is None:
             self.round = Round(now)
             await self._check_demand(store)
@@ -164,6 +184,7 @@ class FollowList:
         assert self.round is not None
         r, self.round = self.round, None
         self._given_up.clear()
+        self._version += 1
         await self.state.commit(store.save_state, follow_round_finished_at=now)
         log.info(
             "follow round: %d followed users outside the toplist refreshed, %d counts "
@@ -214,7 +235,11 @@ class FollowList:
                 fmt_duration(self.settings.sweep_interval),
             )
 
-    async def next_due(self, store: Store) -> datetime | None:
-        """When the next followed user outside the toplist becomes due (None: none)."""
+    def next_due(self) -> datetime | None:
+        """When the next followed user outside the toplist becomes due, as the last
+        refill that found nobody due saw it (None: none, or refreshes are queued)."""
+        return self._next if self._quiet is not None else None
+
+    async def _next_due(self, store: Store) -> datetime | None:
         oldest = await store.follow_oldest_check(self._listed_before())
         return None if oldest is None else oldest + self.settings.follow_interval

@@ -69,6 +69,7 @@ class ProfileVisits:
         # pacing margin)
         await self.state.commit(store.save_state, keys=self.queue.key_states(now))
         sweep = self.sweep.number
+        holds_changed = user.held  # its hold is released below
         try:
             profile = await client.fetch_profile(user.name)
         except NotFoundError:
@@ -92,6 +93,7 @@ class ProfileVisits:
                 changed = profile.canvas_pixels != user.score or user.canvas != canvas
                 self.follow.visited(found=True, changed=changed)
             if outcome.renamed_from:
+                holds_changed = True  # the old row (maybe held) is gone
                 log.info(
                     "rename: %s is now %s (pxls id %s); %d pixels moved from the old name",
                     outcome.renamed_from,
@@ -100,6 +102,7 @@ class ProfileVisits:
                     outcome.corrected,
                 )
         self.enrich.problem = ""
-        await self.enrich.refresh_deadline(store)
+        if holds_changed:
+            await self.enrich.refresh_deadline(store)
         self.sweep.visited(user.swept_in, now)  # enrichment counts as the visit too
         return True

@@ -46,6 +46,13 @@ class StoreReader:
         self._conn = conn
         self.path = path
         self._gate = asyncio.Lock()  # one unit (read or transaction) at a time
+        self._commits = 0  # write units committed on this connection
+
+    @property
+    def commits(self) -> int:
+        """Write units committed on this connection so far: nothing changed (no outbox
+        row either) while it stays the same."""
+        return self._commits
 
     @classmethod
     async def open(cls, path: str) -> Self:
@@ -120,6 +127,7 @@ class StoreReader:
                 try:
                     result = await fn(self._conn)
                     await self._conn.execute("COMMIT")
+                    self._commits += 1
                 except BaseException:
                     if self._conn.in_transaction:  # (SQLite may have rolled back itself)
                         await self._conn.execute("ROLLBACK")

@@ -106,6 +106,7 @@ class PxlsSource:
         self._db = StoreHandle(settings.db_path, self._restore)
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._handed_out = 0  # ack delivery: highest seq returned since open
+        self._empty_at = -1  # store commits when collect_deltas last found nothing
 
     def __repr__(self) -> str:
         return f"PxlsSource(base_url={self.settings.base_url!r}, db_path={self.settings.db_path!r})"
@@ -178,13 +179,17 @@ class PxlsSource:
         try:
             async with self._hooks:
                 store = await self._db.ensure()
-                if store is None:
-                    return []
+                if store is None or store.commits == self._empty_at:
+                    return []  # (no write since the last empty call: no delta either)
+                commits = store.commits
                 if self.settings.delivery == "drain":
-                    return await store.drain_outbox()
-                deltas = await store.peek_outbox(self._handed_out)
-                if deltas:
-                    self._handed_out = deltas[-1].seq
+                    deltas = await store.drain_outbox()
+                else:
+                    deltas = await store.peek_outbox(self._handed_out)
+                    if deltas:
+                        self._handed_out = deltas[-1].seq
+                if not deltas:
+                    self._empty_at = commits
                 return deltas
         except Exception:
             log.exception("collect_deltas failed; the deltas stay in the outbox for next time")
@@ -242,9 +247,9 @@ class PxlsSource:
             hold = self.settings.profiles_enabled
             if await self._pull.run(store, self._client, now, hold_new=hold) is not None:
                 self._enrich.after_pull()
+                await self._enrich.refresh_deadline(store)
                 if hold:
                     await self._enrich.refill(store, self._queue)
-                await self._enrich.refresh_deadline(store)
             return True
         return await self._profiles.visit(store, self._client, command, now)
 

@@ -53,7 +53,7 @@ class Timers:
             await self.follow.sync(store, now)
             if not waiting:
                 await self.follow.refill(store, queue, now)
-            nxt = await self.follow.next_due(store)
+            nxt = self.follow.next_due()
             # a due time already past is covered by the queued commands (or belongs to
             # users given up on until the next round): only a future one wakes the host
             self.follow_next = nxt if nxt is not None and nxt > now else None
