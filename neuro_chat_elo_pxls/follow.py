@@ -12,8 +12,10 @@ One log line per round; one warning when the profile demand exceeds the capacity
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import stat
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -35,10 +37,62 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 FOLLOW_WINDOW = 16
 
 
-def read_follow_file(path: str) -> list[str]:
-    """Names in ``path``: one per line; ``#`` starts a comment; blank lines skipped."""
-    with open(path, encoding="utf-8") as handle:
-        return [n for line in handle if (n := line.split("#", 1)[0].strip())]
+#: A follow file is read only up to this size (a bigger one keeps the last good list).
+FOLLOW_FILE_MAX_BYTES = 16 * 1024 * 1024
+#: How many invalid names a report shows (the rest are counted).
+SHOWN_INVALID = 5
+
+
+class FollowFileError(ValueError):
+    """The follow file is not a regular file, is too big, or is not UTF-8 text."""
+
+
+def read_follow_file(path: str, limit: int | None = None) -> list[str]:
+    """Names in ``path``: one per line; ``#`` starts a comment; blank lines skipped.
+
+    Blocking (call it off the event loop). Only a regular file of at most ``limit``
+    bytes (default :data:`FOLLOW_FILE_MAX_BYTES`) is read: a FIFO, a device
+    (``/dev/zero``) or a directory raises :class:`FollowFileError` without waiting or
+    reading (opened non-blocking, checked
+    with ``fstat`` on the opened file, so a swapped name cannot slip through), as do
+    more than ``limit`` bytes and bytes that are not UTF-8. OSError if unreadable.
+    """
+    limit = FOLLOW_FILE_MAX_BYTES if limit is None else limit
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FollowFileError("not a regular file")
+        if st.st_size > limit:
+            raise FollowFileError(f"{st.st_size} bytes, over the cap of {limit}")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise FollowFileError(f"over the cap of {limit} bytes")
+    finally:
+        os.close(fd)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FollowFileError(f"not UTF-8 text (byte {exc.start})") from None
+    return [n for line in text.splitlines() if (n := line.split("#", 1)[0].strip())]
+
+
+def split_valid(names: Iterable[str]) -> tuple[list[str], int, list[str]]:
+    """``names`` → (the valid pxls names, how many were invalid, the first few invalid).
+    Pure and blocking on a big list: run it off the event loop."""
+    valid: list[str] = []
+    invalid, shown_names = 0, list[str]()
+    for name in names:
+        if is_valid_username(name):
+            valid.append(name)
+        else:
+            invalid += 1
+            if len(shown_names) < SHOWN_INVALID:
+                shown_names.append(shown(repr(name)[:40]))
+    return valid, invalid, shown_names
 
 
 def profile_demand_per_hour(settings: PxlsSettings, users: int, outside: int) -> float:
@@ -72,7 +126,9 @@ class FollowList:
     backlog: bool = False  # maybe more due than queued
     _synced: bool = False
     _file_stamp: tuple[float, int] | None = None
-    _reported: set[str] = attrs.field(factory=set)  # invalid names, reported once
+    _file_names: list[str] = attrs.field(factory=list)  # the file's last good list
+    _file_problem: str | None = None  # what is wrong with the file (reported once)
+    _invalid: dict[str, tuple[int, list[str]]] = attrs.field(factory=dict)  # last reports
     _given_up: set[int] = attrs.field(factory=set)  # failed for good: next round again
     _warned_demand: bool = False
     #: the last refill found nobody due: (toplist, names version) it looked with, and
@@ -81,19 +137,36 @@ class FollowList:
     _next: datetime | None = None
     _version: int = 0  # bumped when who is followed (or skipped) may have changed
 
-    def _valid(self, names: Iterable[str], where: str) -> list[str]:
-        good = []
-        for name in names:
-            if is_valid_username(name):
-                good.append(name)
-            elif name not in self._reported:
-                self._reported.add(name)
-                log.warning(
-                    "follow: %s lists %s, not a pxls name ([A-Za-z0-9_-]{1,32}): skipped",
-                    where,
-                    shown(repr(name)[:80]),
-                )
-        return good
+    async def _valid(self, names: Iterable[str], where: str) -> list[str]:
+        """The valid names (checked off the loop); the invalid are reported as one line
+        (a count and the first few), not again while the same ones come back."""
+        valid, invalid, first = await asyncio.to_thread(split_valid, names)
+        report = (invalid, first)
+        if invalid and self._invalid.get(where) != report:
+            log.warning(
+                "follow: %s lists %d invalid names (a pxls name is [A-Za-z0-9_-]{1,32}), "
+                "skipped: %s%s",
+                where,
+                invalid,
+                ", ".join(first),
+                ", ..." if invalid > len(first) else "",
+            )
+        self._invalid[where] = report
+        return valid
+
+    def _file_trouble(self, path: str, problem: str | None) -> None:
+        """Say once what is wrong with the follow file, and when it is good again."""
+        if problem is not None and problem != self._file_problem:
+            log.warning(
+                "follow_file %s cannot be used (%s): the last good list (%d names) stays "
+                "followed until it can",
+                shown(path),
+                problem,
+                len(self._file_names),
+            )
+        elif problem is None and self._file_problem is not None:
+            log.info("follow_file %s is readable again", shown(path))
+        self._file_problem = problem
 
     async def sync(self, store: Store, now: datetime) -> None:
         """Bring the follow marks in line with the settings and the file (cheap when
@@ -105,17 +178,19 @@ class FollowList:
                 st = os.stat(path)
                 stamp = (st.st_mtime, st.st_size)
             except OSError as exc:
-                if path not in self._reported:
-                    self._reported.add(path)
-                    log.warning("follow_file %s cannot be read: %s", path, exc.strerror)
+                self._file_trouble(path, exc.strerror or str(exc))
         if self._synced and stamp == self._file_stamp:
             return
-        names = self._valid(self.settings.follow, "follow")
+        names = await self._valid(self.settings.follow, "follow")
         if path is not None and stamp is not None:
             try:
-                names += self._valid(read_follow_file(path), f"follow_file {path}")
-            except (OSError, UnicodeDecodeError) as exc:
-                log.warning("follow_file %s cannot be read: %s", path, exc)
+                listed = await asyncio.to_thread(read_follow_file, path)
+            except (OSError, FollowFileError) as exc:
+                self._file_trouble(path, getattr(exc, "strerror", None) or str(exc))
+            else:
+                self._file_names = await self._valid(listed, f"follow_file {shown(path)}")
+                self._file_trouble(path, None)
+        names += self._file_names  # a bad file keeps the last good list
         new = await store.set_followed_names(names, BY_CONFIG, now)
         self._version += 1
         if not self._synced:
@@ -134,7 +209,7 @@ class FollowList:
     async def add(self, store: Store, names: Iterable[str], now: datetime) -> int:
         """Follow ``names`` as well (the host's ``source.follow``); invalid ones are
         reported once and skipped. Returns how many valid names were given."""
-        valid = self._valid(list(names), "source.follow()")
+        valid = await self._valid(names, "source.follow()")
         if valid:
             await store.set_followed_names(valid, BY_HOST, now, replace=False)
             self._version += 1

@@ -90,8 +90,8 @@ async def test_list_file_faction_and_host_each_follow(
     assert {"by_list", "by_file", "by_file_later", "by_host", "swarm_member"} <= credited
     assert "ignored" not in {d.user for d in ledger.deltas}
     assert last(ledger, "swarm_member") == (440, "profile")
-    invalid = [r for r in caplog.records if "not a pxls name" in r.getMessage()]
-    assert len(invalid) == 3  # each invalid name reported once
+    invalid = [r for r in caplog.records if "invalid names" in r.getMessage()]
+    assert len(invalid) == 3  # one line for each place that lists an invalid name
     ledger.check_conservation()
 
 
