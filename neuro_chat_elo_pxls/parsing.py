@@ -7,6 +7,7 @@ They are synchronous and do no I/O.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from html import unescape
@@ -19,6 +20,9 @@ import orjson
 
 from .errors import MalformedDataError
 from .models import CanvasInfo, Faction, Profile, Snapshot, ToplistRow
+from .text import shown
+
+log = logging.getLogger("neuro_chat_elo_pxls")
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 SNIP = "-snip-"
@@ -232,7 +236,9 @@ def parse_profile_json(body: bytes | str, expected_name: str) -> Profile:
                 break
     pixels = user.get("pixelCount")
     canvas_pixels = _int(pixels, "pixelCount") if pixels is not None else None
-    return Profile(name, pxls_id, discord, faction, canvas_pixels)
+    alltime_value = user.get("pixelCountAllTime")
+    alltime = _int(alltime_value, "pixelCountAllTime") if alltime_value is not None else None
+    return Profile(name, pxls_id, discord, faction, checked_count(canvas_pixels, alltime, name))
 
 
 class _ProfilePageParser(HTMLParser):
@@ -312,6 +318,34 @@ def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
         if match is None:
             raise MalformedDataError(f"profile page: unparseable faction {faction_text[:80]!r}")
         faction = Faction(int(match["id"]), match["tag"], match["name"], None)
-    pixels_text = rows.get("Current Canvas Pixels")
-    canvas_pixels = int(pixels_text) if pixels_text and pixels_text.isdigit() else None
-    return Profile(expected_name, None, discord, faction, canvas_pixels)
+    canvas_pixels = _page_count(rows.get("Current Canvas Pixels"))
+    alltime = _page_count(rows.get("Alltime Pixels"))
+    return Profile(
+        expected_name, None, discord, faction, checked_count(canvas_pixels, alltime, expected_name)
+    )
+
+
+def _page_count(text: str | None) -> int | None:
+    """A count cell of the profile page (ASCII digits only: ``"²".isdigit()`` is true
+    and ``int("²")`` raises); None when absent or not a number."""
+    if not text or not (text.isascii() and text.isdigit()) or len(text) > _DIGITS + 1:
+        return None
+    return int(text)
+
+
+def checked_count(pixels: int | None, alltime: int | None, name: str) -> int | None:
+    """A profile's canvas count, bounded like a toplist row (at most :data:`MAX_PIXELS`,
+    and never above the all-time count when both are given); an absurd one is
+    rejected with a log line (None: the profile's other fields still count)."""
+    if pixels is None:
+        return None
+    if pixels > MAX_PIXELS or (alltime is not None and pixels > alltime):
+        log.warning(
+            "profile of %s: canvas count %d is absurd (all-time %s, at most %d): not credited",
+            shown(name),
+            pixels,
+            alltime if alltime is not None else "-",
+            MAX_PIXELS,
+        )
+        return None
+    return pixels

@@ -217,3 +217,41 @@ def test_bulk_path_agrees_with_row_by_row_path(rows: list[dict[str, Any]]) -> No
     assert len(bulk) == len(row_by_row)
     assert len(bulk.rejected) + 1 == len(row_by_row.rejected)
     assert bulk.snipped == row_by_row.snipped
+
+
+@pytest.mark.parametrize(
+    ("pixels", "alltime", "kept"),
+    [
+        (4821, 37210, 4821),
+        (10**12, None, 10**12),  # the bound itself, as for toplist rows
+        (10**15, 3 * 10**15, None),  # absurd: not credited
+        (2**63 - 1, None, None),
+        (5000, 4000, None),  # above the all-time count
+    ],
+)
+def test_profile_counts_are_bounded_like_toplist_rows(
+    pixels: int, alltime: int | None, kept: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = json.loads(fixture_bytes("profile_with_discord_and_faction.json"))
+    data["user"]["pixelCount"] = pixels
+    if alltime is None:
+        del data["user"]["pixelCountAllTime"]
+    else:
+        data["user"]["pixelCountAllTime"] = alltime
+    profile = parse_profile_json(json.dumps(data), "example_painter")
+    assert profile.canvas_pixels == kept
+    assert profile.discord == "example.painter"  # the rest of the profile still counts
+    assert ("absurd" in caplog.text) == (kept is None)
+
+
+@pytest.mark.parametrize(
+    ("cell", "kept"), [("4821", 4821), ("²", None), ("4²", None), ("9" * 15, None)]
+)
+def test_profile_page_counts_are_ascii_digits_and_bounded(cell: str, kept: int | None) -> None:
+    page = fixture_bytes("profile_with_discord_and_faction.html").decode()
+    page = page.replace(
+        '<td class="text-left number">4821</td>', f'<td class="text-left number">{cell}</td>'
+    )
+    if cell == "9" * 15:
+        page = page.replace(">37210<", ">" + "9" * 16 + "<")
+    assert parse_profile_html(page, "example_painter").canvas_pixels == kept
