@@ -16,6 +16,7 @@ pacing and politeness. Binds to 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections import defaultdict, deque
@@ -120,6 +121,7 @@ class PxlsStandIn:
         self._in_flight = 0
         self.max_in_flight = 0
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
         self.base_url = ""
         self._sim_time: datetime | None = None  # activity simulated up to here
         self._stats_body = b""
@@ -287,7 +289,22 @@ class PxlsStandIn:
         self.base_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
         return self.base_url
 
+    async def _linger(self, request: web.Request) -> None:
+        """The SLOW fault: answer after ``slow_seconds``, but never while the client is
+        still waiting for less: end as soon as the connection closes (the client gave
+        up) or the stand-in stops, so no test depends on which real timer fires first."""
+        deadline = asyncio.get_running_loop().time() + self.scenario.slow_seconds
+        while (
+            not self._stopping.is_set()
+            and request.transport is not None
+            and not request.transport.is_closing()
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.05)
+
     async def stop(self) -> None:
+        self._stopping.set()  # lingering SLOW answers end now
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -326,7 +343,9 @@ class PxlsStandIn:
             self._in_flight -= 1
             self.requests.append(RequestRecord(request.path_qs, at, in_flight, status))
 
-    async def _fault(self, endpoint: str, json_ok: bytes) -> web.StreamResponse | None:
+    async def _fault(
+        self, endpoint: str, json_ok: bytes, request: web.Request
+    ) -> web.StreamResponse | None:
         if self.scenario.fault_rate and self._fault_rng.random() < self.scenario.fault_rate:
             self.faults[endpoint].append(
                 self._fault_rng.choice([f for f in Fault if f is not Fault.SLOW])
@@ -355,7 +374,7 @@ class PxlsStandIn:
                 status=200, content_type="text/html", text="<html>maintenance</html>"
             )
         if fault is Fault.SLOW:
-            await asyncio.sleep(self.scenario.slow_seconds)
+            await self._linger(request)
             return web.Response(body=json_ok, content_type="application/json")
         if fault is Fault.TRUNCATED:
             return web.Response(body=json_ok[: len(json_ok) // 2], content_type="application/json")
@@ -374,7 +393,7 @@ class PxlsStandIn:
         return error_page(403)
 
     async def _stats(self, request: web.Request) -> web.StreamResponse:
-        fault = await self._fault("stats", self._stats_body)
+        fault = await self._fault("stats", self._stats_body, request)
         if fault is not None:
             return fault
         self.served_stats = self._stats_body
@@ -395,7 +414,7 @@ class PxlsStandIn:
 
     async def _info(self, request: web.Request) -> web.StreamResponse:
         body = self._info_body()
-        response = await self._fault("info", body) or web.Response(
+        response = await self._fault("info", body, request) or web.Response(
             body=body, content_type="application/json"
         )
         response.headers["Access-Control-Allow-Origin"] = "*"
@@ -421,7 +440,7 @@ class PxlsStandIn:
         if not isinstance(found, SimUser):
             return found
         body = gson_json(profile_dict(found))
-        return await self._fault("profile", body) or web.Response(
+        return await self._fault("profile", body, request) or web.Response(
             body=body, content_type="application/json"
         )
 
@@ -430,6 +449,6 @@ class PxlsStandIn:
         if not isinstance(found, SimUser):
             return found
         page = profile_page(found).encode()
-        return await self._fault("profile", page) or web.Response(
+        return await self._fault("profile", page, request) or web.Response(
             body=page, content_type="text/html", charset="utf-8"
         )
