@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from .clock import SimClock
 from .errors import ConfigError, PxlsError
-from .host import install_signal_handlers, run_host
+from .host import OutputError, install_signal_handlers, run_host
 from .logs import setup_logging
 from .reader import StoreReader
 from .settings import TOKEN_ENV, PxlsSettings
@@ -96,6 +96,11 @@ def _open_output(path: str | None) -> TextIO:
     return open(path, "a", encoding="utf-8")
 
 
+#: ``run``'s exit status when the deltas could not be written (EX_TEMPFAIL): a service
+#: manager restarts it (2 means a configuration mistake, and is not restarted)
+EXIT_OUTPUT_FAILED = 75
+
+
 async def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
     if not os.environ.get(TOKEN_ENV):
@@ -111,6 +116,14 @@ async def _run(args: argparse.Namespace) -> int:
         )
         every = None if args.table_every is None else timedelta(hours=args.table_every)
         await run_host(config, clock=clock, out=out, stop=stop, table_every=every)
+    except OutputError as exc:
+        log.error(
+            "run: %s (%s); exiting %d to be restarted",
+            exc,
+            args.out or "stdout",
+            EXIT_OUTPUT_FAILED,
+        )
+        return EXIT_OUTPUT_FAILED
     finally:
         if out is not sys.stdout:
             out.close()

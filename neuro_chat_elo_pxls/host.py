@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -127,21 +128,45 @@ async def start_sources(pm: pluggy.PluginManager, config: Mapping[str, Any]) -> 
     return sources
 
 
+class OutputError(Exception):
+    """Writing the deltas failed (disk full, I/O error): none of that batch was
+    acknowledged, so they stay in the source's database for the next run."""
+
+
+def _durable(out: LineSink) -> None:
+    """Flush, and fsync a regular file (a pipe or a terminal cannot be)."""
+    out.flush()
+    try:
+        fd = out.fileno()
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's buffer)
+        return
+    if regular:
+        os.fsync(fd)
+
+
 async def deliver(
     pm: pluggy.PluginManager, sources: list[Source], out: LineSink, totals: Totals
 ) -> None:
     """Collect every source's deltas, write them as JSON lines, make them durable
-    (flush + fsync), then acknowledge them to their source."""
+    (flush + fsync), then acknowledge them to their source. Raises
+    :class:`OutputError` (nothing of the failed batch acknowledged) if writing fails."""
     batches = await call_async_hook(pm.hook.collect_deltas)
     for source, batch in zip(sources, batches, strict=True):
+        if not batch:
+            continue
+        try:
+            for delta in batch:
+                out.write(jsonlines.dumps(delta) + "\n")
+            _durable(out)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {len(batch)} deltas: {exc.strerror or exc}; they stay in the "
+                "database and are written by the next run"
+            ) from exc
         for delta in batch:
-            out.write(jsonlines.dumps(delta) + "\n")
             totals.add(delta)
-        out.flush()
-        if batch:
-            with contextlib.suppress(OSError, ValueError):  # not a real file: no fsync
-                os.fsync(out.fileno())
-            await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge
+        await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge
 
 
 def _log_table(title: str, totals: Totals) -> None:
@@ -174,7 +199,14 @@ async def run_host(
     """Run the host loop until ``stop`` is set or host time reaches ``until``.
 
     ``table_every``: log the running table at this host-time interval (None: never).
+    Every source runs with ``delivery = "ack"`` whatever the config says: a delta
+    leaves its database only once written to ``out`` and fsynced (DESIGN 4).
+    Raises :class:`OutputError` when ``out`` cannot be written.
     """
+    section = config.get("pxls")
+    if isinstance(section, Mapping) and section.get("delivery", "drain") != "ack":
+        log.info("host: deltas are acknowledged once written and fsynced (delivery = ack)")
+        config = {**config, "pxls": {**section, "delivery": "ack"}}
     pm = make_plugin_manager()
     sources = await start_sources(pm, config)
     if on_started is not None:
