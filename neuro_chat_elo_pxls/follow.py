@@ -128,6 +128,7 @@ class FollowList:
     _file_stamp: tuple[float, int] | None = None
     _file_names: list[str] = attrs.field(factory=list)  # the file's last good list
     _file_problem: str | None = None  # what is wrong with the file (reported once)
+    _file_read: bool = False  # read well once since the start
     _invalid: dict[str, tuple[int, list[str]]] = attrs.field(factory=dict)  # last reports
     _given_up: set[int] = attrs.field(factory=set)  # failed for good: next round again
     _warned_demand: bool = False
@@ -182,6 +183,7 @@ class FollowList:
         if self._synced and stamp == self._file_stamp:
             return
         names = await self._valid(self.settings.follow, "follow")
+        read = path is None
         if path is not None and stamp is not None:
             try:
                 listed = await asyncio.to_thread(read_follow_file, path)
@@ -190,8 +192,11 @@ class FollowList:
             else:
                 self._file_names = await self._valid(listed, f"follow_file {shown(path)}")
                 self._file_trouble(path, None)
+                read = self._file_read = True
         names += self._file_names  # a bad file keeps the last good list
-        new = await store.set_followed_names(names, BY_CONFIG, now)
+        # a file not read since the start: its last good list is the database's marks,
+        # so names are added and none taken away (a restart on a bad file unfollows none)
+        new = await store.set_followed_names(names, BY_CONFIG, now, replace=read or self._file_read)
         self._version += 1
         if not self._synced:
             await store.set_faction_follow(self.settings.follow_factions)

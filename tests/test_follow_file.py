@@ -118,3 +118,27 @@ async def test_following_a_million_names_leaves_the_loop_free(
     names = [f"n{i}" for i in range(1_000_000)]
     assert await source.follow(names, clock.now) == 1_000_000
     assert len(threads) == 2 and threading.main_thread().name not in threads
+
+
+async def test_a_restart_on_a_bad_follow_file_unfollows_nobody(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The last good list lives in the database: a source started while the file is
+    bad keeps following its names (found by the simulator, seed 28)."""
+    fake.top = 1
+    fake.add("topper", 10_000)
+    for name in ("fan_one", "fan_two", "by_config"):
+        fake.add(name, 3)
+    path = tmp_path / "follow.txt"
+    path.write_text("fan_one\nfan_two\n")
+    settings = {"follow": ["by_config"], "follow_file": str(path)}
+    source = make_source(follow_interval=timedelta(minutes=10), **settings)
+    ledger = Ledger()
+    await _run(source, clock, 15, ledger)
+    await source.on_shutdown()
+    path.write_bytes(b"fan_one\n\xff\n")
+    source = make_source(follow_interval=timedelta(minutes=10), **settings)
+    start = len(fake.requests)
+    await _run(source, clock, 60, ledger)
+    names = {"fan_one", "fan_two", "by_config"}
+    assert _followed_reads(fake, start, names) == names
