@@ -155,12 +155,13 @@ class CommandQueue:
         }
 
     def clamp(self, now: datetime, limit: timedelta) -> list[tuple[Key, datetime]]:
-        """Pauses lying more than ``limit`` ahead of ``now`` (a wrong host clock set
-        them) restart from ``now`` with their own length, at most ``limit``. Returns
-        the keys pulled back and the time they had."""
+        """Pauses that began after ``now`` or lie more than ``limit`` ahead of it (a
+        wrong host clock set them) restart from ``now`` with their own length, at most
+        ``limit``. Returns the keys pulled back and the time they had."""
         pulled = []
         for key, st in self._keys.items():
-            if st.ready_at is not None and st.ready_at > now + limit:
+            future = st.paused_at is not None and st.paused_at > now + timedelta(minutes=1)
+            if st.ready_at is not None and (st.ready_at > now + limit or future):
                 length = st.ready_at - st.paused_at if st.paused_at is not None else limit
                 pulled.append((key, st.ready_at))
                 st.ready_at, st.paused_at = now + min(max(length, timedelta(0)), limit), now

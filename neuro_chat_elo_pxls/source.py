@@ -314,7 +314,11 @@ class PxlsSource:
         keys = dict(state.keys)
         if state.credentials and state.credentials != fingerprint:
             for name, key in keys.items():
-                if key.auth_pauses:
+                if key.auth_pauses and not key.reason.startswith("auth"):
+                    # a server-given wait (a 429 after the 403) stays: only the auth
+                    # pause belongs to the old credentials
+                    keys[name] = attrs.evolve(key, auth_pauses=0)
+                elif key.auth_pauses:
                     keys[name] = KeyState(failures=key.failures)
                     log.warning(
                         "%s requests were paused for auth (%s); the credentials changed "
