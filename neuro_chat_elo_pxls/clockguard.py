@@ -108,9 +108,8 @@ class ClockGuard:
                     dropped,
                     now.isoformat(timespec="seconds"),
                 )
+            self._latest = now  # handled: compare with the present from now on
         self._latest = now if self._latest is None else max(self._latest, now)
-        if self._latest > now + self.key_limit():
-            self._latest = now  # one wild tick long ago: compare with the present
         if enrich.next_release is not None and enrich.next_release > now + enrich.hold + _SLACK:
             holds = await store.pull_back_holds(now)
             log.warning("host clock: %d holds began in the future: pulled back to now", holds)

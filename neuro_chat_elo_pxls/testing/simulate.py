@@ -645,6 +645,7 @@ class Host:
         self.ticks = 0
         self.idle_due_streak = 0
         self.restarts = 0
+        self.restart_times: list[datetime] = []
         self.sent = False
         self.cadence: tuple[timedelta, timedelta] | None = None
         self._fifo = False
@@ -811,6 +812,8 @@ class Host:
             kind = "nothing"
         if kind == "jump" and any(abs(self.true - c) < timedelta(hours=3) for c in DST_CHANGES):
             kind = "nothing"  # a wrong clock in the repeated hour: no reading can be right
+        if kind in ("crash", "restart"):
+            self.restart_times.append(self.true)
         if kind == "crash":
             await _kill(self.source)
             self.restarts += 1
@@ -940,7 +943,14 @@ class Host:
                     if name != "-snip-":
                         seen[name] = (g.at, "toplist")
         for name, answers in self.checker.profile_answers.items():
-            calm = [t for t in answers if world.calm_from <= t <= horizon]
+            # a count waiting for /info lives in memory: a restart before its /info drops
+            # it (the next profile read observes it again), so those are not expected
+            calm = [
+                t
+                for t in answers
+                if world.calm_from <= t <= horizon
+                and not any(t <= r <= t + timedelta(minutes=20) for r in self.restart_times)
+            ]
             if calm and (name not in seen or seen[name][0] < calm[-1]):
                 seen[name] = (calm[-1], "profile")
         for name, (at, via) in sorted(seen.items()):
