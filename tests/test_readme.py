@@ -115,3 +115,87 @@ def test_demo_on_a_terminal_writes_the_deltas_to_a_file_and_says_where(tmp_path:
     written = Path(match.group(2)).read_text().splitlines()
     assert len(written) == int(match.group(1)) > 0
     assert jsonlines.loads(written[0]).seq == 1
+
+
+# -- installing: the package is not on any index; the docs show what CI builds -------
+
+ROOT = README.parent
+DOCS = [README, *sorted((ROOT / "examples").rglob("README.md"))]
+CI = ROOT / ".ci" / "run"
+_FROM_INDEX = re.compile(
+    r"\bpip3?\s+install\s+(?:-[-\w]+(?:[= ]\S+)?\s+)*[\"']?neuro[-_.]chat[-_.]elo[-_.]pxls\b",
+    re.IGNORECASE,
+)
+_SEPARATORS = {"&&", "||", ";", "|", "&", "(", ")"}
+
+
+def _shell_blocks(doc: Path) -> list[str]:
+    """The lines of the doc's ```sh blocks."""
+    blocks = re.findall(r"```(?:sh|bash|shell)\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    return [line for block in blocks for line in block.splitlines()]
+
+
+def _pip_calls(lines: list[str]) -> list[list[str]]:
+    """Every pip call in these shell lines: its arguments after ``pip`` (``pip``,
+    ``…/bin/pip`` or ``python -m pip``), one per command of a ``&&`` chain."""
+    import shlex
+
+    calls = []
+    for line in "\n".join(lines).replace("\\\n", " ").splitlines():  # continued lines
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        command: list[str] = []
+        for token in [*lexer, ";"]:
+            if token not in _SEPARATORS:
+                command.append(token)
+                continue
+            for i, word in enumerate(command):
+                module = i > 0 and command[i - 1] == "-m" and word == "pip"
+                if module or Path(word).name in ("pip", "pip3"):
+                    calls.append(command[i + 1 :])
+                    break
+            command = []
+    return calls
+
+
+def _normalised(args: list[str]) -> list[str]:
+    """Quiet flags dropped; the wheel directory (whatever its name) as ``<dir>``."""
+    out = [a for a in args if a not in ("--quiet", "-q")]
+    if "--wheel-dir" in out:
+        out[out.index("--wheel-dir") + 1] = "<dir>"
+    return [re.sub(r"^[^/]+/\*\.whl$", "<dir>/*.whl", a) for a in out]
+
+
+def test_no_readme_installs_the_package_from_an_index() -> None:
+    for doc in DOCS:
+        found = _FROM_INDEX.search(doc.read_text(encoding="utf-8"))
+        assert found is None, f"{doc.relative_to(ROOT)}: {found.group(0)!r} (not on any index)"
+    assert _FROM_INDEX.search("sudo /opt/x/bin/pip install neuro-chat-elo-pxls   # or")
+    assert _FROM_INDEX.search('pip install --quiet "neuro_chat_elo_pxls>=0.1"')
+    assert not _FROM_INDEX.search('pip install -e ".[dev]"')
+
+
+def test_the_install_commands_shown_are_the_ones_ci_runs() -> None:
+    """A wheel built like .ci/run builds it, and that wheel installed like CI installs
+    it; editable installs name extras that pyproject defines."""
+    import tomllib
+
+    ci = [_normalised(args) for args in _pip_calls(CI.read_text(encoding="utf-8").splitlines())]
+    assert ["wheel", "--no-deps", "--wheel-dir", "<dir>", "."] in ci
+    assert ["install", "<dir>/*.whl"] in ci
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = set(pyproject["project"]["optional-dependencies"])
+    builds = {}
+    for doc in DOCS:
+        calls = _pip_calls(_shell_blocks(doc))
+        for args in calls:
+            where = f"{doc.relative_to(ROOT)}: pip {' '.join(args)}"
+            if args[:1] == ["install"] and "-e" in args:
+                target = args[args.index("-e") + 1]
+                match = re.fullmatch(r"\.(?:\[([\w,]+)\])?", target)
+                assert match, where
+                assert set((match.group(1) or "").split(",")) - {""} <= extras, where
+            elif args[:1] in (["install"], ["wheel"]):
+                assert _normalised(args) in ci, f"{where}: not what .ci/run runs"
+        builds[doc.name if doc == README else doc.parent.name] = [a[0] for a in calls]
+    assert builds["systemd"].count("wheel") == 1 and "install" in builds["systemd"]
