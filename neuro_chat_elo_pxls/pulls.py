@@ -154,7 +154,7 @@ class Pull:
         """Ask ``/info``: a reset is recorded, waiting profile counts are settled; None
         (and a retry scheduled) if it answered an earlier code (a stale cache)."""
         canvas = (await client.fetch_info()).canvas_code
-        if canvas in self.state.current.canvas_history:
+        if canvas in self.state.current.canvas_history or _older(canvas, self.state.current.canvas):
             self.observations.checked(now)  # asked: the next confirm is 15 minutes on
             # codes only move forward: an older code after a newer one is a stale cache
             await self._skip(
@@ -231,6 +231,20 @@ class Pull:
         if current.last_generated_at is not None and generated <= current.last_generated_at:
             return f"generatedAt {ts(generated)} already processed"
         return None
+
+
+def _older(code: str, current: str | None) -> bool:
+    """Numeric codes (pxls.space's are: 86, 87, ...) move up: a lower one is an earlier
+    canvas even if this source never saw it (two resets between pulls, then a stale
+    cache answering the one in between)."""
+    return (
+        current is not None
+        and code.isascii()
+        and code.isdigit()
+        and current.isascii()
+        and current.isdigit()
+        and int(code) < int(current)
+    )
 
 
 def _log_rejected(snapshot: Snapshot) -> None:

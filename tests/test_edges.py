@@ -149,3 +149,25 @@ async def test_the_sweep_finishes_when_follows_exceed_the_budget(
     assert len(reads_after_24h) == 10  # was 0 of 10: every known user re-checked
     status = await source.status(clock.now)
     assert status["sweep"]["number"] >= 2  # sweep #1 finished (it was still "active")
+
+
+async def test_a_lower_numeric_code_never_seen_is_a_stale_cache_not_a_reset(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """Two resets between pulls (86 -> 87 -> 88), then an edge cache answers 87: the
+    source never saw 87, but codes move up, so it is stale (simulator seed 19 credited
+    canvas 88's counts to 87)."""
+    fake.add("painter", 100)
+    source = make_source(leaderboard_interval=timedelta(minutes=15))
+    ledger = Ledger()
+    await drive(source, clock, clock.now + 20 * MIN, ledger)
+    fake.canvas = "88"
+    fake.regenerate()
+    await drive(source, clock, clock.now + 20 * MIN, ledger)
+    fake.canvas = "87"  # stale
+    fake.users["painter"].score = 300
+    fake.regenerate()
+    await drive(source, clock, clock.now + 40 * MIN, ledger)
+    assert "87" not in {d.canvas for d in ledger.deltas}
+    status = await source.status(clock.now)
+    assert status["canvas"] == "88"

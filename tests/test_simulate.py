@@ -15,9 +15,11 @@ import pytest
 
 from neuro_chat_elo_pxls.testing import simulate
 
-#: seeds that found a defect once (the closing note of issue "Every promise at the
-#: edges" says which): each stays as a regression
-REGRESSIONS = (0, 1, 2, 3, 4, 6, 7, 11)
+#: seeds that found a defect once, each kept as a regression: 3 a followed rename
+#: counted twice; 18 and 23 waits and pacing forgotten across restarts; 28 a restart on
+#: a bad follow file unfollowed its names; 30 new credentials lifted a later 429 wait;
+#: 179 a count dropped by a restart was expected (a checker fix)
+REGRESSIONS = (3, 18, 23, 28, 30, 179)
 
 
 @pytest.mark.parametrize("seed", REGRESSIONS)

@@ -164,6 +164,7 @@ class World:
         self.generations: list[Generation] = []
         self.cron_stalled_until: datetime | None = None
         self.flap_until: datetime | None = None
+        self.flap_rate = 0.0
         self.new_code_answered = True
         self.in_flight = 0
         self.cancel_next_request = False
@@ -283,6 +284,7 @@ class World:
         self.cron_stalled_until = at + timedelta(minutes=self.rng.choice((0, 20, 45)))
         # an edge cache may answer the old code again, once the new one was answered
         self.flap_until = at + timedelta(minutes=self.rng.choice((0, 10, 40)))
+        self.flap_rate = self.rng.choice((0.4, 1.0))  # flapping, or a stuck edge cache
         self.new_code_answered = False
 
     def _on_rename(self, at: datetime, _: Any) -> None:
@@ -390,7 +392,7 @@ class World:
         fault = await self._request("info")
         code = self.canvas
         flapping = self.flap_until is not None and self.now < self.flap_until
-        if flapping and self.new_code_answered and self.rng.random() < 0.4:
+        if flapping and self.new_code_answered and self.rng.random() < self.flap_rate:
             code = self.canvases[-2]
         if code == self.canvas:
             self.new_code_answered = True
