@@ -889,9 +889,31 @@ class Host:
     async def _finish(self) -> None:
         """Collect what is left, then check the invariants that need the whole run."""
         await self._collect()
+        await self._check_sweep()
         self._check_accounting()
         self._check_applied()
         self._check_errors()
+
+    async def _check_sweep(self) -> None:
+        """Every sweep finishes within its interval when the budget allows it (DESIGN 7),
+        give or take the time profile requests were paused by the model's faults."""
+        status = await self._hook("status", lambda: self.source.status(self.end))
+        sweep = (status or {}).get("sweep", {})
+        if not sweep.get("active") or not sweep.get("interval_possible", True):
+            return
+        started = datetime.fromisoformat(sweep["started_at"])
+        paused = sum(
+            ((min(e, self.end) - max(s, started)) for s, e in self.world.faults.auth_outages),
+            timedelta(0),
+        )
+        limit = self.settings.sweep_interval + timedelta(hours=2) + max(paused, timedelta(0))
+        if self.end - started > limit:
+            self.checker.fail(
+                "every sweep finishes",
+                f"sweep {sweep.get('number')} started {started:%m-%d %H:%M} is still active "
+                f"at the end, {sweep.get('remaining')} of {sweep.get('total')} users left "
+                f"(sweep_interval {self.settings.sweep_interval})",
+            )
 
     def _true_time(self, observed: datetime) -> datetime:
         return self.host_times.get(observed, observed)
