@@ -46,6 +46,7 @@ import bisect
 import contextlib
 import heapq
 import logging
+import multiprocessing
 import os
 import random
 import shutil
@@ -1064,7 +1065,10 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     work = [(s, args.hours) for s in seeds]
     if args.jobs > 1 and len(seeds) > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
+        # spawned, not forked: a caller such as pytest may have threads running
+        with ProcessPoolExecutor(
+            args.jobs, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
             results = pool.map(_run_in_worker, work, chunksize=4)
             total = _report(results, args)
     else:
