@@ -75,14 +75,21 @@ class FollowStore(StoreReader):
         return await self._unit(unit, write=True)
 
     async def pull_back_observations(self, now: datetime) -> int:
-        """Observation times after ``now`` (a host clock that jumped back) become ``now``
-        (one statement; users observed at a sane time are untouched)."""
+        """Profile times after ``now`` (a host clock that jumped back) become ``now``:
+        observation times (they would block every later observation) and profile check
+        times (a followed user would not be due for a year). Returns the observations
+        moved; users with sane times are untouched."""
 
         async def unit(conn: aiosqlite.Connection) -> int:
+            params = {"now": us(now)}
+            await conn.execute(
+                "UPDATE users SET last_profile_check = :now WHERE last_profile_check > :now",
+                params,
+            )
             cur = await conn.execute(
                 "UPDATE users SET observed_at = :now WHERE observed_at > :now "
                 "AND observed_via = 'profile'",
-                {"now": us(now)},
+                params,
             )
             return max(0, cur.rowcount)
 
