@@ -53,9 +53,9 @@ def read_follow_file(path: str, limit: int | None = None) -> list[str]:
     Blocking (call it off the event loop). Only a regular file of at most ``limit``
     bytes (default :data:`FOLLOW_FILE_MAX_BYTES`) is read: a FIFO, a device
     (``/dev/zero``) or a directory raises :class:`FollowFileError` without waiting or
-    reading (opened non-blocking, checked
-    with ``fstat`` on the opened file, so a swapped name cannot slip through), as do
-    more than ``limit`` bytes and bytes that are not UTF-8. OSError if unreadable.
+    reading (opened non-blocking, checked with ``fstat`` on the opened file, so a
+    swapped name cannot slip through), as do more than ``limit`` bytes and bytes that
+    are not UTF-8. OSError if unreadable.
     """
     limit = FOLLOW_FILE_MAX_BYTES if limit is None else limit
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -183,7 +183,6 @@ class FollowList:
         if self._synced and stamp == self._file_stamp:
             return
         names = await self._valid(self.settings.follow, "follow")
-        read = path is None
         if path is not None and stamp is not None:
             try:
                 listed = await asyncio.to_thread(read_follow_file, path)
@@ -192,11 +191,13 @@ class FollowList:
             else:
                 self._file_names = await self._valid(listed, f"follow_file {shown(path)}")
                 self._file_trouble(path, None)
-                read = self._file_read = True
+                self._file_read = True
         names += self._file_names  # a bad file keeps the last good list
         # a file not read since the start: its last good list is the database's marks,
         # so names are added and none taken away (a restart on a bad file unfollows none)
-        new = await store.set_followed_names(names, BY_CONFIG, now, replace=read or self._file_read)
+        new = await store.set_followed_names(
+            names, BY_CONFIG, now, replace=path is None or self._file_read
+        )
         self._version += 1
         if not self._synced:
             await store.set_faction_follow(self.settings.follow_factions)

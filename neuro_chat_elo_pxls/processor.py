@@ -148,10 +148,10 @@ class CommandQueue:
     def key_states(self, now: datetime) -> dict[str, KeyState]:
         """Copies of every key's state to persist or show (a pause over is dropped)."""
         return {
-            key.value: st
+            key.value: attrs.evolve(st)
             if st.cooling(now)
             else attrs.evolve(st, ready_at=None, reason="", paused_at=None)
-            for key, st in ((k, attrs.evolve(s)) for k, s in self._keys.items())
+            for key, st in self._keys.items()
         }
 
     def clamp(self, now: datetime, limit: timedelta) -> list[tuple[Key, datetime]]:
