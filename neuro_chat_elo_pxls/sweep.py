@@ -63,6 +63,12 @@ class Sweep:
             return True
         return (total - self.remaining) / total < (now - started) / self.interval
 
+    def urgent(self, now: datetime) -> bool:
+        """Behind its schedule while it could keep it (see :meth:`possible`): its
+        commands go before follow refreshes until it is back on schedule. A sweep that
+        cannot keep it at all only shares the budget (follow refreshes never starve)."""
+        return self.behind(now) and self.possible(self.state.current.sweep_total)
+
     def possible(self, users: int) -> bool:
         """Can a sweep of ``users`` finish within the interval at one per cooldown?"""
         return users * self.cooldown <= self.interval

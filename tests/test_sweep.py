@@ -6,7 +6,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -104,3 +104,22 @@ async def test_long_sweep_is_never_doubled(
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 10
     assert any("ETA" in r.message for r in caplog.records)
+
+
+def test_a_sweep_behind_a_schedule_it_can_keep_goes_before_follow_refreshes() -> None:
+    """Urgent = behind and possible at all: then follow refreshes wait (simulator seed
+    1170: sharing the budget with follow refreshes that asked for 3x of it left 9 of 32
+    users after 5 h of a 3 h interval). A sweep that cannot finish in time only shares,
+    so follow refreshes never starve."""
+    from neuro_chat_elo_pxls.state import SchedulerState, StateKeeper
+    from neuro_chat_elo_pxls.sweep import Sweep
+
+    start = datetime(2026, 1, 7, 4, tzinfo=UTC)
+    state = SchedulerState(sweep_number=9, sweep_started_at=start, sweep_total=32)
+    sweep = Sweep(StateKeeper(state), timedelta(hours=3), timedelta(minutes=5), remaining=20)
+    assert sweep.active
+    assert not sweep.urgent(start + timedelta(minutes=60))  # 12 of 32 done in 1/3
+    assert sweep.urgent(start + timedelta(minutes=90))  # 12 of 32 done in 1/2: behind
+    slow = Sweep(StateKeeper(state), timedelta(hours=3), timedelta(minutes=6), remaining=20)
+    assert slow.behind(start + timedelta(minutes=90)) and not slow.possible(32)
+    assert not slow.urgent(start + timedelta(minutes=90))

@@ -28,11 +28,14 @@ bounded; every sweep finishes when the budget allows it; followed people refresh
 ``next_due_at`` never makes a host spin; no exception reaches the host; no ERROR
 without an injected cause; what pxls answered is applied by the end (the last three
 simulated hours are calm). The simulated world and the host's choices depend on the
-seed only; the one thing left to the machine is where a cancellation after a few
-event-loop steps lands inside a database call (see :meth:`Host._cancel_collect`).
+seed only, and so does the whole run: SQLite statements run on the event loop's
+thread (:func:`inline_sqlite`), each still an await point, so no worker thread's
+wake-up decides where a cancellation lands (``--sqlite thread`` runs aiosqlite's own
+worker thread instead: real interleavings, not reproducible).
 
     python -m neuro_chat_elo_pxls.testing.simulate --seeds 200 --hours 48
     python -m neuro_chat_elo_pxls.testing.simulate --seed 17 --hours 48 -v
+    python -m neuro_chat_elo_pxls.testing.simulate --seeds 20 --sqlite thread
 
 prints one line per violation (with the command that replays its seed) and last
 ``N seeds, H simulated hours each: M violations``; exit status 1 on any.
@@ -55,12 +58,13 @@ import tempfile
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiosqlite
 import attrs
 
 from ..errors import AuthError, MalformedDataError, NotFoundError, RateLimitedError, TransientError
@@ -191,9 +195,12 @@ class World:
             self._add_person(f"painter_{i}", start)
         self._events: list[tuple[datetime, int, str, Any]] = []
         self._seq = 0
-        first_paint = start.replace(minute=start.minute - start.minute % 5, second=0)
+        # whole seconds: a generation is stamped at the instant whose state it lists
+        # (pxls's generatedAt has no fraction; a rename 0.6 s before the stamp's
+        # second ended looked like one after it: seed 1176)
+        first_paint = start.replace(minute=start.minute - start.minute % 5, second=0, microsecond=0)
         self._push(first_paint + PAINT_STEP, "paint", None)
-        boundary = start.replace(minute=start.minute - start.minute % 15, second=0)
+        boundary = start.replace(minute=start.minute - start.minute % 15, second=0, microsecond=0)
         self._push(boundary + timedelta(seconds=rng.randint(5, 60)), "generate", boundary)
         for at in self._times(rng.choice((0, 1, 1, 2)), start, calm):
             self._push(at, "reset", None)
@@ -265,7 +272,7 @@ class World:
         self._generate(at)
 
     def _generate(self, at: datetime) -> None:
-        at = at.replace(microsecond=0)
+        assert not at.microsecond, "a generation lists the state at its whole-second stamp"
         listed = sorted(
             (p for p in self.people if p.count > 0 and not self._banned(p, at)),
             key=lambda p: (-p.count, p.pxls_id),
@@ -1017,6 +1024,42 @@ class Host:
                 self.checker.fail("no ERROR without a cause", message[:200])
 
 
+@contextlib.contextmanager
+def inline_sqlite() -> Iterator[None]:
+    """Inside: aiosqlite runs each statement on the calling (event-loop) thread.
+
+    A statement runs at once and its ``await`` then yields one event-loop step, as
+    aiosqlite's worker thread would: a cancelled caller loses the result, the
+    statement still ran. Waking the worker thread was ~80 % of a simulated run's
+    time and made the number of loop steps a unit takes depend on the machine; inline,
+    a seed runs ~4x faster and every interleaving is fixed by the seed. Connections
+    opened inside are opened with ``check_same_thread=False``. This patches
+    aiosqlite's private ``Connection._execute`` (checked by ``tests/test_simulate.py``)
+    and restores it on exit.
+    """
+    execute = aiosqlite.Connection._execute
+    connect = aiosqlite.connect
+
+    async def inline(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        result = fn(*args, **kwargs)
+        await asyncio.sleep(0)
+        return result
+
+    def connect_anywhere(database: Any, *args: Any, **kwargs: Any) -> aiosqlite.Connection:
+        kwargs["check_same_thread"] = False
+        return connect(database, *args, **kwargs)
+
+    aiosqlite.Connection._execute = inline  # type: ignore[method-assign]
+    aiosqlite.connect = connect_anywhere
+    try:
+        yield
+    finally:
+        aiosqlite.Connection._execute = execute  # type: ignore[method-assign]
+        aiosqlite.connect = connect
+
+
 async def _run(seed: int, hours: float) -> tuple[list[Violation], dict[str, Any]]:
     shm = "/dev/shm"  # noqa: S108 (a private mkdtemp under it: tmpfs, fast)
     base = shm if os.access(shm, os.W_OK) else None
@@ -1035,14 +1078,28 @@ async def _run(seed: int, hours: float) -> tuple[list[Violation], dict[str, Any]
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_seed(seed: int, hours: float = 48) -> list[Violation]:
+def run_seed_with_stats(
+    seed: int, hours: float = 48, *, sqlite: str = "inline"
+) -> tuple[list[Violation], dict[str, Any]]:
+    """Run one seed: the violations it found (none: every promise held) and its
+    figures (ticks, requests, deltas, restarts). ``sqlite="thread"`` keeps aiosqlite's
+    worker thread (see :func:`inline_sqlite`)."""
+    if sqlite == "thread":
+        return asyncio.run(_run(seed, hours))
+    with inline_sqlite():
+        return asyncio.run(_run(seed, hours))
+
+
+def run_seed(seed: int, hours: float = 48, *, sqlite: str = "inline") -> list[Violation]:
     """Run one seed; the violations it found (none: every promise held)."""
-    return asyncio.run(_run(seed, hours))[0]
+    return run_seed_with_stats(seed, hours, sqlite=sqlite)[0]
 
 
-def _run_in_worker(args: tuple[int, float]) -> tuple[int, list[Violation], dict[str, Any]]:
-    seed, hours = args
-    violations, stats = asyncio.run(_run(seed, hours))
+def _run_in_worker(
+    args: tuple[int, float, str],
+) -> tuple[int, list[Violation], dict[str, Any]]:
+    seed, hours, sqlite = args
+    violations, stats = run_seed_with_stats(seed, hours, sqlite=sqlite)
     return seed, violations, stats
 
 
@@ -1056,6 +1113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="run this one seed only")
     parser.add_argument("--hours", type=float, default=48, help="simulated hours per seed")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
+    parser.add_argument(
+        "--sqlite",
+        choices=("inline", "thread"),
+        default="inline",
+        help="inline (default: reproducible, ~4x faster) or aiosqlite's worker thread",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="per-seed figures")
     args = parser.parse_args(argv)
     seeds = (
@@ -1063,13 +1126,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
     total = 0
-    work = [(s, args.hours) for s in seeds]
+    work = [(s, args.hours, args.sqlite) for s in seeds]
     if args.jobs > 1 and len(seeds) > 1:
         # spawned, not forked: a caller such as pytest may have threads running
         with ProcessPoolExecutor(
             args.jobs, mp_context=multiprocessing.get_context("spawn")
         ) as pool:
-            results = pool.map(_run_in_worker, work, chunksize=4)
+            results = pool.map(_run_in_worker, work, chunksize=8)
             total = _report(results, args)
     else:
         total = _report(map(_run_in_worker, work), args)
