@@ -29,7 +29,7 @@ import orjson
 from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.models import CanvasInfo, Profile, Snapshot
 from neuro_chat_elo_pxls.settings import Secret
-from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.store.writer import Store
 
 NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)
 USERS = 100_000

@@ -21,7 +21,7 @@ from pathlib import Path
 from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.host import run_host
 from neuro_chat_elo_pxls.models import CanvasInfo, Profile, Snapshot
-from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.settings import Secret
 from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario, SimClock
 
@@ -44,7 +44,7 @@ async def pacing() -> dict[str, float]:
     """Achieved / configured profile rate of the real host against the stand-in, and
     the shortest gap as the stand-in saw it (arrivals) and as the client sent it
     (the moment ``fetch_profile`` is called, real time = host time here)."""
-    from neuro_chat_elo_pxls.client import PxlsClient
+    from neuro_chat_elo_pxls.pxls.client import PxlsClient
 
     cooldown = 0.05
     sent: list[float] = []
@@ -76,7 +76,7 @@ async def pacing() -> dict[str, float]:
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     sender_gaps = [b - a for a, b in itertools.pairwise(sent)]
     PxlsClient.fetch_profile = original  # type: ignore[method-assign]
-    from neuro_chat_elo_pxls.profiles import pacing_gap
+    from neuro_chat_elo_pxls.jobs.profiles import pacing_gap
 
     gap = pacing_gap(timedelta(seconds=cooldown)).total_seconds()
     return {

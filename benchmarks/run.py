@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from neuro_chat_elo_pxls.parsing import parse_stats
-from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
-from neuro_chat_elo_pxls.store import Store
-from neuro_chat_elo_pxls.times import us
+from neuro_chat_elo_pxls.engine.queue import Command, CommandQueue, Key, Kind
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.store.writer import Store
+from neuro_chat_elo_pxls.util.times import us
 
 from .data import stats_body
 

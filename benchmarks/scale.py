@@ -34,11 +34,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from neuro_chat_elo_pxls.parsing import parse_stats
-from neuro_chat_elo_pxls.reader import StoreReader
+from neuro_chat_elo_pxls.ops.status import build_status
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.settings import PxlsSettings
-from neuro_chat_elo_pxls.status import build_status
-from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.store.reader import StoreReader
+from neuro_chat_elo_pxls.store.writer import Store
 
 from .data import stats_body
 
@@ -136,7 +136,7 @@ async def measure(n: int, repeat: int, tmp: str) -> dict[str, Any]:
             del snapshot, body
             await store.drain_outbox()
     async with await Store.open(path) as store:
-        from neuro_chat_elo_pxls.state import SchedulerState
+        from neuro_chat_elo_pxls.engine.state import SchedulerState
 
         await store.save_state(SchedulerState(canvas="86", last_pull_at=NOW))
         for bump in range(1, repeat + 1):

@@ -20,7 +20,7 @@ from typing import Any
 
 from neuro_chat_elo_pxls import jsonlines
 from neuro_chat_elo_pxls.host import run_host
-from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
 
 T0 = datetime(2026, 1, 5, 12, tzinfo=UTC)

@@ -25,16 +25,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from .clock import SimClock
+from .engine.state import SchedulerState
 from .errors import ConfigError, PxlsError
 from .host import OutputError, install_signal_handlers, run_host
-from .logs import setup_logging
-from .reader import StoreReader
+from .ops.status import build_status, format_status
 from .settings import TOKEN_ENV, PxlsSettings
-from .state import SchedulerState
-from .status import build_status, format_status
-from .tables import EXPORT_FIELDS
-from .text import shown
+from .store.reader import StoreReader
+from .store.rows import EXPORT_FIELDS
+from .util.clock import SimClock
+from .util.logs import setup_logging
+from .util.text import shown
 from .version import VERSION
 
 log = logging.getLogger("neuro_chat_elo_pxls")

@@ -33,9 +33,9 @@ import pluggy
 
 from . import hookspecs, jsonlines
 from .hookspecs import PROJECT, Source, call_async_hook
-from .logs import event
 from .models import EloDelta
-from .text import shown
+from .util.logs import event
+from .util.text import shown
 
 log = logging.getLogger("neuro_chat_elo_pxls.host")
 

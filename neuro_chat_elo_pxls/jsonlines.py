@@ -33,7 +33,7 @@ from typing import Any
 
 from .errors import MalformedDataError
 from .models import EloDelta, Faction
-from .text import json_safe
+from .util.text import json_safe
 
 VERSION = 1
 

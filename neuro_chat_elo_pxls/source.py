@@ -31,28 +31,28 @@ from typing import Any
 
 import attrs
 
-from .client import PxlsApi, PxlsClient
-from .clockguard import ClockGuard
-from .enrichment import EnrichmentWindow
+from .engine.clockguard import ClockGuard
+from .engine.policy import FailurePolicy
+from .engine.queue import Command, CommandQueue, Key, Kind
+from .engine.scheduler import Timers
+from .engine.state import KeyState, SchedulerState, StateKeeper
 from .errors import PxlsError, StoreError
-from .follow import FollowList
 from .hookspecs import hookimpl
-from .lifecycle import StoreHandle
-from .logs import event
+from .jobs.enrichment import EnrichmentWindow
+from .jobs.follow import FollowList
+from .jobs.observations import PendingObservations
+from .jobs.profiles import ProfileVisits
+from .jobs.pull import Pull
+from .jobs.sweep import Sweep
 from .models import EloDelta
-from .observations import PendingObservations
-from .policy import FailurePolicy
-from .processor import Command, CommandQueue, Key, Kind
-from .profiles import ProfileVisits
-from .pulls import Pull
+from .ops.status import build_status
+from .pxls.client import PxlsApi, PxlsClient
 from .settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings, credentials_fingerprint
-from .state import KeyState, SchedulerState, StateKeeper
-from .status import build_status
-from .store import Store
-from .sweep import Sweep
-from .text import shown
-from .timers import Timers
-from .times import check_now
+from .store.handle import StoreHandle
+from .store.writer import Store
+from .util.logs import event
+from .util.text import shown
+from .util.times import check_now
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

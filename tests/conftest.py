@@ -8,7 +8,7 @@ import pytest
 
 from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.settings import Secret
-from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.store.writer import Store
 
 from . import aiohttp_compat
 from .helpers import FakeClock, FakePxls

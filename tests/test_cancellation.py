@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from neuro_chat_elo_pxls import EloDelta, PxlsSource
-from neuro_chat_elo_pxls.processor import Key
+from neuro_chat_elo_pxls.engine.queue import Key
 
 from .helpers import FakeClock, FakePxls, Ledger, drive
 

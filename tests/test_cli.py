@@ -236,7 +236,7 @@ def test_global_flags_after_the_subcommand_and_plain_help(
 def test_json_log_records_carry_event_fields() -> None:
     import logging
 
-    from neuro_chat_elo_pxls.logs import JsonLogFormatter, event
+    from neuro_chat_elo_pxls.util.logs import JsonLogFormatter, event
 
     record = logging.LogRecord("x", logging.WARNING, "f", 1, "backing off %s", ("profile",), None)
     for key, value in event("request_failed", key="profile", wait_s=30.0, reason="r").items():

@@ -10,7 +10,6 @@ import pytest
 from aioresponses import aioresponses
 
 from neuro_chat_elo_pxls import PxlsSettings
-from neuro_chat_elo_pxls.client import PxlsClient
 from neuro_chat_elo_pxls.errors import (
     AuthError,
     MalformedDataError,
@@ -19,6 +18,7 @@ from neuro_chat_elo_pxls.errors import (
     TransientError,
 )
 from neuro_chat_elo_pxls.models import Faction
+from neuro_chat_elo_pxls.pxls.client import PxlsClient
 
 from .conftest import CF_AUTH, TOKEN
 from .helpers import fixture_bytes

@@ -18,7 +18,7 @@ import pytest
 
 from neuro_chat_elo_pxls import EloDelta, jsonlines
 from neuro_chat_elo_pxls.errors import MalformedDataError
-from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario, SimClock
 
 from .helpers import T0, Ledger, check_holds_latest

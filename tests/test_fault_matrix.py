@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
-from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.settings import Secret
 from neuro_chat_elo_pxls.testing import Fault, PxlsStandIn, RequestRecord, Scenario
 

@@ -20,15 +20,15 @@ import pytest
 
 from neuro_chat_elo_pxls import EloDelta, Faction, PxlsSettings, PxlsSource, jsonlines
 from neuro_chat_elo_pxls.cli import csv_cell, main
-from neuro_chat_elo_pxls.client import _retry_after
 from neuro_chat_elo_pxls.errors import ConfigError, MalformedDataError, StoreLockedError
 from neuro_chat_elo_pxls.host import Totals
-from neuro_chat_elo_pxls.logs import TextLogFormatter
-from neuro_chat_elo_pxls.parsing import parse_generated_at
+from neuro_chat_elo_pxls.ops.status import format_status
+from neuro_chat_elo_pxls.pxls.client import _retry_after
+from neuro_chat_elo_pxls.pxls.parsing import parse_generated_at
 from neuro_chat_elo_pxls.settings import Secret
-from neuro_chat_elo_pxls.status import format_status
-from neuro_chat_elo_pxls.store import Store
-from neuro_chat_elo_pxls.text import shown
+from neuro_chat_elo_pxls.store.writer import Store
+from neuro_chat_elo_pxls.util.logs import TextLogFormatter
+from neuro_chat_elo_pxls.util.text import shown
 
 from .conftest import TOKEN
 from .helpers import FakeClock, FakePxls, Ledger, drive

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from neuro_chat_elo_pxls import PxlsSource, followstore
-from neuro_chat_elo_pxls import follow as follow_module
+from neuro_chat_elo_pxls import PxlsSource
+from neuro_chat_elo_pxls.jobs import follow as follow_module
+from neuro_chat_elo_pxls.store import follows as followstore
 
 from .helpers import FakeClock, FakePxls, Ledger, drive
 

@@ -11,11 +11,11 @@ import pytest
 
 from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.cli import main
+from neuro_chat_elo_pxls.engine.state import KeyState, SchedulerState
 from neuro_chat_elo_pxls.errors import AuthError
-from neuro_chat_elo_pxls.health import default_outbox_age, health_problems
-from neuro_chat_elo_pxls.reader import StoreReader
-from neuro_chat_elo_pxls.state import KeyState, SchedulerState
-from neuro_chat_elo_pxls.status import build_status, format_status
+from neuro_chat_elo_pxls.ops.health import default_outbox_age, health_problems
+from neuro_chat_elo_pxls.ops.status import build_status, format_status
+from neuro_chat_elo_pxls.store.reader import StoreReader
 
 from .helpers import T0, FakeClock, FakePxls, drive
 
@@ -137,7 +137,7 @@ def _cli_db(tmp_path: Path, last_pull: datetime | None) -> str:
     """A database whose last pull was at ``last_pull`` (wall-clock relative)."""
     import asyncio
 
-    from neuro_chat_elo_pxls.store import Store
+    from neuro_chat_elo_pxls.store.writer import Store
 
     db = str(tmp_path / "cli.sqlite3")
 

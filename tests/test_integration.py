@@ -17,10 +17,10 @@ import pytest
 
 from neuro_chat_elo_pxls import jsonlines
 from neuro_chat_elo_pxls.host import run_host
-from neuro_chat_elo_pxls.logs import JsonLogFormatter
-from neuro_chat_elo_pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
-from neuro_chat_elo_pxls.times import us
+from neuro_chat_elo_pxls.util.logs import JsonLogFormatter
+from neuro_chat_elo_pxls.util.times import us
 
 from .helpers import T0, Ledger, check_holds_latest
 

@@ -15,13 +15,13 @@ import pytest
 
 import neuro_chat_elo_pxls
 from neuro_chat_elo_pxls import MalformedDataError, PxlsSettings, PxlsSource
+from neuro_chat_elo_pxls.engine.policy import AUTH_PAUSE_FLOOR, FailurePolicy, compute_auth_pause
+from neuro_chat_elo_pxls.engine.queue import Command, CommandQueue, Key, Kind
+from neuro_chat_elo_pxls.engine.state import KeyState, SchedulerState, StateKeeper
 from neuro_chat_elo_pxls.errors import PxlsRequestError, StoreError
 from neuro_chat_elo_pxls.hookspecs import Source
-from neuro_chat_elo_pxls.policy import AUTH_PAUSE_FLOOR, FailurePolicy, compute_auth_pause
-from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
-from neuro_chat_elo_pxls.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
-from neuro_chat_elo_pxls.state import KeyState, SchedulerState, StateKeeper
-from neuro_chat_elo_pxls.store import Store, StoreReader
+from neuro_chat_elo_pxls.store.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+from neuro_chat_elo_pxls.store.writer import Store, StoreReader
 
 from .helpers import T0
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neuro_chat_elo_pxls.errors import MalformedDataError
-from neuro_chat_elo_pxls.parsing import (
+from neuro_chat_elo_pxls.pxls.parsing import (
     parse_generated_at,
     parse_info,
     parse_profile_html,

@@ -11,14 +11,14 @@ from datetime import timedelta
 import pytest
 
 from neuro_chat_elo_pxls import PxlsSource
+from neuro_chat_elo_pxls.engine.policy import FailurePolicy, compute_backoff
+from neuro_chat_elo_pxls.engine.queue import Command, CommandQueue, Key, Kind
 from neuro_chat_elo_pxls.errors import (
     AuthError,
     MalformedDataError,
     RateLimitedError,
     TransientError,
 )
-from neuro_chat_elo_pxls.policy import FailurePolicy, compute_backoff
-from neuro_chat_elo_pxls.processor import Command, CommandQueue, Key, Kind
 from neuro_chat_elo_pxls.settings import PxlsSettings
 
 from .conftest import CF_AUTH, TOKEN
@@ -235,7 +235,7 @@ async def test_tick_never_raises(
 
 
 def test_pacing_gap_has_a_relative_margin_and_an_absolute_floor() -> None:
-    from neuro_chat_elo_pxls.profiles import pacing_gap
+    from neuro_chat_elo_pxls.jobs.profiles import pacing_gap
 
     assert pacing_gap(timedelta(seconds=1)) == timedelta(seconds=1.025)  # the floor wins
     assert pacing_gap(timedelta(milliseconds=50)) == timedelta(milliseconds=75)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from neuro_chat_elo_pxls.models import Snapshot
-from neuro_chat_elo_pxls.store import Store
-from neuro_chat_elo_pxls.tables import _UPSERT_HOLD, _UPSERT_RELEASE
+from neuro_chat_elo_pxls.store.rows import _UPSERT_HOLD, _UPSERT_RELEASE
+from neuro_chat_elo_pxls.store.writer import Store
 
 from .helpers import T0
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from neuro_chat_elo_pxls.engine.state import SchedulerState
 from neuro_chat_elo_pxls.errors import SchemaTooNewError, StoreError, StoreLockedError
 from neuro_chat_elo_pxls.models import Snapshot, ToplistRow
-from neuro_chat_elo_pxls.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
-from neuro_chat_elo_pxls.state import SchedulerState
-from neuro_chat_elo_pxls.store import Store
-from neuro_chat_elo_pxls.times import ts, us
+from neuro_chat_elo_pxls.store.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
+from neuro_chat_elo_pxls.store.writer import Store
+from neuro_chat_elo_pxls.util.times import ts, us
 
 from .helpers import T0
 

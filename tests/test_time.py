@@ -13,10 +13,10 @@ import orjson
 import pytest
 
 from neuro_chat_elo_pxls import PxlsSource
+from neuro_chat_elo_pxls.engine.state import SchedulerState
 from neuro_chat_elo_pxls.models import CanvasInfo, Snapshot
-from neuro_chat_elo_pxls.parsing import parse_stats
-from neuro_chat_elo_pxls.state import SchedulerState
-from neuro_chat_elo_pxls.store import Store
+from neuro_chat_elo_pxls.pxls.parsing import parse_stats
+from neuro_chat_elo_pxls.store.writer import Store
 
 from .helpers import FakeClock, FakePxls, Ledger, drive
 

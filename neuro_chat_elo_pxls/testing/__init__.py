@@ -1,6 +1,6 @@
 """A local pxls.space stand-in for tests and demos (never talks to pxls.space)."""
 
-from .clock import JumpClock, SimClock
+from ..util.clock import JumpClock, SimClock
 from .pages import SimUser
 from .standin import Fault, PxlsStandIn, RequestRecord, Scenario
 

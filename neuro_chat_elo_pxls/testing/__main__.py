@@ -12,7 +12,7 @@ import contextlib
 import signal
 from datetime import timedelta
 
-from .clock import SimClock
+from ..util.clock import SimClock
 from .standin import PxlsStandIn, Scenario
 
 

@@ -69,7 +69,7 @@ import attrs
 
 from ..errors import AuthError, MalformedDataError, NotFoundError, RateLimitedError, TransientError
 from ..models import CanvasInfo, EloDelta, Profile, Snapshot
-from ..parsing import parse_info, parse_profile_html, parse_profile_json, parse_stats
+from ..pxls.parsing import parse_info, parse_profile_html, parse_profile_json, parse_stats
 from ..settings import PxlsSettings, Secret
 from ..source import PxlsSource
 from .pages import SimUser, gson_json, php_json, profile_dict, profile_page

@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from .errors import MalformedDataError
-from .models import CanvasInfo, Faction, Profile, Snapshot, ToplistRow
-from .text import shown
+from ..errors import MalformedDataError
+from ..models import CanvasInfo, Faction, Profile, Snapshot, ToplistRow
+from ..util.text import shown
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

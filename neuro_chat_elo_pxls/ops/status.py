@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from .follow import profile_capacity_per_hour, profile_demand_per_hour
+from ..engine.queue import Key
+from ..engine.state import KeyState, SchedulerState
+from ..jobs.follow import profile_capacity_per_hour, profile_demand_per_hour
+from ..settings import PxlsSettings
+from ..store.reader import StoreReader
+from ..util.text import shown
+from ..util.times import fmt_duration, ts, us
 from .health import default_outbox_age, health_problems
-from .processor import Key
-from .reader import StoreReader
-from .settings import PxlsSettings
-from .state import KeyState, SchedulerState
-from .text import shown
-from .times import fmt_duration, ts, us
 
 
 def _ts(value: datetime | None) -> str | None:

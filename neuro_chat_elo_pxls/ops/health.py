@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from .settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings
-from .state import SchedulerState
-from .text import shown
-from .times import fmt_duration, ts
+from ..engine.state import SchedulerState
+from ..settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings
+from ..util.text import shown
+from ..util.times import fmt_duration, ts
 
 
 def default_outbox_age(settings: PxlsSettings) -> timedelta:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from .errors import StoreError, StoreLockedError
+from ..errors import StoreError, StoreLockedError
 
 
 class DatabaseLock:

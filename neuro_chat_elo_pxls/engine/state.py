@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from .times import from_ts, ts
+from ..util.times import from_ts, ts
 
 
 @attrs.define

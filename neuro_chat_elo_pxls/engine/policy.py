@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from .errors import AuthError, RateLimitedError
-from .processor import Command
-from .settings import PxlsSettings
+from ..errors import AuthError, RateLimitedError
+from ..settings import PxlsSettings
+from ..util.times import fmt_duration
+from .queue import Command
 from .state import KeyState
-from .times import fmt_duration
 
 #: After a 403 or a challenge a key pauses at least this long, whatever the settings say.
 AUTH_PAUSE_FLOOR = timedelta(minutes=15)

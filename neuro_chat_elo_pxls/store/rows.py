@@ -14,8 +14,8 @@ from typing import Any, cast
 import aiosqlite
 import attrs
 
-from .models import EloDelta, Faction
-from .times import EPOCH
+from ..models import EloDelta, Faction
+from ..util.times import EPOCH
 
 _USER_COLS = (
     "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "

@@ -17,8 +17,8 @@ from datetime import datetime
 
 import aiosqlite
 
+from ..util.times import us
 from .reader import StoreReader
-from .times import us
 
 BY_CONFIG = 1
 BY_FACTION = 2

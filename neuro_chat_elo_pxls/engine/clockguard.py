@@ -15,13 +15,13 @@ from typing import Any
 
 import attrs
 
-from .enrichment import EnrichmentWindow
-from .observations import PendingObservations
+from ..jobs.enrichment import EnrichmentWindow
+from ..jobs.observations import PendingObservations
+from ..settings import PxlsSettings
+from ..store.writer import Store
 from .policy import AUTH_PAUSE_FLOOR, RETRY_AFTER_MAX
-from .processor import CommandQueue
-from .settings import PxlsSettings
+from .queue import CommandQueue
 from .state import StateKeeper
-from .store import Store
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

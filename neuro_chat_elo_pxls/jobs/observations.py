@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from .store import Store
-from .text import shown
+from ..store.writer import Store
+from ..util.text import shown
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

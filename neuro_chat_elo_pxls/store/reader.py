@@ -21,12 +21,12 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
+from ..engine.state import SchedulerState
+from ..errors import SchemaTooNewError, StoreError
+from ..models import EloDelta
+from ..util.times import from_us, us
 from . import schema
-from .errors import SchemaTooNewError, StoreError
-from .models import EloDelta
-from .state import SchedulerState
-from .tables import _USER_COLS, DIRTY, EXPORT_FIELDS, UserRow, outbox_rows
-from .times import from_us, us
+from .rows import _USER_COLS, DIRTY, EXPORT_FIELDS, UserRow, outbox_rows
 
 T = TypeVar("T")
 

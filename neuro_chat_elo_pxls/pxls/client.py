@@ -20,14 +20,15 @@ from urllib.parse import quote
 
 import aiohttp
 
-from .errors import (
+from ..errors import (
     AuthError,
     MalformedDataError,
     NotFoundError,
     RateLimitedError,
     TransientError,
 )
-from .models import CanvasInfo, Profile, Snapshot
+from ..models import CanvasInfo, Profile, Snapshot
+from ..settings import PxlsSettings
 from .parsing import (
     is_valid_username,
     parse_info,
@@ -35,7 +36,6 @@ from .parsing import (
     parse_profile_json,
     parse_stats,
 )
-from .settings import PxlsSettings
 
 _TRY_AGAIN_RE = re.compile(rb"Try again in (\d{1,6}) seconds")
 _CHUNK = 64 * 1024

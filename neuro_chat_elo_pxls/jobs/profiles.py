@@ -15,15 +15,15 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from .client import PxlsApi
+from ..engine.queue import Command, CommandQueue, Key, Kind
+from ..engine.state import StateKeeper
+from ..errors import NotFoundError
+from ..pxls.client import PxlsApi
+from ..settings import PxlsSettings
+from ..store.writer import Store
 from .enrichment import EnrichmentWindow
-from .errors import NotFoundError
 from .follow import FollowList
 from .observations import Observation, PendingObservations
-from .processor import Command, CommandQueue, Key, Kind
-from .settings import PxlsSettings
-from .state import StateKeeper
-from .store import Store
 from .sweep import Sweep
 
 log = logging.getLogger("neuro_chat_elo_pxls")

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from .processor import Command, CommandQueue, Kind
-from .store import Store
-from .times import fmt_duration
+from ..engine.queue import Command, CommandQueue, Kind
+from ..store.writer import Store
+from ..util.times import fmt_duration
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

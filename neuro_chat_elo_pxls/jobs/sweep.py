@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from .logs import event
-from .processor import Command, CommandQueue, Kind
-from .state import StateKeeper
-from .store import Store
-from .times import fmt_duration
+from ..engine.queue import Command, CommandQueue, Kind
+from ..engine.state import StateKeeper
+from ..store.writer import Store
+from ..util.logs import event
+from ..util.times import fmt_duration
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

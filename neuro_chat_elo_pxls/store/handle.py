@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from .errors import StoreError
-from .store import Store
+from ..errors import StoreError
+from .writer import Store
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

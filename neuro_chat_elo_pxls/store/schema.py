@@ -12,7 +12,7 @@ import sqlite3
 
 import aiosqlite
 
-from .errors import SchemaTooNewError, StoreError
+from ..errors import SchemaTooNewError, StoreError
 
 
 def _iso_to_us(column: str) -> str:

@@ -21,15 +21,15 @@ from datetime import datetime
 
 import attrs
 
-from .followstore import BY_CONFIG, BY_HOST
-from .logs import event
-from .parsing import is_valid_username
-from .processor import Command, CommandQueue, Kind
-from .settings import PxlsSettings
-from .state import StateKeeper
-from .store import Store
-from .text import shown
-from .times import fmt_duration, us
+from ..engine.queue import Command, CommandQueue, Kind
+from ..engine.state import StateKeeper
+from ..pxls.parsing import is_valid_username
+from ..settings import PxlsSettings
+from ..store.follows import BY_CONFIG, BY_HOST
+from ..store.writer import Store
+from ..util.logs import event
+from ..util.text import shown
+from ..util.times import fmt_duration, us
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

@@ -21,16 +21,16 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from .client import PxlsApi
-from .logs import event
-from .models import Snapshot
+from ..engine.queue import Command, CommandQueue, Kind
+from ..engine.state import StateKeeper
+from ..models import Snapshot
+from ..pxls.client import PxlsApi
+from ..store.rows import IngestResult
+from ..store.writer import Store
+from ..util.logs import event
+from ..util.text import shown
+from ..util.times import fmt_duration, ts
 from .observations import PendingObservations
-from .processor import Command, CommandQueue, Kind
-from .state import StateKeeper
-from .store import Store
-from .tables import IngestResult
-from .text import shown
-from .times import fmt_duration, ts
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 

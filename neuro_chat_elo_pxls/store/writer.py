@@ -27,14 +27,15 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
+from ..engine.state import SchedulerState
+from ..errors import StoreError
+from ..models import EloDelta, Profile, Snapshot
+from ..util.times import us
 from . import schema
-from .errors import StoreError
-from .followstore import BY_FACTION, FollowStore
+from .follows import BY_FACTION, FollowStore
 from .lockfile import DatabaseLock
-from .models import EloDelta, Profile, Snapshot
 from .reader import StoreReader
-from .state import SchedulerState
-from .tables import (
+from .rows import (
     _UPSERT_HOLD,
     _UPSERT_RELEASE,
     IngestResult,
@@ -43,7 +44,6 @@ from .tables import (
     outbox_rows,
     save_users,
 )
-from .times import us
 
 T = TypeVar("T")
 

@@ -13,15 +13,15 @@ from datetime import datetime
 
 import attrs
 
+from ..jobs.enrichment import EnrichmentWindow
+from ..jobs.follow import FollowList
+from ..jobs.observations import PendingObservations
+from ..jobs.pull import Pull
+from ..jobs.sweep import Sweep
+from ..settings import PxlsSettings
+from ..store.writer import Store
 from .clockguard import ClockGuard
-from .enrichment import EnrichmentWindow
-from .follow import FollowList
-from .observations import PendingObservations
-from .processor import Command, CommandQueue, Key, Kind
-from .pulls import Pull
-from .settings import PxlsSettings
-from .store import Store
-from .sweep import Sweep
+from .queue import Command, CommandQueue, Key, Kind
 
 
 @attrs.define

@@ -1,0 +1,1 @@
+"""For operators (internal): ``status`` and its health verdict."""

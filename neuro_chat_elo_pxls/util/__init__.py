@@ -1,0 +1,1 @@
+"""Small helpers (internal): time conversions and durations, text, log records."""
