@@ -246,12 +246,14 @@ class PxlsSettings:
             raise ConfigError(str(exc)) from exc
 
 
-def credentials_fingerprint(settings: PxlsSettings, salt: str) -> str:
-    """A salted HMAC of the configured secrets, to tell a restart with other credentials
-    from one with the same (never the secrets themselves; "" without any)."""
-    if settings.token is None and settings.cf_auth is None:
+def credentials_fingerprint(settings: PxlsSettings, salt: str, *, profiles: bool = True) -> str:
+    """A salted HMAC of the secrets one key's requests carry, to tell a restart with
+    other credentials from one with the same (never the secrets themselves; "" without
+    any). Profile requests carry ``PXLS_TOKEN`` and ``PXLS_CF_AUTH``; stats.json and
+    ``/info`` only ``PXLS_CF_AUTH`` (``profiles=False``): a new token does not lift a
+    leaderboard pause."""
+    secrets = (settings.token, settings.cf_auth) if profiles else (settings.cf_auth,)
+    if all(s is None for s in secrets):
         return ""
-    material = "\0".join(
-        s.reveal() if s is not None else "" for s in (settings.token, settings.cf_auth)
-    )
+    material = "\0".join(s.reveal() if s is not None else "" for s in secrets)
     return hmac.new(salt.encode(), material.encode(), hashlib.sha256).hexdigest()[:32]

@@ -123,14 +123,15 @@ class PxlsSource:
         self._state.adopt(await store.load_state())
         # pauses, backoffs and server waits survive a restart (DESIGN 4); a restart with
         # other credentials may try an auth-paused key at once
-        keys, salt, fingerprint = self._restored_keys(self._state.current)
+        keys, salt, fingerprints = self._restored_keys(self._state.current)
         self._queue.restore(keys)
         # what this source runs with, for ``status`` from another process
         await self._state.commit(
             store.save_state,
             profiles_enabled=self.settings.profiles_enabled,
             keys=keys,
-            credentials=fingerprint,
+            credentials=fingerprints[Key.PROFILE.value],
+            leaderboard_credentials=fingerprints[Key.LEADERBOARD.value],
             credentials_salt=salt,
         )
         if not self.settings.profiles_enabled:
@@ -306,27 +307,40 @@ class PxlsSource:
 
     # -- operators -------------------------------------------------------------
 
-    def _restored_keys(self, state: SchedulerState) -> tuple[dict[str, KeyState], str, str]:
+    def _restored_keys(
+        self, state: SchedulerState
+    ) -> tuple[dict[str, KeyState], str, dict[str, str]]:
         """The persisted key states to restore, the salt and this source's credentials
-        fingerprint. Auth pauses earned with other credentials are lifted (logged)."""
+        fingerprint per key. Auth pauses earned with other credentials than that key
+        sends now are lifted (logged): a new PXLS_TOKEN lifts the profile key's only."""
         salt = state.credentials_salt or secrets.token_hex(16)
-        fingerprint = credentials_fingerprint(self.settings, salt)
+        fingerprints = {
+            Key.PROFILE.value: credentials_fingerprint(self.settings, salt),
+            Key.LEADERBOARD.value: credentials_fingerprint(self.settings, salt, profiles=False),
+        }
+        earned = {
+            Key.PROFILE.value: state.credentials,
+            Key.LEADERBOARD.value: state.leaderboard_credentials,
+        }
         keys = dict(state.keys)
-        if state.credentials and state.credentials != fingerprint:
-            for name, key in keys.items():
-                if key.auth_pauses and not key.reason.startswith("auth"):
-                    # a server-given wait (a 429 after the 403) stays: only the auth
-                    # pause belongs to the old credentials
-                    keys[name] = attrs.evolve(key, auth_pauses=0)
-                elif key.auth_pauses:
-                    keys[name] = KeyState(failures=key.failures)
-                    log.warning(
-                        "%s requests were paused for auth (%s); the credentials changed "
-                        "since: trying at once",
-                        name,
-                        shown(key.reason),
-                    )
-        return keys, salt, fingerprint
+        if not state.credentials:  # never recorded: nothing to compare with
+            return keys, salt, fingerprints
+        for name, key in keys.items():
+            if earned.get(name, "") == fingerprints.get(name, ""):
+                continue
+            if key.auth_pauses and not key.reason.startswith("auth"):
+                # a server-given wait (a 429 after the 403) stays: only the auth
+                # pause belongs to the old credentials
+                keys[name] = attrs.evolve(key, auth_pauses=0)
+            elif key.auth_pauses:
+                keys[name] = KeyState(failures=key.failures)
+                log.warning(
+                    "%s requests were paused for auth (%s); the credentials changed "
+                    "since: trying at once",
+                    name,
+                    shown(key.reason),
+                )
+        return keys, salt, fingerprints
 
     async def _persist_keys(self, store: Store, now: datetime, **changes: Any) -> None:
         """Keep the key states (and ``changes``) in the database: a restarted source

@@ -66,6 +66,35 @@ async def test_new_credentials_may_try_at_once_the_same_keep_the_pause(
     assert status["keys"]["profile"]["auth_pauses"] == 0 and status["healthy"]
 
 
+async def test_a_new_token_lifts_only_the_profile_pause(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """stats.json and /info carry PXLS_CF_AUTH only: a challenge there stays paused
+    for its 15 minutes across a restart with a new PXLS_TOKEN (simulator seed 109: /info
+    asked 173 s into the pause), and a new PXLS_CF_AUTH may try at once."""
+    fake.add("painter", 10)
+    source = make_source(token=Secret("one|token"), cf_auth=Secret("cf-one"))
+    await drive(source, clock, clock.now + 10 * MIN)
+    fake.failures["info"] = [AuthError("HTTP 403 challenge", challenge=True)]
+    fake.failures["stats"] = [AuthError("HTTP 403 challenge", challenge=True)]
+    clock.now += 61 * MIN  # the next pull meets the challenge
+    await drive(source, clock, clock.now + 1 * MIN)
+    await source.on_shutdown()
+    assert (await source.status(clock.now)).get("disabled")  # (shut down)
+
+    def leaderboard_since(start: int) -> int:
+        return sum(1 for e, _, _ in fake.requests[start:] if e in ("info", "stats"))
+
+    start = len(fake.requests)
+    source = make_source(token=Secret("two|token"), cf_auth=Secret("cf-one"))
+    await drive(source, clock, clock.now + 5 * MIN)
+    assert leaderboard_since(start) == 0, "a new token lifted the leaderboard's pause"
+    await source.on_shutdown()
+    source = make_source(token=Secret("two|token"), cf_auth=Secret("cf-two"))
+    await drive(source, clock, clock.now + 1 * MIN)
+    assert leaderboard_since(start) >= 1, "a new PXLS_CF_AUTH may try at once"
+
+
 async def test_a_server_given_wait_survives_restarts(
     make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
 ) -> None:

@@ -23,8 +23,10 @@ from neuro_chat_elo_pxls.testing import simulate
 #: left never finished (with the fix reverted); 213 a +1 y tick stamped a followed user
 #: checked next year; 1170 a sweep sharing the budget with 3x follow demand never
 #: finished in time; 1176 a generation stamped a second before the rename it showed (a
-#: model fix: generations are stamped at whole seconds)
-REGRESSIONS = (3, 16, 18, 23, 28, 30, 179, 213, 1170, 1176)
+#: model fix: generations are stamped at whole seconds); 109 a new PXLS_TOKEN lifted
+#: a challenge on /info; 129, 554 and 586 a stale stats.json in the repeated autumn
+#: hour read as the new canvas's
+REGRESSIONS = (3, 16, 18, 23, 28, 30, 109, 129, 179, 213, 554, 586, 1170, 1176)
 
 
 @pytest.mark.parametrize("seed", REGRESSIONS)

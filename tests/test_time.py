@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from neuro_chat_elo_pxls import PxlsSource
-from neuro_chat_elo_pxls.engine.state import SchedulerState
+from neuro_chat_elo_pxls.engine.state import SchedulerState, StateKeeper
+from neuro_chat_elo_pxls.jobs.pull import Pull
 from neuro_chat_elo_pxls.models import CanvasInfo, Snapshot
 from neuro_chat_elo_pxls.pxls.parsing import parse_stats
 from neuro_chat_elo_pxls.store.writer import Store
@@ -256,3 +257,29 @@ async def test_canvas_flap_from_a_stale_cache_is_not_another_reset(
     sums = ledger.sums()
     assert sums[("flappy", "86")] == 60
     assert sums[("flappy", "87")] == fake.users["flappy"].score == 70
+
+
+def test_a_repeated_hour_reading_is_placed_only_when_it_can_be() -> None:
+    """The repeated autumn hour (02:00-03:00 Berlin twice): a file whose either reading
+    is the last one processed is that file again (a stalled cron after a reset), and a
+    file newer than the last one processed whose readings straddle the reset could be
+    either canvas's: both are skipped for now. Simulator seed 129 before: the stale
+    file's second reading was credited to the new canvas (+5441, true 233)."""
+    first = datetime(2026, 10, 25, 0, 0, 50, tzinfo=UTC)  # 02:00:50 CEST
+    alt = first + timedelta(hours=1)  # 02:00:50 CET
+    snapshot = Snapshot(generated_at=first, toplist=b"{}", size=0, generated_alt=alt)
+    reset_seen = datetime(2026, 10, 25, 0, 40, tzinfo=UTC)
+
+    def pull(last: datetime | None, changed: datetime | None) -> Pull:
+        state = SchedulerState(last_generated_at=last, canvas_changed_at=changed)
+        return Pull(StateKeeper(state), timedelta(hours=1))
+
+    assert "already processed" in (pull(first, reset_seen)._ambiguous(snapshot) or "")
+    assert "already processed" in (pull(alt, None)._ambiguous(snapshot) or "")
+    before = first - timedelta(minutes=30)
+    assert "which canvas" in (pull(before, reset_seen)._ambiguous(snapshot) or "")
+    # the first reading older than the last file processed: it can only be the second
+    assert pull(first + timedelta(minutes=15), reset_seen)._ambiguous(snapshot) is None
+    assert pull(before, None)._ambiguous(snapshot) is None  # no reset: the newer fits
+    plain = Snapshot(generated_at=first, toplist=b"{}", size=0)
+    assert pull(first, reset_seen)._ambiguous(plain) is None  # left to _skip_reason

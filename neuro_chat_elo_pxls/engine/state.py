@@ -87,9 +87,11 @@ class SchedulerState:
     follow_round_finished_at: datetime | None = None
     #: every cooldown key (pacing, backoff, server waits, auth pauses), restored at open
     keys: dict[str, KeyState] = attrs.field(factory=dict)
-    #: a salted fingerprint of the credentials the pauses were earned with (never the
-    #: secrets): a restart with other credentials may try at once
+    #: salted fingerprints of the credentials the pauses were earned with (never the
+    #: secrets), of the profile key's and of the leaderboard key's: a restart with other
+    #: credentials may try that key at once
     credentials: str = ""
+    leaderboard_credentials: str = ""
     credentials_salt: str = ""
     # the running source's view, for ``status`` from another process:
     profiles_enabled: bool | None = None  # had that source a PXLS_TOKEN? (None: unknown)
@@ -148,7 +150,9 @@ class SchedulerState:
 
 
 _INT_FIELDS = frozenset({"sweep_number", "sweep_total"})
-_TEXT_FIELDS = frozenset({"canvas", "last_error", "credentials", "credentials_salt"})
+_TEXT_FIELDS = frozenset(
+    {"canvas", "last_error", "credentials", "leaderboard_credentials", "credentials_salt"}
+)
 _BOOL_FIELDS = frozenset({"profiles_enabled"})
 
 

@@ -100,6 +100,10 @@ class Pull:
         snapshot = await client.fetch_stats()
         _log_rejected(snapshot)
         generated = self._reading(snapshot, now)
+        ambiguous = self._ambiguous(snapshot)
+        if ambiguous is not None:
+            await self._skip(store, now, ambiguous)
+            return None
         if generated > now + FUTURE_LIMIT:
             await self._skip(
                 store,
@@ -222,6 +226,32 @@ class Pull:
         # both fit (the last pull was before the repeated hour): stats.json is
         # regenerated every 15 minutes, so the file served is the newest reading's
         return max(fitting) if fitting else snapshot.generated_at
+
+    def _ambiguous(self, snapshot: Snapshot) -> str | None:
+        """Why a ``generatedAt`` in the repeated autumn hour cannot be placed (None: it
+        can). Either reading equal to the last processed one is that same file served
+        again (a stalled cron; its second reading is an hour later and would look new).
+        (A new file an hour later to the second is skipped too: the next one comes 15
+        minutes on.) Readings on both sides of the canvas reset, the first newer than
+        the last file processed, leave the canvas unknown (a stalled cron's last file
+        of the old canvas, or a new file): the next file, or the end of the repeated
+        hour, tells. Simulator seed 129: a stale stats.json of the old canvas, read an
+        hour later, was credited to the new one."""
+        alt = snapshot.generated_alt
+        if alt is None:
+            return None
+        first, current = snapshot.generated_at, self.state.current
+        last = current.last_generated_at
+        if last in (first, alt):
+            return f"generatedAt {ts(first)} (or {ts(alt)}: the repeated hour) already processed"
+        changed = current.canvas_changed_at
+        if changed is not None and (last is None or last < first) and first < changed <= alt:
+            canvas = shown(current.canvas or "-")
+            return (
+                f"generatedAt {ts(first)} or {ts(alt)} (the repeated hour): before or after "
+                f"canvas {canvas} was first seen, cannot tell which canvas it counts"
+            )
+        return None
 
     def _skip_reason(self, generated: datetime) -> str | None:
         current = self.state.current
