@@ -25,8 +25,9 @@ from neuro_chat_elo_pxls.testing import simulate
 #: finished in time; 1176 a generation stamped a second before the rename it showed (a
 #: model fix: generations are stamped at whole seconds); 109 a new PXLS_TOKEN lifted
 #: a challenge on /info; 129, 554 and 586 a stale stats.json in the repeated autumn
-#: hour read as the new canvas's
-REGRESSIONS = (3, 16, 18, 23, 28, 30, 109, 129, 179, 213, 554, 586, 1170, 1176)
+#: hour read as the new canvas's; 1438 a pull on a +1 y tick kept a followed user
+#: "in the toplist" for a year
+REGRESSIONS = (3, 16, 18, 23, 28, 30, 109, 129, 179, 213, 554, 586, 1170, 1176, 1438)
 
 
 @pytest.mark.parametrize("seed", REGRESSIONS)

@@ -207,6 +207,34 @@ async def test_host_clock_a_year_ahead_for_one_tick_stalls_nothing(
     assert due is not None and due <= clock.now + timedelta(hours=1, minutes=21)
 
 
+async def test_a_pull_from_a_clock_a_year_ahead_keeps_no_one_listed(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+) -> None:
+    """A pull on a +1 y tick stamps the listed users seen a year ahead; after the clock
+    is back, a followed user who left the toplist must be refreshed again, not count as
+    listed for a year (simulator seed 1438: 0 reads of a followed user in 27 h)."""
+    fake.top = 2
+    fake.add("topper", 1000)
+    fake.add("fan", 950)
+    fake.add("third", 10)
+    source = make_source(
+        follow=["fan"], follow_interval=timedelta(minutes=10), profile_cooldown=timedelta(seconds=1)
+    )
+    await drive(source, clock, clock.now + timedelta(minutes=5))
+    start = clock.now + timedelta(hours=1, minutes=5)  # the next pull is due
+    clock.now = start
+    fake.regenerate()
+    await source.on_tick(start + timedelta(days=365))  # it runs on a wrong clock
+    fake.users["third"].score = 5000  # the fan leaves the toplist
+    for _ in range(12):  # stats.json regenerated every 15 minutes
+        fake.regenerate()
+        await drive(source, clock, clock.now + timedelta(minutes=15))
+    reads = [at for kind, name, at in fake.requests if kind == "profile" and name == "fan"]
+    assert sum(at > start + timedelta(hours=1) for at in reads) >= 6, reads
+
+
 class FlappingPxls(FakePxls):
     """After a reset, /info answers the old code again for a while (stale cache)."""
 

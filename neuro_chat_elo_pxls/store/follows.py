@@ -75,17 +75,18 @@ class FollowStore(StoreReader):
         return await self._unit(unit, write=True)
 
     async def pull_back_observations(self, now: datetime) -> int:
-        """Profile times after ``now`` (a host clock that jumped back) become ``now``:
-        observation times (they would block every later observation) and profile check
-        times (a followed user would not be due for a year). Returns the observations
-        moved; users with sane times are untouched."""
+        """User times after ``now`` (a host clock that jumped back) become ``now``:
+        observation times (they would block every later observation), profile check
+        times (a followed user would not be due for a year) and the times a pull saw
+        them (a followed user would count as in the toplist for a year: simulator seed
+        1438). Returns the observations moved; users with sane times are untouched."""
 
         async def unit(conn: aiosqlite.Connection) -> int:
             params = {"now": us(now)}
-            await conn.execute(
-                "UPDATE users SET last_profile_check = :now WHERE last_profile_check > :now",
-                params,
-            )
+            for column in ("last_profile_check", "last_seen", "first_seen"):
+                await conn.execute(
+                    f"UPDATE users SET {column} = :now WHERE {column} > :now", params
+                )
             cur = await conn.execute(
                 "UPDATE users SET observed_at = :now WHERE observed_at > :now "
                 "AND observed_via = 'profile'",
