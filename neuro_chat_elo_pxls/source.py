@@ -235,6 +235,7 @@ class PxlsSource:
                 await self._on_failure(store, entry, exc, now)
                 return
             if self._policy.on_success(self._queue.state(command.key)):
+                self._queue.set_counters(command.key, 0, 0)
                 await self._persist_keys(store, now)
             if sent:
                 return
@@ -260,8 +261,9 @@ class PxlsSource:
         """Apply the failure policy's decision: retry after a pause, or give up."""
         order, command = entry
         if command.key is Key.PROFILE:
-            self._enrich.problem = str(exc)
+            self._enrich.profiles_failing(str(exc))
         decision = self._policy.on_failure(command, exc, self._queue.state(command.key), now)
+        self._queue.set_counters(command.key, decision.failures, decision.auth_pauses)
         wait = None if decision.retry_at is None else (decision.retry_at - now).total_seconds()
         log.log(
             decision.level,
@@ -282,7 +284,7 @@ class PxlsSource:
         elif command.kind is Kind.PULL:
             await self._pull.gave_up(store, now)
         elif command.kind is Kind.CONFIRM:  # the counts wait; ask again in 15 minutes
-            self._observations.last_info_at = now
+            self._observations.checked(now)
         elif command.kind is Kind.SWEEP and command.user_id is not None:
             await self._sweep.skip(store, command.user_id)
         elif command.kind is Kind.FOLLOW and command.user_id is not None:

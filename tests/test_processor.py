@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from neuro_chat_elo_pxls import PxlsSource
-from neuro_chat_elo_pxls.engine.policy import FailurePolicy, compute_backoff
+from neuro_chat_elo_pxls.engine.policy import Decision, FailurePolicy, compute_backoff
 from neuro_chat_elo_pxls.engine.queue import Command, CommandQueue, Key, Kind
 from neuro_chat_elo_pxls.errors import (
     AuthError,
@@ -77,21 +77,30 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 
 def test_policy_honours_retry_after_and_gives_up_after_max_attempts() -> None:
     policy = FailurePolicy(PxlsSettings(max_attempts=3), random.Random(1))
-    state = CommandQueue().state(Key.LEADERBOARD)
+    queue = CommandQueue()
+    key = Key.LEADERBOARD
     pull = Command(Kind.PULL)
-    limited = policy.on_failure(pull, RateLimitedError("429", retry_after=73), state, T0)
-    assert limited.retry_at == T0 + timedelta(seconds=73)
-    assert policy.on_failure(pull, RateLimitedError("429", 0), state, T0).retry_at == T0 + (
-        timedelta(seconds=1)
-    )
-    first = policy.on_failure(pull, TransientError("503"), state, T0)
+
+    def fail(command: Command, exc: Exception) -> Decision:
+        decision = policy.on_failure(command, exc, queue.state(key), T0)
+        queue.set_counters(key, decision.failures, decision.auth_pauses)
+        return decision
+
+    limited = fail(pull, RateLimitedError("429", retry_after=73))
+    assert limited.retry_at == T0 + timedelta(seconds=73) and limited.failures == 1
+    assert fail(pull, RateLimitedError("429", 0)).retry_at == T0 + timedelta(seconds=1)
+    first = fail(pull, TransientError("503"))
     assert first.retry_at is not None and first.command.attempts == 1
-    second = policy.on_failure(first.command, TransientError("503"), state, T0)
-    assert second.command.attempts == 2
-    third = policy.on_failure(second.command, TransientError("503"), state, T0)
+    second = fail(first.command, TransientError("503"))
+    assert second.command.attempts == 2 and queue.state(key).failures == 4
+    third = fail(second.command, TransientError("503"))
     assert third.give_up and third.level == logging.ERROR
-    assert state.failures == 0  # reset when giving up
-    assert policy.on_success(state) is False
+    assert queue.state(key).failures == 0  # reset when giving up
+    assert policy.on_success(queue.state(key)) is False
+    # the policy decides and changes nothing: the queue's state is the queue's
+    before = queue.state(key)
+    policy.on_failure(pull, TransientError("503"), before, T0)
+    assert queue.state(key) == before and before.failures == 0
 
 
 async def test_profiles_paced_and_one_command_per_tick(

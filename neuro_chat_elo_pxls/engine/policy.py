@@ -1,9 +1,11 @@
 """The failure policy: what to do after a command failed, decided in one place.
 
-:meth:`FailurePolicy.on_failure` is the only code that reads or changes a key's
-failure counters: it returns a :class:`Decision` (retry after a wait, or give up)
-with the log line that says why. :func:`compute_backoff` is a pure function.
-All times are the host's ``now``; nothing here sleeps or reads the clock.
+:meth:`FailurePolicy.on_failure` decides, from a key's state and the failure, a
+:class:`Decision`: retry after a wait or give up, the key's failure counters after
+it, and the log line that says why. It changes nothing: the queue owns the key
+states and takes the decision (:meth:`~.queue.CommandQueue.set_counters`).
+:func:`compute_backoff` is a pure function. All times are the host's ``now``;
+nothing here sleeps or reads the clock.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class Decision:
     ``retry_at``: put the command back and pause its key until then (None: give up).
     ``command``: the command to put back (its attempt count updated).
     ``level``/``message``: the one log line that says what happened and why.
+    ``failures``/``auth_pauses``: the key's consecutive counters after this failure.
     """
 
     retry_at: datetime | None
@@ -59,6 +62,8 @@ class Decision:
     level: int
     message: str
     reason: str
+    failures: int = 0
+    auth_pauses: int = 0
 
     @property
     def give_up(self) -> bool:
@@ -73,44 +78,52 @@ class FailurePolicy:
     rng: random.Random = attrs.field(factory=random.Random)
 
     def on_success(self, state: KeyState) -> bool:
-        """A command of this key succeeded: reset its counters. True if they changed."""
-        changed = bool(state.failures or state.auth_pauses)
-        state.failures = state.auth_pauses = 0
-        return changed
+        """A command of this key succeeded: True if its counters need resetting."""
+        return bool(state.failures or state.auth_pauses)
 
     def on_failure(
         self, command: Command, exc: BaseException, state: KeyState, now: datetime
     ) -> Decision:
-        """Decide the fate of ``command`` after ``exc``, updating ``state``'s counters."""
+        """Decide the fate of ``command`` after ``exc`` on a key in ``state`` (pure)."""
         what, key = command.describe(), command.key.value
+        failures, auth_pauses = state.failures, state.auth_pauses
         if isinstance(exc, AuthError):
-            state.auth_pauses += 1
+            auth_pauses += 1
             s = self.settings
-            pause = compute_auth_pause(s.auth_pause, s.auth_pause_max, state.auth_pauses)
-            level = logging.ERROR if state.auth_pauses == 1 else logging.WARNING
+            pause = compute_auth_pause(s.auth_pause, s.auth_pause_max, auth_pauses)
+            level = logging.ERROR if auth_pauses == 1 else logging.WARNING
             message = f"{what}: {exc}; pausing {key} requests for {fmt_duration(pause)}"
-            return Decision(now + pause, command, level, message, f"auth: {exc}")
+            return Decision(
+                now + pause, command, level, message, f"auth: {exc}", failures, auth_pauses
+            )
         if isinstance(exc, RateLimitedError):
-            state.failures += 1
-            wait = self._wait(state.failures, exc.retry_after)
+            failures += 1
+            wait = self._wait(failures, exc.retry_after)
             message = f"{what}: {exc}; backing off {key} for {fmt_duration(wait)}"
-            return Decision(now + wait, command, logging.WARNING, message, f"rate limited: {exc}")
+            reason = f"rate limited: {exc}"
+            return Decision(
+                now + wait, command, logging.WARNING, message, reason, failures, auth_pauses
+            )
         attempts = command.attempts + 1
         limit = self.settings.max_attempts
         if attempts >= limit:
-            state.failures = 0
             message = (
                 f"giving up on {what} after {attempts} attempts: {exc}; the next timer tries again"
             )
-            return Decision(None, command, logging.ERROR, message, f"gave up: {exc}")
-        state.failures += 1
-        wait = self._wait(state.failures, None)
+            return Decision(
+                None, command, logging.ERROR, message, f"gave up: {exc}", 0, auth_pauses
+            )
+        failures += 1
+        wait = self._wait(failures, None)
         message = (
             f"{what} failed (attempt {attempts}/{limit}): {exc}; "
             f"backing off {key} for {fmt_duration(wait)}"
         )
         retried = attrs.evolve(command, attempts=attempts)
-        return Decision(now + wait, retried, logging.WARNING, message, f"backoff: {exc}")
+        reason = f"backoff: {exc}"
+        return Decision(
+            now + wait, retried, logging.WARNING, message, reason, failures, auth_pauses
+        )
 
     def _wait(self, failures: int, retry_after: float | None) -> timedelta:
         """A server-given ``retry_after`` (seconds) wins, with at least one second."""

@@ -97,6 +97,7 @@ class CommandQueue:
         return {c.user_id for c in self.of_kind(kind) if c.user_id is not None}
 
     def state(self, key: Key) -> KeyState:
+        """The key's state now (a frozen value: the queue replaces it on change)."""
         return self._keys[key]
 
     def push(self, command: Command) -> bool:
@@ -137,7 +138,12 @@ class CommandQueue:
         """Pause ``key`` from ``now`` until ``until`` (never shortens a longer pause)."""
         state = self._keys[key]
         if state.ready_at is None or until > state.ready_at:
-            state.ready_at, state.reason, state.paused_at = until, reason, now
+            self._keys[key] = attrs.evolve(state, ready_at=until, reason=reason, paused_at=now)
+
+    def set_counters(self, key: Key, failures: int, auth_pauses: int) -> None:
+        """The key's consecutive failure and auth-pause counts (the failure policy's
+        decision, or 0 and 0 after a success)."""
+        self._keys[key] = attrs.evolve(self._keys[key], failures=failures, auth_pauses=auth_pauses)
 
     def restore(self, keys: dict[str, KeyState]) -> None:
         """Take the key states a previous source persisted (at open)."""
@@ -164,7 +170,8 @@ class CommandQueue:
             if st.ready_at is not None and (st.ready_at > now + limit or future):
                 length = st.ready_at - st.paused_at if st.paused_at is not None else limit
                 pulled.append((key, st.ready_at))
-                st.ready_at, st.paused_at = now + min(max(length, timedelta(0)), limit), now
+                ready = now + min(max(length, timedelta(0)), limit)
+                self._keys[key] = attrs.evolve(st, ready_at=ready, paused_at=now)
         return pulled
 
     def next_ready_at(self, now: datetime) -> datetime | None:

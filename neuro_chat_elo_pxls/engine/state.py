@@ -22,7 +22,7 @@ import attrs
 from ..util.times import from_ts, ts
 
 
-@attrs.define
+@attrs.frozen
 class KeyState:
     """One cooldown key's state: the one type the queue runs on, the database keeps and
     ``status`` shows. A restarted source restores it (DESIGN 4: no restart lowers a
@@ -32,6 +32,7 @@ class KeyState:
     that pause began (a wrong clock's pause is pulled back to its own length);
     ``failures``: consecutive failures (the exponential backoff); ``auth_pauses``:
     consecutive 403/challenge pauses (a health problem until a request succeeds).
+    Frozen: the queue owns the live ones and replaces them.
     """
 
     ready_at: datetime | None = None

@@ -31,7 +31,15 @@ class EnrichmentWindow:
     given_up: set[int] = attrs.field(factory=set)  # retried after the next pull
     backlog: bool = False  # maybe more held users in the database than queued
     next_release: datetime | None = None  # earliest hold that runs out
-    problem: str = ""  # why profiles are not being read, for the release warning
+    _problem: str = ""  # why profiles are not being read, for the release warning
+
+    def profiles_failing(self, why: str) -> None:
+        """A profile request failed (``why``): the release warning says so."""
+        self._problem = why
+
+    def profiles_flowing(self) -> None:
+        """A profile was read: the release warning blames the queue, not pxls."""
+        self._problem = ""
 
     async def refill(self, store: Store, queue: CommandQueue) -> None:
         """Keep up to ENRICH_WINDOW enrichment commands queued, oldest hold first."""
@@ -61,13 +69,13 @@ class EnrichmentWindow:
                 "profile not fetched (%s)",
                 released,
                 fmt_duration(self.hold),
-                self.problem or "profile queue behind",
+                self._problem or "profile queue behind",
             )
         await self.refresh_deadline(store)
 
     async def release_all(self, store: Store, why: str) -> None:
         """Profiles are off: hand out every held first delta now."""
-        self.problem = why
+        self._problem = why
         released = await store.release_held(None)
         if released:
             log.warning("released %d held deltas without Discord/faction (%s)", released, why)

@@ -101,7 +101,7 @@ class ProfileVisits:
                     profile.pxls_id,
                     outcome.corrected,
                 )
-        self.enrich.problem = ""
+        self.enrich.profiles_flowing()
         if holds_changed:
             await self.enrich.refresh_deadline(store)
         self.sweep.visited(user.swept_in, now)  # enrichment counts as the visit too
