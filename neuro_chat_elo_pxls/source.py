@@ -2,56 +2,34 @@
 
 The host drives it with :meth:`PxlsSource.on_tick` (host time ``now``, aware UTC)
 and drains contributions with :meth:`PxlsSource.collect_deltas`. ``PxlsSource``
-keeps the hooks and wires the engine's parts; each part has one job:
+keeps the hooks, the database handle and the delivery of deltas; the work is the
+engine's (:class:`~.engine.core.Engine`: queue, state, scheduler, processor) and its
+jobs' (:func:`~.jobs.build_jobs`: pull and confirm, enrichment, follow, sweep,
+pending observations, profile reads).
 
-* :class:`~.pulls.Pull` (Timer 1): when the leaderboard pull is due, what it does;
-* :class:`~.sweep.Sweep` (Timer 2): the daily profile re-check with its cursor;
-* :class:`~.enrichment.EnrichmentWindow`: new users' held first deltas;
-* :class:`~.profiles.ProfileVisits`: one profile read (pacing, 404, rename);
-* :class:`~.follow.FollowList`: followed users beyond the top 1000, their refreshes;
-* :class:`~.observations.PendingObservations`: profile counts awaiting /info;
-* :class:`~.policy.FailurePolicy`: backoff, auth pause, giving up;
-* :class:`~.processor.CommandQueue`: commands with per-key cooldowns;
-* :class:`~.state.StateKeeper`: the scheduler state, one write path.
-
-Each tick: timers enqueue what is due, then at most one command that sends
-requests runs. Hook calls are serialised (a host may overlap them); every failure
-is caught and logged: a tick never raises into the host's loop.
+Each tick: the jobs queue what is due, then at most one command that sends requests
+runs. Hook calls are serialised (a host may overlap them); every failure is caught
+and logged: a tick never raises into the host's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
-import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import attrs
-
-from .engine.clockguard import ClockGuard
-from .engine.policy import FailurePolicy
-from .engine.queue import Command, CommandQueue, Key, Kind
-from .engine.scheduler import Timers
-from .engine.state import KeyState, SchedulerState, StateKeeper
-from .errors import PxlsError, StoreError
+from .engine.core import Engine
+from .errors import StoreError
 from .hookspecs import hookimpl
-from .jobs.enrichment import EnrichmentWindow
-from .jobs.follow import FollowList
-from .jobs.observations import PendingObservations
-from .jobs.profiles import ProfileVisits
-from .jobs.pull import Pull
-from .jobs.sweep import Sweep
+from .jobs import build_jobs
 from .models import EloDelta
-from .ops.status import build_status
 from .pxls.client import PxlsApi, PxlsClient
-from .settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings, credentials_fingerprint
-from .store.handle import StoreHandle
-from .store.writer import Store
-from .util.logs import event
-from .util.text import shown
+from .settings import PxlsSettings
+from .store import Store, StoreHandle
 from .util.times import check_now
 
 log = logging.getLogger("neuro_chat_elo_pxls")
@@ -74,35 +52,8 @@ class PxlsSource:
     ) -> None:
         self.settings = settings
         self._client: PxlsApi = client or PxlsClient(settings)
-        self._queue = CommandQueue()
-        self._policy = FailurePolicy(settings, rng or random.Random())
-        self._state = StateKeeper()
-        self._observations = PendingObservations()
-        self._pull = Pull(self._state, settings.leaderboard_interval, self._observations)
-        self._sweep = Sweep(self._state, settings.sweep_interval, settings.profile_cooldown)
-        self._enrich = EnrichmentWindow(settings.enrichment_hold)
-        self._clock = ClockGuard(settings, self._state)
-        self._follow = FollowList(settings, self._state)
+        self._engine = Engine(settings, functools.partial(build_jobs, settings), rng)
         self._last_now: datetime | None = None
-        self._timers = Timers(
-            settings,
-            self._queue,
-            self._clock,
-            self._pull,
-            self._observations,
-            self._enrich,
-            self._follow,
-            self._sweep,
-        )
-        self._profiles = ProfileVisits(
-            settings,
-            self._queue,
-            self._state,
-            self._sweep,
-            self._enrich,
-            self._follow,
-            self._observations,
-        )
         self._db = StoreHandle(settings.db_path, self._restore)
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._handed_out = 0  # ack delivery: highest seq returned since open
@@ -119,36 +70,12 @@ class PxlsSource:
             await self._db.open()
 
     async def _restore(self, store: Store) -> None:
-        """The database just opened: restore the scheduler state and the pacing."""
-        self._state.adopt(await store.load_state())
-        # pauses, backoffs and server waits survive a restart (DESIGN 4); a restart with
-        # other credentials may try an auth-paused key at once
-        keys, salt, fingerprints = self._restored_keys(self._state.current)
-        self._queue.restore(keys)
-        # what this source runs with, for ``status`` from another process
-        await self._state.commit(
-            store.save_state,
-            profiles_enabled=self.settings.profiles_enabled,
-            keys=keys,
-            credentials=fingerprints[Key.PROFILE.value],
-            leaderboard_credentials=fingerprints[Key.LEADERBOARD.value],
-            credentials_salt=salt,
-        )
-        if not self.settings.profiles_enabled:
-            log.warning(
-                "%s is not set: no profile is requested (no Discord names or factions); "
-                "new users' deltas are handed out at once. Set %s (and %s for pxls.space).",
-                TOKEN_ENV,
-                TOKEN_ENV,
-                CF_AUTH_ENV,
-            )
-            await self._enrich.release_all(store, f"{TOKEN_ENV} is not set")
-        else:
-            await self._enrich.refresh_deadline(store)
+        """The database just opened: the engine restores its state and pauses."""
+        await self._engine.restore(store)
         log.info(
             "pxls source open: db=%s canvas=%s",
             self.settings.db_path,
-            self._state.current.canvas or "-",
+            self._engine.state.current.canvas or "-",
         )
 
     # -- hooks -----------------------------------------------------------------
@@ -163,8 +90,7 @@ class PxlsSource:
                 if store is None:
                     return
                 self._last_now = now
-                await self._timers.run(store, now)
-                await self._run_one(store, now)
+                await self._engine.tick(store, self._client, now)
         except Exception:
             log.exception("pxls tick failed (nothing was lost; the next tick continues)")
 
@@ -216,83 +142,7 @@ class PxlsSource:
         """Earliest host time at which a tick has work (``now`` if it has some now)."""
         if self._db.store is None:
             return self._db.next_due(now)
-        return self._timers.next_due(now)
-
-    # -- timers and commands ---------------------------------------------------
-
-    async def _run_one(self, store: Store, now: datetime) -> None:
-        """Run the first ready command that sends a request (skipping stale ones)."""
-        while (entry := self._queue.pop_ready(now)) is not None:
-            command = entry[1]
-            try:
-                sent = await self._execute(store, command, now)
-            except asyncio.CancelledError:
-                self._queue.put_back(entry)  # the host cancelled the tick: run it later
-                raise
-            except Exception as exc:  # a bug must not wedge the queue or kill the host
-                if not isinstance(exc, PxlsError):
-                    log.exception("unexpected error in %s", command.describe())
-                await self._on_failure(store, entry, exc, now)
-                return
-            if self._policy.on_success(self._queue.state(command.key)):
-                self._queue.set_counters(command.key, 0, 0)
-                await self._persist_keys(store, now)
-            if sent:
-                return
-
-    async def _execute(self, store: Store, command: Command, now: datetime) -> bool:
-        """Run ``command``; False if it was stale and sent nothing."""
-        if command.kind is Kind.CONFIRM:
-            await self._pull.check_canvas(store, self._client, now)
-            return True
-        if command.kind is Kind.PULL:
-            hold = self.settings.profiles_enabled
-            if await self._pull.run(store, self._client, now, hold_new=hold) is not None:
-                self._enrich.after_pull()
-                await self._enrich.refresh_deadline(store)
-                if hold:
-                    await self._enrich.refill(store, self._queue)
-            return True
-        return await self._profiles.visit(store, self._client, command, now)
-
-    async def _on_failure(
-        self, store: Store, entry: tuple[int, Command], exc: Exception, now: datetime
-    ) -> None:
-        """Apply the failure policy's decision: retry after a pause, or give up."""
-        order, command = entry
-        if command.key is Key.PROFILE:
-            self._enrich.profiles_failing(str(exc))
-        decision = self._policy.on_failure(command, exc, self._queue.state(command.key), now)
-        self._queue.set_counters(command.key, decision.failures, decision.auth_pauses)
-        wait = None if decision.retry_at is None else (decision.retry_at - now).total_seconds()
-        log.log(
-            decision.level,
-            "%s",
-            decision.message,
-            extra=event(
-                "request_failed",
-                key=command.key.value,
-                command=command.kind.value,
-                attempt=command.attempts + 1,
-                wait_s=wait,
-                reason=decision.reason,
-            ),
-        )
-        if decision.retry_at is not None:
-            self._queue.cool(command.key, decision.retry_at, decision.reason, now)
-            self._queue.put_back((order, decision.command))
-        elif command.kind is Kind.PULL:
-            await self._pull.gave_up(store, now)
-        elif command.kind is Kind.CONFIRM:  # the counts wait; ask again in 15 minutes
-            self._observations.checked(now)
-        elif command.kind is Kind.SWEEP and command.user_id is not None:
-            await self._sweep.skip(store, command.user_id)
-        elif command.kind is Kind.FOLLOW and command.user_id is not None:
-            self._follow.give_up(command.user_id)  # tried again in the next round
-        elif command.kind is Kind.ENRICH and command.user_id is not None:
-            # stays held until the hold runs out
-            self._enrich.give_up(command.user_id)
-        await self._persist_keys(store, now, last_error=decision.message, last_error_at=now)
+        return self._engine.next_due(now)
 
     async def follow(self, names: Iterable[str], now: datetime | None = None) -> int:
         """Follow ``names`` too (beyond the config's ``follow``/``follow_file``/
@@ -305,49 +155,9 @@ class PxlsSource:
             if store is None:
                 raise StoreError(self._db.disabled or "the source was shut down")
             when = check_now(now) if now is not None else self._last_now or datetime.now(UTC)
-            return await self._follow.add(store, names, when)
+            return await self._engine.jobs.follow.add(store, names, when)
 
     # -- operators -------------------------------------------------------------
-
-    def _restored_keys(
-        self, state: SchedulerState
-    ) -> tuple[dict[str, KeyState], str, dict[str, str]]:
-        """The persisted key states to restore, the salt and this source's credentials
-        fingerprint per key. Auth pauses earned with other credentials than that key
-        sends now are lifted (logged): a new PXLS_TOKEN lifts the profile key's only."""
-        salt = state.credentials_salt or secrets.token_hex(16)
-        fingerprints = {
-            Key.PROFILE.value: credentials_fingerprint(self.settings, salt),
-            Key.LEADERBOARD.value: credentials_fingerprint(self.settings, salt, profiles=False),
-        }
-        earned = {
-            Key.PROFILE.value: state.credentials,
-            Key.LEADERBOARD.value: state.leaderboard_credentials,
-        }
-        keys = dict(state.keys)
-        if not state.credentials:  # never recorded: nothing to compare with
-            return keys, salt, fingerprints
-        for name, key in keys.items():
-            if earned.get(name, "") == fingerprints.get(name, ""):
-                continue
-            if key.auth_pauses and not key.reason.startswith("auth"):
-                # a server-given wait (a 429 after the 403) stays: only the auth
-                # pause belongs to the old credentials
-                keys[name] = attrs.evolve(key, auth_pauses=0)
-            elif key.auth_pauses:
-                keys[name] = KeyState(failures=key.failures)
-                log.warning(
-                    "%s requests were paused for auth (%s); the credentials changed "
-                    "since: trying at once",
-                    name,
-                    shown(key.reason),
-                )
-        return keys, salt, fingerprints
-
-    async def _persist_keys(self, store: Store, now: datetime, **changes: Any) -> None:
-        """Keep the key states (and ``changes``) in the database: a restarted source
-        restores them, ``status`` shows them from outside."""
-        await self._state.commit(store.save_state, keys=self._queue.key_states(now), **changes)
 
     async def status(self, now: datetime | None = None) -> dict[str, Any]:
         """A snapshot of the source's state for operators (JSON-serialisable)."""
@@ -356,8 +166,4 @@ class PxlsSource:
             if store is None:
                 return {"disabled": self._db.disabled or "shut down"}
             now = check_now(now) if now is not None else datetime.now(UTC)
-            # the live key states, so that the keys shown and the health agree
-            live = attrs.evolve(self._state.current, keys=self._queue.key_states(now))
-            status = await build_status(store, live, now, self.settings)
-            status["queue"] = {kind.value: self._queue.count(kind) for kind in Kind}
-            return status
+            return await self._engine.status(store, now)

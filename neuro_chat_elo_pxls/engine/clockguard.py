@@ -4,21 +4,24 @@ The source stores times computed from the host's ``now``: due times, cooldowns,
 pauses, sweep and canvas times, holds. One tick from a clock far ahead (then set
 back) would leave them far in the future: no pull for a year, profiles paused for
 a year. Each kind of time has a maximum a sane value can lie ahead of ``now``; on
-every tick, a value beyond it is pulled back to ``now`` (and the log says so).
+every tick, a value beyond it is pulled back to ``now`` (and the log says so). The
+guard pulls back the engine state's times and the queue's pauses (asking the queue);
+every job pulls back its own (:meth:`.job.Job.clamp`): it tells them when the clock
+jumped back.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
-from ..jobs.enrichment import EnrichmentWindow
-from ..jobs.observations import PendingObservations
 from ..settings import PxlsSettings
 from ..store.writer import Store
+from .job import Job
 from .policy import AUTH_PAUSE_FLOOR, RETRY_AFTER_MAX
 from .queue import CommandQueue
 from .state import StateKeeper
@@ -58,14 +61,24 @@ class ClockGuard:
         ) + max(s.profile_cooldown * 2, s.leaderboard_interval)
 
     async def check(
-        self,
-        store: Store,
-        queue: CommandQueue,
-        enrich: EnrichmentWindow,
-        observations: PendingObservations,
-        now: datetime,
+        self, store: Store, queue: CommandQueue, jobs: Sequence[Job], now: datetime
     ) -> None:
         """Pull back every stored time that lies further ahead of ``now`` than it can."""
+        await self._clamp_state(store, now)
+        for key, until in queue.clamp(now, self.key_limit()):
+            log.warning(
+                "host clock: %s cooling until %s, too far ahead: the pause restarts now",
+                key.value,
+                until.isoformat(timespec="seconds"),
+            )
+        # the clock jumped back: each job pulls back the times the wrong clock stamped
+        jumped_back = self._latest is not None and now < self._latest - _SLACK
+        for job in jobs:
+            await job.clamp(store, now, jumped_back)
+        # handled once: compare with the present from now on
+        self._latest = now if self._latest is None or jumped_back else max(self._latest, now)
+
+    async def _clamp_state(self, store: Store, now: datetime) -> None:
         current = self.state.current
         changes: dict[str, Any] = {}
         for name, limit in self._limits().items():
@@ -77,40 +90,15 @@ class ClockGuard:
             # the pull that took it is newer (no such pull known: take the next one)
             pulled = current.last_pull_at
             changes["last_generated_at"] = pulled if pulled is not None and pulled <= now else None
-        if changes:
-            log.warning(
-                "host clock: %s lay too far ahead of now %s (the clock jumped back?); "
-                "pulled back to now",
-                ", ".join(
-                    f"{k}={v.isoformat(timespec='seconds')}"
-                    for k, v in ((k, getattr(current, k)) for k in changes)
-                ),
-                now.isoformat(timespec="seconds"),
-            )
-            await self.state.commit(store.save_state, **changes)
-        for key, until in queue.clamp(now, self.key_limit()):
-            log.warning(
-                "host clock: %s cooling until %s, too far ahead: the pause restarts now",
-                key.value,
-                until.isoformat(timespec="seconds"),
-            )
-        if self._latest is not None and now < self._latest - _SLACK:
-            # the clock jumped back: profile counts stamped by the wrong clock would
-            # block every later observation of their users (DESIGN 3: older ones are
-            # ignored): applied ones count as observed now, waiting ones are dropped
-            moved = await store.pull_back_observations(now)
-            dropped = observations.drop_future(now)
-            if moved or dropped:
-                log.warning(
-                    "host clock: %d applied and %d waiting profile counts were stamped "
-                    "after now %s: the applied count as observed now, the waiting dropped",
-                    moved,
-                    dropped,
-                    now.isoformat(timespec="seconds"),
-                )
-            self._latest = now  # handled: compare with the present from now on
-        self._latest = now if self._latest is None else max(self._latest, now)
-        if enrich.next_release is not None and enrich.next_release > now + enrich.hold + _SLACK:
-            holds = await store.pull_back_holds(now)
-            log.warning("host clock: %d holds began in the future: pulled back to now", holds)
-            await enrich.refresh_deadline(store)
+        if not changes:
+            return
+        log.warning(
+            "host clock: %s lay too far ahead of now %s (the clock jumped back?); "
+            "pulled back to now",
+            ", ".join(
+                f"{k}={v.isoformat(timespec='seconds')}"
+                for k, v in ((k, getattr(current, k)) for k in changes)
+            ),
+            now.isoformat(timespec="seconds"),
+        )
+        await self.state.commit(store.save_state, **changes)

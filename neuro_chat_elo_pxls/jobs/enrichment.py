@@ -13,7 +13,10 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ..engine.queue import Command, CommandQueue, Kind
+from ..engine.job import Job, Visit
+from ..engine.queue import Command, CommandQueue, Key, Kind
+from ..engine.state import StateKeeper
+from ..settings import TOKEN_ENV
 from ..store.writer import Store
 from ..util.times import fmt_duration
 
@@ -23,44 +26,95 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 ENRICH_WINDOW = 16
 
 
+#: slack for rounding when a wrong clock's holds are pulled back
+_SLACK = timedelta(minutes=1)
+
+
 @attrs.define
-class EnrichmentWindow:
-    """Held first deltas: the queued window, the give-up set and the release deadline."""
+class EnrichmentWindow(Job):
+    """Held first deltas: the queued window, the give-up set and the release deadline.
+    Profile work of the first rank: it is never held."""
+
+    plans = frozenset({Kind.ENRICH})
 
     hold: timedelta
-    given_up: set[int] = attrs.field(factory=set)  # retried after the next pull
-    backlog: bool = False  # maybe more held users in the database than queued
-    next_release: datetime | None = None  # earliest hold that runs out
+    state: StateKeeper  # read only: a pull that ingested shows in last_pull_at
+    _given_up: set[int] = attrs.field(factory=set)  # retried after the next pull
+    _backlog: bool = False  # maybe more held users in the database than queued
+    _next_release: datetime | None = None  # earliest hold that runs out
     _problem: str = ""  # why profiles are not being read, for the release warning
+    _pulled_at: datetime | None = None  # last_pull_at when the given-up set was cleared
 
-    def profiles_failing(self, why: str) -> None:
-        """A profile request failed (``why``): the release warning says so."""
-        self._problem = why
+    async def opened(self, store: Store, profiles: bool) -> None:
+        """Profiles off: every held first delta is handed out now; else the deadline."""
+        if profiles:
+            await self.refresh_deadline(store)
+        else:
+            await self.release_all(store, f"{TOKEN_ENV} is not set")
 
-    def profiles_flowing(self) -> None:
-        """A profile was read: the release warning blames the queue, not pxls."""
-        self._problem = ""
+    async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
+        await self.refill(store, queue)
+        await self.release_due(store, now)
+        return bool(queue.count(Kind.ENRICH)) or self._backlog
+
+    def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        if not self._backlog:
+            return self._next_release
+        ready = max(now, queue.state(Key.PROFILE).ready_at or now)  # the window is fed then
+        return ready if self._next_release is None else min(ready, self._next_release)
+
+    async def after(self, store: Store, queue: CommandQueue, command: Command) -> None:
+        """A pull that ingested: users given up on are tried again, new holds queued."""
+        pulled = self.state.current.last_pull_at
+        if command.kind is not Kind.PULL or pulled == self._pulled_at:
+            return
+        self._pulled_at = pulled
+        self._given_up.clear()
+        await self.refresh_deadline(store)
+        await self.refill(store, queue)
+
+    def failed(self, command: Command, error: BaseException) -> None:
+        if command.key is Key.PROFILE:  # the release warning says why
+            self._problem = str(error)
+
+    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
+        """Stop asking for this user's profile until the next pull; the hold releases it."""
+        if command.user_id is not None:
+            self._given_up.add(command.user_id)
+
+    async def visited(self, store: Store, visit: Visit) -> None:
+        self._problem = ""  # profiles flow: the release warning blames the queue
+        if visit.holds_changed:
+            await self.refresh_deadline(store)
+
+    async def clamp(self, store: Store, now: datetime, jumped_back: bool) -> None:
+        """Holds that began in the future (a wrong clock) begin now."""
+        release = self._next_release
+        if release is not None and release > now + self.hold + _SLACK:
+            holds = await store.pull_back_holds(now)
+            log.warning("host clock: %d holds began in the future: pulled back to now", holds)
+            await self.refresh_deadline(store)
 
     async def refill(self, store: Store, queue: CommandQueue) -> None:
         """Keep up to ENRICH_WINDOW enrichment commands queued, oldest hold first."""
         queued = queue.count(Kind.ENRICH)
-        if queued > ENRICH_WINDOW // 2 or (self.next_release is None and not queued):
+        if queued > ENRICH_WINDOW // 2 or (self._next_release is None and not queued):
             return  # (no hold at all: held users come from a pull, which refreshes it)
-        exclude = self.given_up | queue.user_ids(Kind.ENRICH)
+        exclude = self._given_up | queue.user_ids(Kind.ENRICH)
         want = ENRICH_WINDOW - queued
         ids = await store.held_user_ids(want, exclude)
         for user_id in ids:
             queue.push(Command(Kind.ENRICH, user_id))
-        self.backlog = len(ids) == want
+        self._backlog = len(ids) == want
 
     async def refresh_deadline(self, store: Store) -> None:
         """Recompute when the longest hold runs out."""
         earliest = await store.earliest_hold()
-        self.next_release = None if earliest is None else earliest + self.hold
+        self._next_release = None if earliest is None else earliest + self.hold
 
     async def release_due(self, store: Store, now: datetime) -> None:
         """Hand out first deltas held for ``hold`` or longer, with one warning."""
-        if self.next_release is None or now < self.next_release:
+        if self._next_release is None or now < self._next_release:
             return
         released = await store.release_held(now - self.hold)
         if released:
@@ -80,11 +134,3 @@ class EnrichmentWindow:
         if released:
             log.warning("released %d held deltas without Discord/faction (%s)", released, why)
         await self.refresh_deadline(store)
-
-    def give_up(self, user_id: int) -> None:
-        """Stop asking for this user's profile until the next pull; the hold releases it."""
-        self.given_up.add(user_id)
-
-    def after_pull(self) -> None:
-        """A pull happened: users given up on are tried again."""
-        self.given_up.clear()

@@ -21,7 +21,8 @@ from datetime import datetime
 
 import attrs
 
-from ..engine.queue import Command, CommandQueue, Kind
+from ..engine.job import Job, Visit
+from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..pxls.parsing import is_valid_username
 from ..settings import PxlsSettings
@@ -116,14 +117,22 @@ class Round:
     not_found: int = 0
 
 
+#: follow refreshes' rank among profile work (after enrichment, and after a sweep
+#: behind a schedule it can keep; beside a sweep that only shares)
+FOLLOW_RANK = 2
+
+
 @attrs.define
-class FollowList:
+class FollowList(Job):
     """Who is followed, and their refreshes; see the module docstring."""
+
+    plans = frozenset({Kind.FOLLOW})
 
     settings: PxlsSettings
     state: StateKeeper
-    round: Round | None = None
-    backlog: bool = False  # maybe more due than queued
+    _round: Round | None = None
+    _backlog: bool = False  # maybe more due than queued
+    _wake: datetime | None = None  # the next followed user due, when in the future
     _synced: bool = False
     _file_stamp: tuple[float, int] | None = None
     _file_names: list[str] = attrs.field(factory=list)  # the file's last good list
@@ -137,6 +146,39 @@ class FollowList:
     _quiet: tuple[int | None, int] | None = None
     _next: datetime | None = None
     _version: int = 0  # bumped when who is followed (or skipped) may have changed
+
+    def rank(self, now: datetime) -> int:
+        return FOLLOW_RANK
+
+    async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
+        """Sync who is followed (always: names a host added with ``source.follow()``
+        live in the database), then, unless held, queue due refreshes."""
+        await self.sync(store, now)
+        if not held:
+            await self.refill(store, queue, now)
+        # a due time already past is covered by the queued commands (or belongs to
+        # users given up on until the next round): only a future one wakes the host
+        nxt = self._next if self._quiet is not None else None
+        self._wake = nxt if nxt is not None and nxt > now else None
+        return bool(queue.count(Kind.FOLLOW)) or self._backlog
+
+    def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        ready = max(now, queue.state(Key.PROFILE).ready_at or now)
+        times = [ready] if self._backlog else []
+        if self._wake is not None:
+            times.append(max(self._wake, ready))
+        return min(times) if times else None
+
+    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
+        """Reading this profile failed for good: skip the user until the next round."""
+        if command.user_id is not None:
+            self._given_up.add(command.user_id)
+
+    async def visited(self, store: Store, visit: Visit) -> None:
+        if visit.command.kind is Kind.FOLLOW and self._round is not None:
+            self._round.refreshed += 1
+            self._round.changed += visit.changed
+            self._round.not_found += visit.profile is None
 
     async def _valid(self, names: Iterable[str], where: str) -> list[str]:
         """The valid names (checked off the loop); the invalid are reported as one line
@@ -234,8 +276,8 @@ class FollowList:
         if not queued and self._quiet == quiet and (self._next is None or now < self._next):
             # nobody due before self._next (a pull or a change of names asks again)
             if (
-                self.round is not None
-                and now - self.round.started_at >= self.settings.follow_interval
+                self._round is not None
+                and now - self._round.started_at >= self.settings.follow_interval
             ):
                 await self._finish(store, now)
             return
@@ -245,25 +287,25 @@ class FollowList:
         ids = await store.follow_due_ids(self._listed_before(), cutoff, want, exclude)
         for user_id in ids:
             queue.push(Command(Kind.FOLLOW, user_id))
-        self.backlog = len(ids) == want
+        self._backlog = len(ids) == want
         self._quiet = None
         if not ids and not queued:
             self._quiet = quiet
             self._next = await self._next_due(store)
-        if ids and self.round is None:
-            self.round = Round(now)
+        if ids and self._round is None:
+            self._round = Round(now)
             await self._check_demand(store)
         elif (
             not ids
             and not queued
-            and self.round is not None
-            and now - self.round.started_at >= self.settings.follow_interval
+            and self._round is not None
+            and now - self._round.started_at >= self.settings.follow_interval
         ):  # a round: every followed user outside the toplist refreshed once
             await self._finish(store, now)
 
     async def _finish(self, store: Store, now: datetime) -> None:
-        assert self.round is not None
-        r, self.round = self.round, None
+        assert self._round is not None
+        r, self._round = self._round, None
         self._given_up.clear()
         self._version += 1
         await self.state.commit(store.save_state, follow_round_finished_at=now)
@@ -282,16 +324,6 @@ class FollowList:
                 took_s=(now - r.started_at).total_seconds(),
             ),
         )
-
-    def give_up(self, user_id: int) -> None:
-        """Reading this profile failed for good: skip the user until the next round."""
-        self._given_up.add(user_id)
-
-    def visited(self, *, found: bool, changed: bool) -> None:
-        if self.round is not None:
-            self.round.refreshed += 1
-            self.round.changed += changed
-            self.round.not_found += not found
 
     async def _check_demand(self, store: Store) -> None:
         if self._warned_demand:
@@ -315,11 +347,6 @@ class FollowList:
                 users,
                 fmt_duration(self.settings.sweep_interval),
             )
-
-    def next_due(self) -> datetime | None:
-        """When the next followed user outside the toplist becomes due, as the last
-        refill that found nobody due saw it (None: none, or refreshes are queued)."""
-        return self._next if self._quiet is not None else None
 
     async def _next_due(self, store: Store) -> datetime | None:
         oldest = await store.follow_oldest_check(self._listed_before())

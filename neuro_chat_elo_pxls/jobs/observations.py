@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from ..engine.job import Job, Visit
 from ..store.writer import Store
 from ..util.text import shown
 
@@ -35,20 +36,41 @@ class Observation:
 
 
 @attrs.define
-class PendingObservations:
-    """Counts waiting for the /info after them; see the module docstring."""
+class PendingObservations(Job):
+    """Counts waiting for the /info after them; see the module docstring. It plans
+    nothing itself: the pull job asks :meth:`confirm_due` and runs the confirm."""
 
-    pending: list[Observation] = attrs.field(factory=list)
-    last_info_at: datetime | None = None
-    applied: int = 0  # deltas written from profile counts (for operators)
-    dropped: int = 0
+    _pending: list[Observation] = attrs.field(factory=list)
+    _last_info_at: datetime | None = None
+
+    async def visited(self, store: Store, visit: Visit) -> None:
+        """A profile's count is an observation of the canvas the source knew."""
+        profile = visit.profile
+        if profile is not None and profile.canvas_pixels is not None and visit.canvas:
+            self.add(Observation(visit.user_id, profile.canvas_pixels, visit.now, visit.canvas))
+
+    async def clamp(self, store: Store, now: datetime, jumped_back: bool) -> None:
+        """After a jump back, counts stamped by the wrong clock would block every later
+        observation of their users (DESIGN 3: older ones are ignored): the applied ones
+        count as observed now, the waiting ones are dropped."""
+        if not jumped_back:
+            return
+        moved = await store.pull_back_observations(now)
+        dropped = self.drop_future(now)
+        if moved or dropped:
+            log.warning(
+                "host clock: %d applied and %d waiting profile counts were stamped "
+                "after now %s: the applied count as observed now, the waiting dropped",
+                moved,
+                dropped,
+                now.isoformat(timespec="seconds"),
+            )
 
     def add(self, observation: Observation) -> None:
-        self.pending.append(observation)
-        if len(self.pending) > MAX_PENDING:
-            lost = len(self.pending) - MAX_PENDING
-            del self.pending[:lost]
-            self.dropped += lost
+        self._pending.append(observation)
+        if len(self._pending) > MAX_PENDING:
+            lost = len(self._pending) - MAX_PENDING
+            del self._pending[:lost]
             log.warning(
                 "%d profile counts dropped unconfirmed: /info has not answered for a "
                 "while (the next profile read observes them again)",
@@ -58,43 +80,39 @@ class PendingObservations:
     def drop_future(self, now: datetime) -> int:
         """Drop counts stamped after ``now`` (a host clock that jumped back: their time
         is wrong, and the next profile read observes the user again). Returns how many."""
-        kept = [o for o in self.pending if o.at <= now]
-        dropped, self.pending = len(self.pending) - len(kept), kept
-        self.dropped += dropped
+        kept = [o for o in self._pending if o.at <= now]
+        dropped, self._pending = len(self._pending) - len(kept), kept
         return dropped
 
     def checked(self, now: datetime) -> None:
         """``/info`` answered at ``now`` with a stale code: that is a check too (the next
         one is due :data:`CONFIRM_EVERY` later), but it confirms nothing."""
-        self.last_info_at = now
+        self._last_info_at = now
 
     def confirm_due(self) -> datetime | None:
         """When /info should be asked to confirm waiting counts (None: none wait)."""
-        if not self.pending:
+        if not self._pending:
             return None
-        oldest = self.pending[0].at
-        since = self.last_info_at if self.last_info_at and self.last_info_at > oldest else oldest
+        oldest = self._pending[0].at
+        since = self._last_info_at if self._last_info_at and self._last_info_at > oldest else oldest
         return since + CONFIRM_EVERY
 
     async def settle(self, store: Store, canvas: str, checked_at: datetime) -> int:
         """``/info`` answered ``canvas`` (a current code, not a stale cache) at
         ``checked_at``: apply the counts taken on it before then, drop those taken on
         another canvas. Returns the deltas written."""
-        self.last_info_at = checked_at
-        ready = [o for o in self.pending if o.at <= checked_at]
+        self._last_info_at = checked_at
+        ready = [o for o in self._pending if o.at <= checked_at]
         if not ready:
             return 0
-        self.pending = [o for o in self.pending if o.at > checked_at]
+        self._pending = [o for o in self._pending if o.at > checked_at]
         same = [(o.user_id, o.pixels, o.at) for o in ready if o.canvas == canvas]
         other = len(ready) - len(same)
         if other:
-            self.dropped += other
             log.info(
                 "%d profile counts dropped: the canvas changed to %s between the count and "
                 "the next /info (never credited to the wrong canvas)",
                 other,
                 shown(canvas),
             )
-        deltas = await store.apply_observations(same, canvas) if same else 0
-        self.applied += deltas
-        return deltas
+        return await store.apply_observations(same, canvas) if same else 0

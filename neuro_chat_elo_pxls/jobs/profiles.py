@@ -11,20 +11,19 @@ are host time (UTC).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
+from ..engine.job import Job, Visit
 from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..errors import NotFoundError
+from ..models import Profile
 from ..pxls.client import PxlsApi
 from ..settings import PxlsSettings
 from ..store.writer import Store
-from .enrichment import EnrichmentWindow
-from .follow import FollowList
-from .observations import Observation, PendingObservations
-from .sweep import Sweep
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -43,24 +42,25 @@ def pacing_gap(cooldown: timedelta) -> timedelta:
 
 
 @attrs.define
-class ProfileVisits:
-    """Reads profiles for the enrichment window and the sweep, one per command."""
+class ProfileVisits(Job):
+    """Reads profiles for enrichment, follow refreshes and the sweep, one per command;
+    every job in ``listeners`` hears of each read (:meth:`.job.Job.visited`)."""
+
+    runs = frozenset({Kind.ENRICH, Kind.FOLLOW, Kind.SWEEP})
 
     settings: PxlsSettings
     queue: CommandQueue
     state: StateKeeper
-    sweep: Sweep
-    enrich: EnrichmentWindow
-    follow: FollowList
-    observations: PendingObservations
+    listeners: Sequence[Job]
 
-    async def visit(self, store: Store, client: PxlsApi, command: Command, now: datetime) -> bool:
+    async def run(self, store: Store, client: PxlsApi, command: Command, now: datetime) -> bool:
         """Read the profile of ``command``'s user; False if stale and nothing was sent."""
         assert command.user_id is not None
         user = await store.get_user(command.user_id)
         if user is None or not self.settings.profiles_enabled:
             return False  # merged away by a rename, or profiles off
-        if command.kind is Kind.SWEEP and user.swept_in >= self.sweep.number:
+        sweep = self.state.current.sweep_number
+        if command.kind is Kind.SWEEP and user.swept_in >= sweep:
             return False  # already visited (e.g. by its enrichment)
         ready = now + pacing_gap(self.settings.profile_cooldown)
         self.queue.cool(Key.PROFILE, ready, "profile pacing", now)
@@ -68,41 +68,59 @@ class ProfileVisits:
         # and restarts at once still keeps the pacing (a write takes well under the
         # pacing margin)
         await self.state.commit(store.save_state, keys=self.queue.key_states(now))
-        sweep = self.sweep.number
-        holds_changed = user.held  # its hold is released below
+        canvas = self.state.current.canvas
+        profile: Profile | None
         try:
             profile = await client.fetch_profile(user.name)
         except NotFoundError:
+            profile = None
             released = await store.mark_missing(user.id, now, sweep)
             log.info(
                 "profile of %s: 404, name marked missing%s",
                 user.name,
                 " (first delta released)" if released else "",
             )
-            if command.kind is Kind.FOLLOW:
-                self.follow.visited(found=False, changed=False)
+            holds_changed = user.held
         else:
-            canvas = self.state.current.canvas
-            outcome = await store.apply_profile(
-                user.id, profile, now, sweep, self.settings.follow_factions, canvas
-            )
-            if profile.canvas_pixels is not None and canvas is not None:
-                # an observation, applied once /info confirms the canvas after it
-                self.observations.add(Observation(user.id, profile.canvas_pixels, now, canvas))
-            if command.kind is Kind.FOLLOW:
-                changed = profile.canvas_pixels != user.score or user.canvas != canvas
-                self.follow.visited(found=True, changed=changed)
-            if outcome.renamed_from:
-                holds_changed = True  # the old row (maybe held) is gone
-                log.info(
-                    "rename: %s is now %s (pxls id %s); %d pixels moved from the old name",
-                    outcome.renamed_from,
-                    user.name,
-                    profile.pxls_id,
-                    outcome.corrected,
-                )
-        self.enrich.profiles_flowing()
-        if holds_changed:
-            await self.enrich.refresh_deadline(store)
-        self.sweep.visited(user.swept_in, now)  # enrichment counts as the visit too
+            holds_changed = await self._apply(store, user.id, user.name, profile, now, canvas)
+            holds_changed = holds_changed or user.held
+        visit = Visit(
+            command,
+            user.id,
+            user.score,
+            user.canvas,
+            user.swept_in,
+            profile,
+            canvas,
+            holds_changed,
+            now,
+        )
+        for listener in self.listeners:
+            await listener.visited(store, visit)
+        return True
+
+    async def _apply(
+        self,
+        store: Store,
+        user_id: int,
+        name: str,
+        profile: Profile,
+        now: datetime,
+        canvas: str | None,
+    ) -> bool:
+        """Store the profile (Discord, faction, a rename's merge); True if a rename
+        merged a row away (maybe held)."""
+        sweep = self.state.current.sweep_number
+        outcome = await store.apply_profile(
+            user_id, profile, now, sweep, self.settings.follow_factions, canvas
+        )
+        if not outcome.renamed_from:
+            return False
+        log.info(
+            "rename: %s is now %s (pxls id %s); %d pixels moved from the old name",
+            outcome.renamed_from,
+            name,
+            profile.pxls_id,
+            outcome.corrected,
+        )
         return True

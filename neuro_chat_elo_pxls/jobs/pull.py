@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ..engine.queue import Command, CommandQueue, Kind
+from ..engine.job import Job
+from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..models import Snapshot
 from ..pxls.client import PxlsApi
@@ -52,13 +53,53 @@ CANVAS_HISTORY = 50
 
 
 @attrs.define
-class Pull:
-    """The pull schedule and the pull command. Persisted through ``state``."""
+class Pull(Job):
+    """The pull schedule, the pull command and the confirm command (an ``/info`` check
+    for waiting profile counts). Persisted through ``state``."""
+
+    key = Key.LEADERBOARD
+    runs = plans = frozenset({Kind.PULL, Kind.CONFIRM})
 
     state: StateKeeper
     interval: timedelta
     observations: PendingObservations = attrs.field(factory=PendingObservations)
+    hold_new: bool = False  # new users' first deltas wait for their profile
     _looks: int = 0  # consecutive pulls that found nothing newer
+
+    async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
+        """Queue the pull when due, and a confirm when waiting counts need one."""
+        await self.arm(store, queue, now)
+        confirm = self.observations.confirm_due()
+        if confirm is not None and now >= confirm and not queue.count(Kind.PULL):
+            queue.push(Command(Kind.CONFIRM))  # refused if one is queued
+        return False
+
+    def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        due = self.due(now, queue)
+        confirm = self._confirm_due(queue)
+        return min(due, confirm) if due is not None and confirm is not None else due or confirm
+
+    def _confirm_due(self, queue: CommandQueue) -> datetime | None:
+        """When a confirm command should be queued (None: none needed, or a pull or a
+        confirm is queued already: the queue's own time covers it)."""
+        due = self.observations.confirm_due()
+        if due is None or queue.count(Kind.PULL) or queue.count(Kind.CONFIRM):
+            return None
+        return max(due, queue.state(Key.LEADERBOARD).ready_at or due)
+
+    async def run(self, store: Store, client: PxlsApi, command: Command, now: datetime) -> bool:
+        if command.kind is Kind.CONFIRM:
+            await self.check_canvas(store, client, now)
+        else:
+            await self.pull(store, client, now, hold_new=self.hold_new)
+        return True
+
+    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
+        if command.kind is Kind.PULL:
+            # the next timer (one interval on) tries again
+            await self.state.commit(store.save_state, pull_due_at=now + self.interval)
+        else:  # a confirm: the counts wait; ask again in 15 minutes
+            self.observations.checked(now)
 
     def due(self, now: datetime, queue: CommandQueue) -> datetime | None:
         """When the next pull is due (None: one is queued already, or a confirm holds the
@@ -86,11 +127,7 @@ class Pull:
             due += REGENERATION
         return due
 
-    async def gave_up(self, store: Store, now: datetime) -> None:
-        """The pull failed for good: the next timer (one interval on) tries again."""
-        await self.state.commit(store.save_state, pull_due_at=now + self.interval)
-
-    async def run(
+    async def pull(
         self, store: Store, client: PxlsApi, now: datetime, *, hold_new: bool
     ) -> IngestResult | None:
         """One pull: /info, stats.json, ingest. None if the snapshot was skipped."""

@@ -14,11 +14,13 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ..engine.queue import Command, CommandQueue, Kind
+from ..engine.job import Job, Visit
+from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..store.writer import Store
 from ..util.logs import event
 from ..util.times import fmt_duration
+from .follow import FOLLOW_RANK
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -27,8 +29,14 @@ SWEEP_WINDOW = 8
 
 
 @attrs.define
-class Sweep:
-    """The sweep in progress (or the next one's due time). Persisted through ``state``."""
+class Sweep(Job):
+    """The sweep in progress (or the next one's due time). Persisted through ``state``.
+
+    Its rank among profile work: before follow refreshes while behind a schedule it
+    can keep (:meth:`urgent`), beside them while behind one it cannot, after them
+    otherwise."""
+
+    plans = frozenset({Kind.SWEEP})
 
     state: StateKeeper
     interval: timedelta
@@ -36,6 +44,28 @@ class Sweep:
     remaining: int | None = None  # progress estimate; read from the database on resume
     _logged: int = 0  # visits done when progress was last logged
     _cursor: tuple[int, int] = (0, 0)  # last id queued in the dirty and the clean phase
+
+    def rank(self, now: datetime) -> int:
+        if self.urgent(now):
+            return FOLLOW_RANK - 1
+        return FOLLOW_RANK if self.behind(now) else FOLLOW_RANK + 1
+
+    async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
+        await self.feed(store, queue, now, may_queue=not held)
+        return bool(queue.count(Kind.SWEEP))
+
+    def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        if self.active:  # its window is fed once the profile key is ready
+            return max(now, queue.state(Key.PROFILE).ready_at or now)
+        return self.due()
+
+    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
+        if command.user_id is not None:
+            await self.skip(store, command.user_id)
+
+    async def visited(self, store: Store, visit: Visit) -> None:
+        """Any profile read counts as the visit (an enrichment or a follow refresh)."""
+        self._count_visit(visit.swept_in, visit.now)
 
     @property
     def number(self) -> int:
@@ -152,7 +182,7 @@ class Sweep:
                 extra=event("sweep_finished", sweep=self.number, took_s=took.total_seconds()),
             )
 
-    def visited(self, swept_in: int, now: datetime) -> None:
+    def _count_visit(self, swept_in: int, now: datetime) -> None:
         """A profile of a user with ``swept_in`` was read (by the sweep or an
         enrichment): count the visit and log progress every 5 % with an ETA."""
         total = self.state.current.sweep_total

@@ -5,7 +5,8 @@ handle that opens and closes it, and the lock file.
 database read-only for ``status`` and ``export``.
 """
 
+from .handle import StoreHandle
 from .reader import StoreReader
 from .writer import Store
 
-__all__ = ["Store", "StoreReader"]
+__all__ = ["Store", "StoreHandle", "StoreReader"]

@@ -1,0 +1,143 @@
+"""The engine: the one engine state, the command queue, and the parts that run on them.
+
+:class:`Engine` owns the :class:`~.state.StateKeeper` (the persisted engine state),
+the :class:`~.queue.CommandQueue` (with every key's state), the failure policy, the
+clock guard, the :class:`~.scheduler.Scheduler` and the :class:`~.processor.Processor`.
+It is given its jobs by a ``build`` function (it knows none of them by name). At open
+it restores the state and the key states, so that no restart lowers a pause
+(DESIGN 4); other credentials than a pause was earned with may try that key at once.
+Times are the host's ``now`` (aware UTC).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import attrs
+
+from ..ops.status import build_status
+from ..pxls.client import PxlsApi
+from ..settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings, credentials_fingerprint
+from ..store.writer import Store
+from ..util.text import shown
+from .clockguard import ClockGuard
+from .job import Job
+from .policy import FailurePolicy
+from .processor import Processor
+from .queue import CommandQueue, Key, Kind
+from .scheduler import Scheduler
+from .state import KeyState, SchedulerState, StateKeeper
+
+log = logging.getLogger("neuro_chat_elo_pxls")
+
+
+class JobSet(Protocol):
+    """What ``build`` returns: the jobs, and their priority order."""
+
+    def ordered(self) -> Sequence[Job]: ...
+
+
+J = TypeVar("J", bound=JobSet)
+
+
+class Engine(Generic[J]):
+    """See the module docstring. ``jobs`` is what ``build`` made (the caller's own
+    view of its jobs, e.g. to reach the follow job)."""
+
+    def __init__(
+        self,
+        settings: PxlsSettings,
+        build: Callable[[StateKeeper, CommandQueue], J],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state = StateKeeper()
+        self.queue = CommandQueue()
+        self.jobs = build(self.state, self.queue)
+        jobs = self._jobs = list(self.jobs.ordered())
+        policy = FailurePolicy(settings, rng or random.Random())
+        self._processor = Processor(self.queue, self.state, policy, jobs)
+        clock = ClockGuard(settings, self.state)
+        self._scheduler = Scheduler(self.queue, clock, jobs, settings.profiles_enabled)
+
+    async def restore(self, store: Store) -> None:
+        """The database just opened: restore the engine state and the key states."""
+        self.state.adopt(await store.load_state())
+        keys, salt, fingerprints = self._restored_keys(self.state.current)
+        self.queue.restore(keys)
+        # what this source runs with, for ``status`` from another process
+        await self.state.commit(
+            store.save_state,
+            profiles_enabled=self.settings.profiles_enabled,
+            keys=keys,
+            credentials=fingerprints[Key.PROFILE.value],
+            leaderboard_credentials=fingerprints[Key.LEADERBOARD.value],
+            credentials_salt=salt,
+        )
+        if not self.settings.profiles_enabled:
+            log.warning(
+                "%s is not set: no profile is requested (no Discord names or factions); "
+                "new users' deltas are handed out at once. Set %s (and %s for pxls.space).",
+                TOKEN_ENV,
+                TOKEN_ENV,
+                CF_AUTH_ENV,
+            )
+        for job in self._jobs:
+            await job.opened(store, self.settings.profiles_enabled)
+
+    async def tick(self, store: Store, client: PxlsApi, now: datetime) -> None:
+        """Queue what is due at ``now``, then run at most one command that sends."""
+        await self._scheduler.run(store, now)
+        await self._processor.run_one(store, client, now)
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """Earliest host time at which a tick has work (``now`` if it has some now)."""
+        return self._scheduler.next_due(now)
+
+    async def status(self, store: Store, now: datetime) -> dict[str, Any]:
+        """The engine's state for operators; the live key states, so that the keys
+        shown and the health agree."""
+        live = attrs.evolve(self.state.current, keys=self.queue.key_states(now))
+        status = await build_status(store, live, now, self.settings)
+        status["queue"] = {kind.value: self.queue.count(kind) for kind in Kind}
+        return status
+
+    def _restored_keys(
+        self, state: SchedulerState
+    ) -> tuple[dict[str, KeyState], str, dict[str, str]]:
+        """The persisted key states to restore, the salt and this source's credentials
+        fingerprint per key. Auth pauses earned with other credentials than that key
+        sends now are lifted (logged): a new PXLS_TOKEN lifts the profile key's only."""
+        salt = state.credentials_salt or secrets.token_hex(16)
+        fingerprints = {
+            Key.PROFILE.value: credentials_fingerprint(self.settings, salt),
+            Key.LEADERBOARD.value: credentials_fingerprint(self.settings, salt, profiles=False),
+        }
+        earned = {
+            Key.PROFILE.value: state.credentials,
+            Key.LEADERBOARD.value: state.leaderboard_credentials,
+        }
+        keys = dict(state.keys)
+        if not state.credentials:  # never recorded: nothing to compare with
+            return keys, salt, fingerprints
+        for name, key in keys.items():
+            if earned.get(name, "") == fingerprints.get(name, ""):
+                continue
+            if key.auth_pauses and not key.reason.startswith("auth"):
+                # a server-given wait (a 429 after the 403) stays: only the auth
+                # pause belongs to the old credentials
+                keys[name] = attrs.evolve(key, auth_pauses=0)
+            elif key.auth_pauses:
+                keys[name] = KeyState(failures=key.failures)
+                log.warning(
+                    "%s requests were paused for auth (%s); the credentials changed "
+                    "since: trying at once",
+                    name,
+                    shown(key.reason),
+                )
+        return keys, salt, fingerprints
