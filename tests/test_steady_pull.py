@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from neuro_chat_elo_pxls.models import Snapshot
-from neuro_chat_elo_pxls.store.rows import _UPSERT_HOLD, _UPSERT_RELEASE
+from neuro_chat_elo_pxls.store.rows import UPSERT_HOLD, UPSERT_RELEASE
 from neuro_chat_elo_pxls.store.writer import Store
 
 from .helpers import T0
 
 #: every statement a steady pull and a tick run, with sample parameters
 HOURLY_PATH = [
-    (_UPSERT_HOLD, {"rows": '{"a":1}', "canvas": "86", "obs": 0, "now": 0}),
-    (_UPSERT_RELEASE, {"rows": '{"a":1}', "canvas": "86", "obs": 0, "now": 0}),
+    (UPSERT_HOLD, {"rows": '{"a":1}', "canvas": "86", "obs": 0, "now": 0}),
+    (UPSERT_RELEASE, {"rows": '{"a":1}', "canvas": "86", "obs": 0, "now": 0}),
     ("SELECT COALESCE(MAX(seq), 0) FROM outbox", ()),
     ("SELECT COALESCE(MAX(id), 0) FROM users", ()),
     ("SELECT COUNT(*) FROM outbox WHERE seq > ?", (0,)),

@@ -16,6 +16,7 @@ import attrs
 from ..engine.job import Job, Visit
 from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
+from ..engine.window import Window
 from ..settings import TOKEN_ENV
 from ..store.writer import Store
 from ..util.times import fmt_duration
@@ -24,6 +25,7 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 
 #: How many enrichment commands wait in the queue at once.
 ENRICH_WINDOW = 16
+_WINDOW = Window(Kind.ENRICH, ENRICH_WINDOW)
 
 
 #: slack for rounding when a wrong clock's holds are pulled back
@@ -97,15 +99,12 @@ class EnrichmentWindow(Job):
 
     async def refill(self, store: Store, queue: CommandQueue) -> None:
         """Keep up to ENRICH_WINDOW enrichment commands queued, oldest hold first."""
-        queued = queue.count(Kind.ENRICH)
-        if queued > ENRICH_WINDOW // 2 or (self._next_release is None and not queued):
+        room = _WINDOW.room(queue)
+        if not room or (self._next_release is None and not queue.count(Kind.ENRICH)):
             return  # (no hold at all: held users come from a pull, which refreshes it)
-        exclude = self._given_up | queue.user_ids(Kind.ENRICH)
-        want = ENRICH_WINDOW - queued
-        ids = await store.held_user_ids(want, exclude)
-        for user_id in ids:
-            queue.push(Command(Kind.ENRICH, user_id))
-        self._backlog = len(ids) == want
+        exclude = self._given_up | _WINDOW.queued_ids(queue)
+        ids = await store.held_user_ids(room, exclude)
+        self._backlog = _WINDOW.push(queue, ids, room)
 
     async def refresh_deadline(self, store: Store) -> None:
         """Recompute when the longest hold runs out."""

@@ -24,6 +24,7 @@ import attrs
 from ..engine.job import Job, Visit
 from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
+from ..engine.window import Window
 from ..pxls.parsing import is_valid_username
 from ..settings import PxlsSettings
 from ..store.follows import BY_CONFIG, BY_HOST
@@ -36,6 +37,7 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 
 #: How many follow commands wait in the queue at once.
 FOLLOW_WINDOW = 16
+_WINDOW = Window(Kind.FOLLOW, FOLLOW_WINDOW)
 
 
 #: A follow file is read only up to this size (a bigger one keeps the last good list).
@@ -270,7 +272,8 @@ class FollowList(Job):
     async def refill(self, store: Store, queue: CommandQueue, now: datetime) -> None:
         """Keep up to FOLLOW_WINDOW due refreshes queued; start and finish rounds."""
         queued = queue.count(Kind.FOLLOW)
-        if queued > FOLLOW_WINDOW // 2:
+        room = _WINDOW.room(queue)
+        if not room:
             return
         quiet = (self._listed_before(), self._version)
         if not queued and self._quiet == quiet and (self._next is None or now < self._next):
@@ -281,13 +284,10 @@ class FollowList(Job):
             ):
                 await self._finish(store, now)
             return
-        exclude = self._given_up | queue.user_ids(Kind.FOLLOW)
-        want = FOLLOW_WINDOW - queued
+        exclude = self._given_up | _WINDOW.queued_ids(queue)
         cutoff = now - self.settings.follow_interval
-        ids = await store.follow_due_ids(self._listed_before(), cutoff, want, exclude)
-        for user_id in ids:
-            queue.push(Command(Kind.FOLLOW, user_id))
-        self._backlog = len(ids) == want
+        ids = await store.follow_due_ids(self._listed_before(), cutoff, room, exclude)
+        self._backlog = _WINDOW.push(queue, ids, room)
         self._quiet = None
         if not ids and not queued:
             self._quiet = quiet

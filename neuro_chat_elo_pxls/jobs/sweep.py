@@ -17,6 +17,7 @@ import attrs
 from ..engine.job import Job, Visit
 from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
+from ..engine.window import Window
 from ..store.writer import Store
 from ..util.logs import event
 from ..util.times import fmt_duration
@@ -26,6 +27,7 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 
 #: How many sweep commands wait in the queue at once.
 SWEEP_WINDOW = 8
+_WINDOW = Window(Kind.SWEEP, SWEEP_WINDOW)
 
 
 @attrs.define
@@ -114,7 +116,8 @@ class Sweep(Job):
                 return
             await self._start(store, now)
         queued = queue.count(Kind.SWEEP)
-        if queued > SWEEP_WINDOW // 2 or not may_queue:
+        room = _WINDOW.room(queue)
+        if not room or not may_queue:
             return
         if self.remaining is None:  # resumed after a restart
             self.remaining = await store.count_sweep_remaining(self.number)
@@ -124,8 +127,7 @@ class Sweep(Job):
         )
         if ids:
             self._cursor = (ids[-1], after_clean) if dirty_phase else (after_dirty, ids[-1])
-            for user_id in ids[: SWEEP_WINDOW - queued]:
-                queue.push(Command(Kind.SWEEP, user_id))  # refused if queued already
+            _WINDOW.push(queue, ids, room)
         elif self._cursor != (0, 0):
             self._cursor = (0, 0)  # one more pass from the start for stragglers
         elif not queued:

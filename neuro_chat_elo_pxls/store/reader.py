@@ -26,7 +26,7 @@ from ..errors import SchemaTooNewError, StoreError
 from ..models import EloDelta
 from ..util.times import from_us, us
 from . import schema
-from .rows import _USER_COLS, DIRTY, EXPORT_FIELDS, UserRow, outbox_rows
+from .rows import DIRTY, EXPORT_FIELDS, USER_COLS, UserRow, outbox_rows
 
 T = TypeVar("T")
 
@@ -35,6 +35,15 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Done callback: a unit whose caller was cancelled still has its error read."""
     if not task.cancelled():
         task.exception()
+
+
+#: ``last_seen`` bound when no toplist was taken yet: later than any time (µs)
+_NO_TOPLIST_YET = 2**62
+
+
+def _listed(listed_before: int | None) -> int:
+    """Users seen before this (µs) are outside the latest toplist."""
+    return _NO_TOPLIST_YET if listed_before is None else listed_before
 
 
 class StoreReader:
@@ -160,7 +169,7 @@ class StoreReader:
     async def _fetch_users(
         conn: aiosqlite.Connection, where: str, params: Sequence[Any] = ()
     ) -> list[UserRow]:
-        async with conn.execute(f"SELECT {_USER_COLS} FROM users {where}", params) as cur:
+        async with conn.execute(f"SELECT {USER_COLS} FROM users {where}", params) as cur:
             return [UserRow(*row) for row in await cur.fetchall()]
 
     # -- reads -----------------------------------------------------------------
@@ -233,7 +242,7 @@ class StoreReader:
             "SELECT id FROM users WHERE followed != 0 AND missing = 0 AND last_seen < ? "
             "AND (last_profile_check IS NULL OR last_profile_check <= ?) "
             "ORDER BY last_profile_check LIMIT ?",
-            listed_before if listed_before is not None else 2**62,
+            _listed(listed_before),
             us(checked_before),
             limit + len(exclude),
         )
@@ -245,7 +254,7 @@ class StoreReader:
         rows = await self._rows(
             "SELECT COALESCE(last_profile_check, 0) FROM users WHERE followed != 0 "
             "AND missing = 0 AND last_seen < ? ORDER BY last_profile_check LIMIT 1",
-            listed_before if listed_before is not None else 2**62,
+            _listed(listed_before),
         )
         return from_us(rows[0][0]) if rows else None
 
@@ -254,7 +263,7 @@ class StoreReader:
         rows = await self._rows(
             "SELECT COUNT(*), COALESCE(SUM(last_seen < ?), 0), COALESCE(SUM(missing), 0) "
             "FROM users WHERE followed != 0",
-            listed_before if listed_before is not None else 2**62,
+            _listed(listed_before),
         )
         total, outside, missing = rows[0]
         return {"followed": int(total), "outside_toplist": int(outside), "not_found": int(missing)}

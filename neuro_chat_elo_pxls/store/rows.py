@@ -17,7 +17,7 @@ import attrs
 from ..models import EloDelta, Faction
 from ..util.times import EPOCH
 
-_USER_COLS = (
+USER_COLS = (
     "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "
     "score, canvas, held_score, held_canvas, held_observed_at, held_since, swept_in"
 )
@@ -55,14 +55,14 @@ _UPSERT_SET = (
     "WHERE held_score IS NOT NULL OR canvas IS NOT :canvas OR observed_at IS NULL "
     "OR observed_at <= :obs"
 )
-_UPSERT_HOLD = (
+UPSERT_HOLD = (
     "INSERT INTO users (name, score, held_score, held_canvas, held_observed_at, held_since, "
     "first_seen, last_seen) SELECT key, 0, value, :canvas, :obs, :now, :now, :now "
     "FROM json_each(:rows) WHERE true "
     + _UPSERT_SET.replace("excluded.score", "excluded.held_score")
 )
 #: a new user's first score is handed out at once (no profiles)
-_UPSERT_RELEASE = (
+UPSERT_RELEASE = (
     "INSERT INTO users (name, score, canvas, observed_at, first_seen, last_seen) "
     "SELECT key, value, :canvas, :obs, :now, :now FROM json_each(:rows) WHERE true " + _UPSERT_SET
 )

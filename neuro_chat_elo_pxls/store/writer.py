@@ -36,8 +36,8 @@ from .follows import BY_FACTION, FollowStore
 from .lockfile import DatabaseLock
 from .reader import StoreReader
 from .rows import (
-    _UPSERT_HOLD,
-    _UPSERT_RELEASE,
+    UPSERT_HOLD,
+    UPSERT_RELEASE,
     IngestResult,
     ProfileOutcome,
     UserRow,
@@ -143,7 +143,7 @@ class Store(FollowStore):
             before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
             max_id = await self._scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
             await conn.execute(
-                _UPSERT_HOLD if hold_new else _UPSERT_RELEASE,
+                UPSERT_HOLD if hold_new else UPSERT_RELEASE,
                 {
                     "rows": snapshot.toplist.decode(),
                     "canvas": canvas,
