@@ -68,7 +68,7 @@ async def _prepare(db: str, followed: int) -> None:
         await store.ingest("86", Snapshot.from_scores(NOW, scores), NOW, hold_new=False, state=None)
         await store.drain_outbox()
         names = [f"user_{i:06d}" for i in range(USERS - followed, USERS)]
-        await store.set_followed_names(names, 1, NOW)
+        await store.follows.set_followed_names(names, 1, NOW)
 
 
 async def probe(followed: int, ticks: int) -> dict[str, float]:

@@ -296,8 +296,9 @@ async def test_disk_full_reports_the_real_cause_and_keeps_the_store_usable(
 
     store = await Store.open(str(tmp_path / "full.sqlite3"))
     try:
-        pages = (await store._rows("PRAGMA page_count"))[0][0]
-        await store._conn.execute(f"PRAGMA max_page_count = {pages + 1}")  # "disk full"
+        pages = (await store._db.rows("PRAGMA page_count"))[0][0]
+        limit = f"PRAGMA max_page_count = {pages + 1}"
+        await store._db.alone(lambda conn: conn.execute(limit))  # "disk full"
         big = Snapshot.from_scores(
             datetime(2026, 1, 5, tzinfo=UTC), {f"user_{i:05d}": i for i in range(20_000)}
         )
@@ -313,7 +314,7 @@ async def test_disk_full_reports_the_real_cause_and_keeps_the_store_usable(
             "never_enriched": 0,
             "outbox": 0,
         }
-        await store._conn.execute("PRAGMA max_page_count = 1000000")  # space again
+        await store._db.alone(lambda conn: conn.execute("PRAGMA max_page_count = 1000000"))
         small = Snapshot.from_scores(now, {"a": 1})
         result = await store.ingest("86", small, now, hold_new=False, state=None)
         assert result.deltas == 1

@@ -76,7 +76,7 @@ async def test_reader_has_only_read_methods_and_cannot_write(tmp_path: Path) -> 
         state = await reader.load_state()
         assert (state.canvas, state.sweep_number) == ("86", 2)
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            await reader._conn.execute("DELETE FROM state")
+            await reader._db.alone(lambda conn: conn.execute("DELETE FROM state"))
 
 
 async def test_reader_closes_on_a_file_that_is_not_sqlite(tmp_path: Path) -> None:

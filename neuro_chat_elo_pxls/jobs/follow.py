@@ -239,12 +239,12 @@ class FollowList(Job):
         names += self._file_names  # a bad file keeps the last good list
         # a file not read since the start: its last good list is the database's marks,
         # so names are added and none taken away (a restart on a bad file unfollows none)
-        new = await store.set_followed_names(
+        new = await store.follows.set_followed_names(
             names, BY_CONFIG, now, replace=path is None or self._file_read
         )
         self._version += 1
         if not self._synced:
-            await store.set_faction_follow(self.settings.follow_factions)
+            await store.follows.set_faction_follow(self.settings.follow_factions)
         self._synced, self._file_stamp = True, stamp
         if not (names or path or self.settings.follow_factions):
             return
@@ -261,7 +261,7 @@ class FollowList(Job):
         reported once and skipped. Returns how many valid names were given."""
         valid = await self._valid(names, "source.follow()")
         if valid:
-            await store.set_followed_names(valid, BY_HOST, now, replace=False)
+            await store.follows.set_followed_names(valid, BY_HOST, now, replace=False)
             self._version += 1
         return len(valid)
 

@@ -55,7 +55,7 @@ class PendingObservations(Job):
         count as observed now, the waiting ones are dropped."""
         if not jumped_back:
             return
-        moved = await store.pull_back_observations(now)
+        moved = await store.follows.pull_back_observations(now)
         dropped = self.drop_future(now)
         if moved or dropped:
             log.warning(
@@ -115,4 +115,4 @@ class PendingObservations(Job):
                 other,
                 shown(canvas),
             )
-        return await store.apply_observations(same, canvas) if same else 0
+        return await store.follows.apply_observations(same, canvas) if same else 0

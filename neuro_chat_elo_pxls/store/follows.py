@@ -18,7 +18,7 @@ from datetime import datetime
 import aiosqlite
 
 from ..util.times import us
-from .reader import StoreReader
+from .connection import Database, scalar
 
 BY_CONFIG = 1
 BY_FACTION = 2
@@ -29,8 +29,11 @@ def _names_json(names: Iterable[str]) -> str:
     return json.dumps(sorted(set(names)))
 
 
-class FollowStore(StoreReader):
-    """Writes of the follow list and of profile observations (base of ``Store``)."""
+class FollowWrites:
+    """Writes of the follow list and of profile observations (``Store.follows``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def set_followed_names(
         self, names: Iterable[str], bit: int, now: datetime, *, replace: bool = True
@@ -46,16 +49,16 @@ class FollowStore(StoreReader):
                     "AND name NOT IN (SELECT value FROM json_each(:names))",
                     {"bit": bit, "names": names_json},
                 )
-            before = await self._scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
+            before = await scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
             await conn.execute(
                 "INSERT INTO users (name, score, first_seen, last_seen, followed) "
                 "SELECT value, 0, :now, 0, :bit FROM json_each(:names) WHERE true "
                 "ON CONFLICT (name) DO UPDATE SET followed = followed | :bit",
                 {"bit": bit, "names": names_json, "now": us(now)},
             )
-            return await self._scalar(conn, "SELECT COUNT(*) FROM users WHERE id > ?", before)
+            return await scalar(conn, "SELECT COUNT(*) FROM users WHERE id > ?", before)
 
-        return await self._unit(unit, write=True)
+        return await self._db.write(unit)
 
     async def set_faction_follow(self, factions: Sequence[int]) -> int:
         """Make ``BY_FACTION`` mean "displayed faction in ``factions``" for every user
@@ -72,7 +75,7 @@ class FollowStore(StoreReader):
             )
             return max(0, cur.rowcount)
 
-        return await self._unit(unit, write=True)
+        return await self._db.write(unit)
 
     async def pull_back_observations(self, now: datetime) -> int:
         """User times after ``now`` (a host clock that jumped back) become ``now``:
@@ -94,7 +97,7 @@ class FollowStore(StoreReader):
             )
             return max(0, cur.rowcount)
 
-        return await self._unit(unit, write=True)
+        return await self._db.write(unit)
 
     async def apply_observations(
         self, observations: Sequence[tuple[int, int, datetime]], canvas: str
@@ -109,13 +112,13 @@ class FollowStore(StoreReader):
         ]
 
         async def unit(conn: aiosqlite.Connection) -> int:
-            before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
+            before = await scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
             await conn.executemany(
                 "UPDATE users SET score = :score, canvas = :canvas, observed_at = :at, "
                 "observed_via = 'profile' WHERE id = :id AND held_score IS NULL "
                 "AND (canvas IS NOT :canvas OR observed_at IS NULL OR observed_at < :at)",
                 rows,
             )
-            return await self._scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)
+            return await scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)
 
-        return await self._unit(unit, write=True)
+        return await self._db.write(unit)

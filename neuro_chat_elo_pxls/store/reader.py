@@ -1,20 +1,15 @@
-"""``StoreReader``: read access to the database, and the unit that serialises access.
-
-Every read and every transaction on a connection is one *unit*: units run one at a
-time, in a task shielded from the caller's cancellation, so a cancelled hook never
-leaves a transaction open and never reads another unit's uncommitted rows.
-:meth:`StoreReader.open` opens an existing, current file read-only (operators'
-``status`` and ``export`` while a source runs); it has no write method.
+"""``StoreReader``: read access to the database (every read one unit of its
+:class:`~.connection.Database`). :meth:`StoreReader.open` opens an existing, current
+file read-only (operators' ``status`` and ``export`` while a source runs); it has no
+write method.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -26,15 +21,10 @@ from ..errors import SchemaTooNewError, StoreError
 from ..models import EloDelta
 from ..util.times import from_us, us
 from . import schema
-from .rows import DIRTY, EXPORT_FIELDS, USER_COLS, UserRow, outbox_rows
+from .connection import Database, scalar
+from .rows import DIRTY, EXPORT_FIELDS, UserRow, fetch_users, outbox_rows
 
 T = TypeVar("T")
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Done callback: a unit whose caller was cancelled still has its error read."""
-    if not task.cancelled():
-        task.exception()
 
 
 #: ``last_seen`` bound when no toplist was taken yet: later than any time (µs)
@@ -51,17 +41,18 @@ class StoreReader:
     read-only (no lock, no migration); use as ``async with await StoreReader.open(p)``.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: str) -> None:
-        self._conn = conn
-        self.path = path
-        self._gate = asyncio.Lock()  # one unit (read or transaction) at a time
-        self._commits = 0  # write units committed on this connection
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def path(self) -> str:
+        return self._db.path
 
     @property
     def commits(self) -> int:
         """Write units committed on this connection so far: nothing changed (no outbox
         row either) while it stays the same."""
-        return self._commits
+        return self._db.commits
 
     @classmethod
     async def open(cls, path: str) -> Self:
@@ -74,7 +65,7 @@ class StoreReader:
             conn = await aiosqlite.connect(uri, uri=True)
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from exc
-        reader = cls(conn, path)
+        reader = cls(Database(conn, path))
         try:
             await reader._check_version()
             await reader.count_outbox()  # reads a page: fails now on a damaged file
@@ -86,7 +77,7 @@ class StoreReader:
         return reader
 
     async def _check_version(self) -> None:
-        version = await schema.user_version(self._conn)
+        version = await self._db.read(schema.user_version)
         if version > schema.SCHEMA_VERSION:
             raise SchemaTooNewError(
                 f"{self.path} has schema version {version}; this version of "
@@ -99,10 +90,7 @@ class StoreReader:
 
     async def close(self) -> None:
         """Close the connection (after a unit in progress). Idempotent."""
-        async with self._gate:
-            # already closed, or its thread is gone: nothing left to close
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await self._conn.close()
+        await self._db.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -115,77 +103,20 @@ class StoreReader:
     ) -> None:
         await self.close()
 
-    async def _unit(
-        self,
-        fn: Callable[[aiosqlite.Connection], Awaitable[T]],
-        write: bool,
-        on_commit: Callable[[T], object] | None = None,
-    ) -> T:
-        """Run ``fn`` alone on the connection, as a transaction if ``write``.
-
-        The unit runs in its own task, shielded: if the caller is cancelled it still
-        ends with COMMIT or ROLLBACK before the next unit starts. ``on_commit`` gets
-        the result once committed, even when the caller is gone.
-        """
-
-        async def unit() -> T:
-            async with self._gate:
-                if not write:
-                    return await fn(self._conn)
-                await self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await fn(self._conn)
-                    await self._conn.execute("COMMIT")
-                    self._commits += 1
-                except BaseException:
-                    if self._conn.in_transaction:  # (SQLite may have rolled back itself)
-                        await self._conn.execute("ROLLBACK")
-                    raise
-                if on_commit is not None:
-                    on_commit(result)
-                return result
-
-        task = asyncio.ensure_future(unit())
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
-
-    async def _read(self, fn: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        return await self._unit(fn, write=False)
-
-    @staticmethod
-    async def _scalar(conn: aiosqlite.Connection, sql: str, *params: Any) -> int:
-        async with conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
-    async def _rows(self, sql: str, *params: Any) -> list[Any]:
-        async def fetch(conn: aiosqlite.Connection) -> list[Any]:
-            async with conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
-
-        return await self._read(fetch)
-
-    @staticmethod
-    async def _fetch_users(
-        conn: aiosqlite.Connection, where: str, params: Sequence[Any] = ()
-    ) -> list[UserRow]:
-        async with conn.execute(f"SELECT {USER_COLS} FROM users {where}", params) as cur:
-            return [UserRow(*row) for row in await cur.fetchall()]
-
     # -- reads -----------------------------------------------------------------
 
     async def load_state(self) -> SchedulerState:
         """The scheduler state last committed."""
-        rows = await self._rows("SELECT key, value FROM state")
+        rows = await self._db.rows("SELECT key, value FROM state")
         return SchedulerState.from_rows({row[0]: row[1] for row in rows})
 
     async def get_user(self, user_id: int) -> UserRow | None:
-        users = await self._read(lambda conn: self._fetch_users(conn, "WHERE id = ?", (user_id,)))
+        users = await self._db.read(lambda conn: fetch_users(conn, "WHERE id = ?", (user_id,)))
         return users[0] if users else None
 
     async def held_user_ids(self, limit: int, exclude: set[int]) -> list[int]:
         """Up to ``limit`` users whose first delta waits for their profile, oldest first."""
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT id FROM users WHERE held_score IS NOT NULL ORDER BY held_since, id LIMIT ?",
             limit + len(exclude),
         )
@@ -193,7 +124,7 @@ class StoreReader:
 
     async def earliest_hold(self) -> datetime | None:
         """``held_since`` of the longest-held user, or None."""
-        rows = await self._rows("SELECT MIN(held_since) FROM users WHERE held_score IS NOT NULL")
+        rows = await self._db.rows("SELECT MIN(held_since) FROM users WHERE held_score IS NOT NULL")
         return from_us(rows[0][0]) if rows else None
 
     async def sweep_ids(
@@ -205,7 +136,7 @@ class StoreReader:
         same at the start and the end of a 100,000-user sweep. Returns
         ``(dirty_phase, ids)``. Missing (404) names are only visited when dirty.
         """
-        rows = await self._rows(
+        rows = await self._db.rows(
             f"SELECT id FROM users WHERE {DIRTY} AND swept_in < ? AND id > ? ORDER BY id LIMIT ?",
             sweep,
             after_dirty,
@@ -213,7 +144,7 @@ class StoreReader:
         )
         if rows:
             return True, [row[0] for row in rows]
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT id FROM users WHERE swept_in < ? AND missing = 0 AND id > ? ORDER BY id "
             "LIMIT ?",
             sweep,
@@ -224,8 +155,8 @@ class StoreReader:
 
     async def count_sweep_remaining(self, sweep: int) -> int:
         """Users ``sweep`` has still to visit (missing names only when dirty)."""
-        return await self._read(
-            lambda conn: self._scalar(
+        return await self._db.read(
+            lambda conn: scalar(
                 conn,
                 f"SELECT COUNT(*) FROM users WHERE swept_in < ? AND (missing = 0 OR {DIRTY})",
                 sweep,
@@ -238,7 +169,7 @@ class StoreReader:
         """Followed users absent from the latest toplist (``last_seen`` before
         ``listed_before``, µs; None: no toplist yet) whose profile was not read since
         ``checked_before``, never-read first. Walks the follow index, oldest check first."""
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT id FROM users WHERE followed != 0 AND missing = 0 AND last_seen < ? "
             "AND (last_profile_check IS NULL OR last_profile_check <= ?) "
             "ORDER BY last_profile_check LIMIT ?",
@@ -251,7 +182,7 @@ class StoreReader:
     async def follow_oldest_check(self, listed_before: int | None) -> datetime | None:
         """The oldest profile read among followed users absent from the latest toplist
         (the epoch if one was never read), None if there are none."""
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT COALESCE(last_profile_check, 0) FROM users WHERE followed != 0 "
             "AND missing = 0 AND last_seen < ? ORDER BY last_profile_check LIMIT 1",
             _listed(listed_before),
@@ -260,7 +191,7 @@ class StoreReader:
 
     async def follow_counts(self, listed_before: int | None) -> dict[str, int]:
         """Followed users: total, outside the latest toplist, not found (404)."""
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT COUNT(*), COALESCE(SUM(last_seen < ?), 0), COALESCE(SUM(missing), 0) "
             "FROM users WHERE followed != 0",
             _listed(listed_before),
@@ -270,22 +201,22 @@ class StoreReader:
 
     async def not_found_names(self, limit: int = 20) -> list[str]:
         """Followed names whose profile 404'd (renamed or deleted?), first ``limit``."""
-        rows = await self._rows(
+        rows = await self._db.rows(
             "SELECT name FROM users WHERE followed != 0 AND missing = 1 ORDER BY name LIMIT ?",
             limit,
         )
         return [row[0] for row in rows]
 
     async def count_outbox(self) -> int:
-        return await self._read(lambda conn: self._scalar(conn, "SELECT COUNT(*) FROM outbox"))
+        return await self._db.read(lambda conn: scalar(conn, "SELECT COUNT(*) FROM outbox"))
 
     async def peek_outbox(self, after_seq: int) -> list[EloDelta]:
         """Committed outbox rows with ``seq > after_seq``, in order, not removed."""
-        return await self._read(lambda conn: outbox_rows(conn, after_seq))
+        return await self._db.read(lambda conn: outbox_rows(conn, after_seq))
 
     async def counts(self) -> dict[str, int]:
         """Users total / dirty / held / missing / never enriched, and the outbox size."""
-        rows = await self._rows(
+        rows = await self._db.rows(
             f"SELECT COUNT(*), COALESCE(SUM({DIRTY}), 0), COUNT(held_score), "
             "COALESCE(SUM(missing), 0), COALESCE(SUM(1 - enriched), 0), "
             "(SELECT COUNT(*) FROM outbox) FROM users"
@@ -295,7 +226,7 @@ class StoreReader:
 
     async def oldest_outbox(self) -> datetime | None:
         """When the oldest delta not yet collected was observed (None: the outbox is empty)."""
-        rows = await self._rows("SELECT observed_at FROM outbox ORDER BY seq LIMIT 1")
+        rows = await self._db.rows("SELECT observed_at FROM outbox ORDER BY seq LIMIT 1")
         return from_us(int(rows[0][0])) if rows else None
 
     async def export_rows(
@@ -305,10 +236,8 @@ class StoreReader:
         as tuples of :data:`EXPORT_FIELDS`, streamed in batches (memory stays flat)."""
         where = "canvas = ?" if canvas is not None else "canvas IS NOT NULL"
         params = (canvas,) if canvas is not None else ()
-        async with self._conn.execute(
-            f"SELECT {', '.join(EXPORT_FIELDS)} FROM users WHERE {where} ORDER BY score DESC, name",
-            params,
-        ) as cur:
-            while rows := await cur.fetchmany(batch):
-                for row in rows:
-                    yield tuple(row)
+        sql = (
+            f"SELECT {', '.join(EXPORT_FIELDS)} FROM users WHERE {where} ORDER BY score DESC, name"
+        )
+        async for row in self._db.stream(sql, params, batch):
+            yield row

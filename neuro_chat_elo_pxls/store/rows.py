@@ -7,7 +7,7 @@ Time columns hold integer microseconds since the Unix epoch (see :mod:`.times`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -177,3 +177,11 @@ def _delta_factory() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], EloDelta]:
         )
 
     return make
+
+
+async def fetch_users(
+    conn: aiosqlite.Connection, where: str, params: Sequence[Any] = ()
+) -> list[UserRow]:
+    """Users matching ``where`` (an SQL clause of module constants; values bound)."""
+    async with conn.execute(f"SELECT {USER_COLS} FROM users {where}", params) as cur:
+        return [UserRow(*row) for row in await cur.fetchall()]

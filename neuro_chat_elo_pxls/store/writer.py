@@ -4,8 +4,10 @@ Contracts:
 
 * One writer: :meth:`Store.open` takes an exclusive lock on the database file
   (:mod:`.lockfile`), so a second source (any process, any name of the file) fails
-  with :class:`StoreLockedError`. :class:`~.reader.StoreReader` (its base) reads
-  without the lock (``status``/``export`` while a source runs).
+  with :class:`StoreLockedError`. :class:`~.reader.StoreReader` (its base: a writer
+  reads too) reads without the lock (``status``/``export`` while a source runs). Both
+  run their units on one :class:`~.connection.Database`; the follow marks and profile
+  observations are written by :attr:`Store.follows` (:mod:`.follows`) on the same one.
 * WAL journal; every write is one ``BEGIN IMMEDIATE`` … ``COMMIT`` unit. A score
   update and the outbox rows it produces commit together (conservation across
   crashes). Units and reads are serialised and run shielded from the caller's
@@ -21,7 +23,7 @@ Contracts:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
@@ -32,7 +34,8 @@ from ..errors import StoreError
 from ..models import EloDelta, Profile, Snapshot
 from ..util.times import us
 from . import schema
-from .follows import BY_FACTION, FollowStore
+from .connection import Database, scalar
+from .follows import BY_FACTION, FollowWrites
 from .lockfile import DatabaseLock
 from .reader import StoreReader
 from .rows import (
@@ -41,6 +44,7 @@ from .rows import (
     IngestResult,
     ProfileOutcome,
     UserRow,
+    fetch_users,
     outbox_rows,
     save_users,
 )
@@ -50,11 +54,12 @@ T = TypeVar("T")
 __all__ = ["Store", "StoreReader"]
 
 
-class Store(FollowStore):
+class Store(StoreReader):
     """Read-write access for the one running source; :meth:`open` locks and migrates."""
 
     def __init__(self, conn: aiosqlite.Connection, path: str, lock: DatabaseLock | None) -> None:
-        super().__init__(conn, path)
+        super().__init__(Database(conn, path))
+        self.follows = FollowWrites(self._db)
         self._lock = lock
         self._drained: list[EloDelta] = []  # taken by a drain whose caller was cancelled
 
@@ -82,8 +87,7 @@ class Store(FollowStore):
         return store
 
     async def _setup(self) -> None:
-        async with self._gate:
-            await schema.prepare(self._conn, self.path)
+        await self._db.alone(lambda conn: schema.prepare(conn, self.path))
 
     async def close(self) -> None:
         """Close the connection, then release the lock. Idempotent."""
@@ -91,13 +95,6 @@ class Store(FollowStore):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-    async def _write(
-        self,
-        fn: Callable[[aiosqlite.Connection], Awaitable[T]],
-        on_commit: Callable[[T], object] | None = None,
-    ) -> T:
-        return await self._unit(fn, write=True, on_commit=on_commit)
 
     # -- state ---------------------------------------------------------------
 
@@ -112,7 +109,7 @@ class Store(FollowStore):
 
     async def save_state(self, state: SchedulerState) -> None:
         """Commit ``state`` on its own."""
-        await self._write(lambda conn: self._write_state(conn, state))
+        await self._db.write(lambda conn: self._write_state(conn, state))
 
     # -- users ---------------------------------------------------------------
 
@@ -140,8 +137,8 @@ class Store(FollowStore):
 
         async def unit(conn: aiosqlite.Connection) -> IngestResult:
             await self._release(conn, "held_canvas != :canvas", ctx)
-            before = await self._scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
-            max_id = await self._scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
+            before = await scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
+            max_id = await scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
             await conn.execute(
                 UPSERT_HOLD if hold_new else UPSERT_RELEASE,
                 {
@@ -153,16 +150,14 @@ class Store(FollowStore):
             )
             if state is not None:
                 await self._write_state(conn, state)
-            deltas = await self._scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)
-            new = await self._scalar(conn, "SELECT COUNT(*) FROM users WHERE id > ?", max_id)
-            held = await self._scalar(
-                conn, "SELECT COUNT(*) FROM users WHERE held_score IS NOT NULL"
-            )
+            deltas = await scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)
+            new = await scalar(conn, "SELECT COUNT(*) FROM users WHERE id > ?", max_id)
+            held = await scalar(conn, "SELECT COUNT(*) FROM users WHERE held_score IS NOT NULL")
             # a held new user makes no delta yet; a released new user's delta is counted
             changed = deltas + (new if hold_new else 0)
             return IngestResult(len(snapshot), new, deltas, held, max(0, len(snapshot) - changed))
 
-        return await self._write(unit)
+        return await self._db.write(unit)
 
     @staticmethod
     async def _release(conn: aiosqlite.Connection, where: str, params: dict[str, Any]) -> int:
@@ -186,9 +181,11 @@ class Store(FollowStore):
         Returns how many users were released.
         """
         if held_before is None:
-            return await self._write(lambda conn: self._release(conn, "1", {}))
+            return await self._db.write(lambda conn: self._release(conn, "1", {}))
         before = {"before": us(held_before)}
-        return await self._write(lambda conn: self._release(conn, "held_since <= :before", before))
+        return await self._db.write(
+            lambda conn: self._release(conn, "held_since <= :before", before)
+        )
 
     async def pull_back_holds(self, now: datetime) -> int:
         """Holds that began after ``now`` (a host clock that jumped back) begin now."""
@@ -200,7 +197,7 @@ class Store(FollowStore):
             )
             return max(0, cur.rowcount)
 
-        return await self._write(unit)
+        return await self._db.write(unit)
 
     async def apply_profile(
         self,
@@ -223,7 +220,7 @@ class Store(FollowStore):
         """
 
         async def unit(conn: aiosqlite.Connection) -> ProfileOutcome:
-            users = await self._fetch_users(conn, "WHERE id = ?", (user_id,))
+            users = await fetch_users(conn, "WHERE id = ?", (user_id,))
             if not users:
                 return ProfileOutcome(False, None, 0)
             user = users[0]
@@ -246,7 +243,7 @@ class Store(FollowStore):
             await self._release(conn, "id = :id", {"id": user.id})
             return ProfileOutcome(user.held, renamed_from, corrected)
 
-        return await self._write(unit)
+        return await self._db.write(unit)
 
     async def _merge_rename(
         self,
@@ -259,7 +256,7 @@ class Store(FollowStore):
         """Fold an older row with the same ``pxls_id`` into ``user``: (old name, pixels moved)."""
         if profile.pxls_id is None:
             return None, 0
-        others = await self._fetch_users(
+        others = await fetch_users(
             conn, "WHERE pxls_id = ? AND id != ?", (profile.pxls_id, user.id)
         )
         if not others:
@@ -281,7 +278,7 @@ class Store(FollowStore):
         """The profile 404'd: mark the name missing, release a held delta. True if released."""
 
         async def unit(conn: aiosqlite.Connection) -> bool:
-            users = await self._fetch_users(conn, "WHERE id = ?", (user_id,))
+            users = await fetch_users(conn, "WHERE id = ?", (user_id,))
             if not users:
                 return False
             await conn.execute(
@@ -292,11 +289,11 @@ class Store(FollowStore):
             await self._release(conn, "id = :id", {"id": user_id})
             return users[0].held
 
-        return await self._write(unit)
+        return await self._db.write(unit)
 
     async def mark_swept(self, user_id: int, sweep: int) -> None:
         """Count a user as visited by ``sweep`` without a profile (gave up on it)."""
-        await self._write(
+        await self._db.write(
             lambda conn: conn.execute(
                 "UPDATE users SET swept_in = MAX(swept_in, ?) WHERE id = ?", (sweep, user_id)
             )
@@ -318,7 +315,7 @@ class Store(FollowStore):
             return rows
 
         # once committed the rows live only here, until a caller receives them
-        await self._write(unit, on_commit=self._drained.extend)
+        await self._db.write(unit, on_commit=self._drained.extend)
         rows, self._drained = self._drained, []
         return rows
 
@@ -329,4 +326,4 @@ class Store(FollowStore):
             cur = await conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
             return cur.rowcount
 
-        return await self._write(unit)
+        return await self._db.write(unit)
