@@ -203,10 +203,7 @@ async def run_host(
     leaves its database only once written to ``out`` and fsynced (DESIGN 4).
     Raises :class:`OutputError` when ``out`` cannot be written.
     """
-    section = config.get("pxls")
-    if isinstance(section, Mapping) and section.get("delivery", "drain") != "ack":
-        log.info("host: deltas are acknowledged once written and fsynced (delivery = ack)")
-        config = {**config, "pxls": {**section, "delivery": "ack"}}
+    config = _with_ack_delivery(config)
     pm = make_plugin_manager()
     sources = await start_sources(pm, config)
     if on_started is not None:
@@ -228,20 +225,44 @@ async def run_host(
             dues = [d for d in pm.hook.next_due_at(now=now) if d is not None]
             await _sleep(clock, min([*dues, next_table] + ([until] if until else [])), now, stop)
     finally:
-        with contextlib.suppress(Exception):
-            await deliver(pm, sources, out, totals)
-        holdings = [await _holding(source, clock.now()) for source in sources]
-        await call_async_hook(pm.hook.on_shutdown)
-        if table_every is not None:
-            _log_table("final table", totals)
-        log.info(
-            "host stopped: this run handed out %d deltas for %d users; %s",
-            totals.deltas,
-            len(totals.by_user),
-            "; ".join(holdings) or "no source",
-            extra=event("host_stopped", deltas=totals.deltas, users=len(totals.by_user)),
-        )
+        await _shut_down(pm, sources, out, totals, clock, final_table=table_every is not None)
     return totals
+
+
+def _with_ack_delivery(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config`` with ``delivery = "ack"`` in its ``[pxls]`` section (said once in the
+    log when the config asked for something else)."""
+    section = config.get("pxls")
+    if isinstance(section, Mapping) and section.get("delivery", "drain") != "ack":
+        log.info("host: deltas are acknowledged once written and fsynced (delivery = ack)")
+        config = {**config, "pxls": {**section, "delivery": "ack"}}
+    return config
+
+
+async def _shut_down(
+    pm: pluggy.PluginManager,
+    sources: list[Source],
+    out: LineSink,
+    totals: Totals,
+    clock: Clock,
+    *,
+    final_table: bool,
+) -> None:
+    """The end of a run, however it ended: a last delivery (its failure swallowed),
+    what each database holds, ``on_shutdown``, the final table, the shutdown line."""
+    with contextlib.suppress(Exception):
+        await deliver(pm, sources, out, totals)
+    holdings = [await _holding(source, clock.now()) for source in sources]
+    await call_async_hook(pm.hook.on_shutdown)
+    if final_table:
+        _log_table("final table", totals)
+    log.info(
+        "host stopped: this run handed out %d deltas for %d users; %s",
+        totals.deltas,
+        len(totals.by_user),
+        "; ".join(holdings) or "no source",
+        extra=event("host_stopped", deltas=totals.deltas, users=len(totals.by_user)),
+    )
 
 
 async def _holding(source: Source, now: datetime) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from neuro_chat_elo_pxls import cli, jsonlines
+from neuro_chat_elo_pxls.cli import run as cli_run
 from neuro_chat_elo_pxls.host import OutputError, run_host
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
 
@@ -82,7 +83,7 @@ def test_run_exits_with_a_status_systemd_restarts(
     async def failing(*args: object, **kwargs: object) -> None:
         raise OutputError("cannot write 44 deltas: No space left on device")
 
-    monkeypatch.setattr(cli, "run_host", failing)
+    monkeypatch.setattr(cli_run, "run_host", failing)  # where ``run`` looks it up
     config = tmp_path / "host.toml"
     config.write_text('[pxls]\nbase_url = "http://127.0.0.1:9"\n')
     status = cli.main(["run", "--config", str(config), "--out", str(tmp_path / "d.jsonl")])

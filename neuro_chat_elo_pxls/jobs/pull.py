@@ -163,32 +163,7 @@ class Pull(Job):
         result = await store.ingest(canvas, snapshot, now, hold_new=hold_new, state=proposed)
         self.state.adopt(proposed)
         self._looks = 0
-        log.info(
-            "pull at %s: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
-            "%d unchanged, %d -snip- and %d invalid rows skipped",
-            now.isoformat(timespec="seconds"),
-            shown(canvas),
-            result.seen,
-            result.new,
-            result.deltas,
-            result.held,
-            result.unchanged,
-            snapshot.snipped,
-            len(snapshot.rejected),
-            extra=event(
-                "pull",
-                canvas=canvas,
-                generated_at=ts(generated),
-                seen=result.seen,
-                new=result.new,
-                deltas=result.deltas,
-                held=result.held,
-                unchanged=result.unchanged,
-                snipped=snapshot.snipped,
-                invalid=len(snapshot.rejected),
-                next_pull_at=ts(proposed.pull_due_at) if proposed.pull_due_at else None,
-            ),
-        )
+        _log_pull(now, canvas, generated, snapshot, result, proposed.pull_due_at)
         return result
 
     async def check_canvas(self, store: Store, client: PxlsApi, now: datetime) -> str | None:
@@ -311,6 +286,43 @@ def _older(code: str, current: str | None) -> bool:
         and current.isascii()
         and current.isdigit()
         and int(code) < int(current)
+    )
+
+
+def _log_pull(
+    now: datetime,
+    canvas: str,
+    generated: datetime,
+    snapshot: Snapshot,
+    result: IngestResult,
+    next_pull_at: datetime | None,
+) -> None:
+    """The line of an ingested pull: what it saw and did, and when the next one is due."""
+    log.info(
+        "pull at %s: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
+        "%d unchanged, %d -snip- and %d invalid rows skipped",
+        now.isoformat(timespec="seconds"),
+        shown(canvas),
+        result.seen,
+        result.new,
+        result.deltas,
+        result.held,
+        result.unchanged,
+        snapshot.snipped,
+        len(snapshot.rejected),
+        extra=event(
+            "pull",
+            canvas=canvas,
+            generated_at=ts(generated),
+            seen=result.seen,
+            new=result.new,
+            deltas=result.deltas,
+            held=result.held,
+            unchanged=result.unchanged,
+            snipped=snapshot.snipped,
+            invalid=len(snapshot.rejected),
+            next_pull_at=ts(next_pull_at) if next_pull_at else None,
+        ),
     )
 
 

@@ -154,15 +154,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"last error      {status['last_error_at']}: {shown(status['last_error'])}")
     follow = status.get("follow")
     if follow:
-        lines.append(
-            f"follow          {follow['followed']} followed, {follow['outside_toplist']} outside "
-            f"the toplist, {follow['not_found']} not found; profile demand "
-            f"{follow['demand_per_hour']:.0f}/h of {follow['capacity_per_hour']:.0f}/h; "
-            f"last round {follow['last_round_finished_at'] or '-'}"
-        )
-        if follow["not_found_names"]:
-            names = ", ".join(shown(n) for n in follow["not_found_names"])
-            lines.append(f"                not found (renamed or deleted?): {names}")
+        lines.extend(_follow_lines(follow))
     if sweep["active"]:
         eta = fmt_duration(timedelta(seconds=sweep["eta_seconds"]))
         lines.append(
@@ -185,6 +177,20 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.extend(f"UNHEALTHY       {shown(problem)}" for problem in status["problems"])
     return "\n".join(lines)
+
+
+def _follow_lines(follow: dict[str, Any]) -> list[str]:
+    """The follow list's line, and the names not found if there are any."""
+    lines = [
+        f"follow          {follow['followed']} followed, {follow['outside_toplist']} outside "
+        f"the toplist, {follow['not_found']} not found; profile demand "
+        f"{follow['demand_per_hour']:.0f}/h of {follow['capacity_per_hour']:.0f}/h; "
+        f"last round {follow['last_round_finished_at'] or '-'}"
+    ]
+    if follow["not_found_names"]:
+        names = ", ".join(shown(n) for n in follow["not_found_names"])
+        lines.append(f"                not found (renamed or deleted?): {names}")
+    return lines
 
 
 def _profiles_text(enabled: bool | None) -> str:

@@ -1,0 +1,151 @@
+"""The argparse tree of ``neuro-chat-elo-pxls``: the top-level options, then one
+function per subcommand (``run``, ``demo``, ``status``, ``export``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ..version import VERSION
+
+if TYPE_CHECKING:
+    #: the top-level parser's subparsers (what each subcommand is added to)
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _positive_number(text: str) -> float:
+    """A positive, finite number (seconds, hours: argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 10**9:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+DESCRIPTION = """\
+pxls.space canvas activity as a neuro-chat-elo score source.
+
+  run     the standalone host against pxls.space (or --base-url)
+  demo    the host against a local pxls.space stand-in, on an accelerated clock
+  status  the source's state and health, read from its database (--check: exit 1
+          when unhealthy)
+  export  users and scores as the host's pxls.json (or CSV)
+
+Secrets come only from the environment: PXLS_TOKEN, PXLS_CF_AUTH.
+"""
+
+
+def _logging_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--log-level/--log-format, accepted before and after the subcommand (after it,
+    no defaults, so that the values given before are kept)."""
+    parser.add_argument(
+        "--log-level",
+        default="INFO" if defaults else argparse.SUPPRESS,
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="default INFO",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text" if defaults else argparse.SUPPRESS,
+        help="text (default) or json: one JSON object per record, with event fields",
+    )
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """--config and --db, for the subcommands that read a host config."""
+    p.add_argument("--config", help="TOML host config; the [pxls] section holds settings")
+    p.add_argument("--db", help="database path (overrides [pxls] db_path)")
+
+
+def _add_run(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
+    run = sub.add_parser(
+        "run", parents=[flags], help="run the standalone host (JSON-lines deltas on stdout)"
+    )
+    _common(run)
+    run.add_argument("--base-url", help="pxls instance (default https://pxls.space)")
+    run.add_argument("--out", help="append JSON-lines deltas to this file (default stdout)")
+    run.add_argument(
+        "--table-every",
+        type=_positive_number,
+        metavar="HOURS",
+        help="log a running table of totals this often, in hours (default: never)",
+    )
+    # testing aids: run on a simulated clock shared with a stand-in in another process
+    run.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    run.add_argument("--sim-start", help=argparse.SUPPRESS)
+    run.add_argument("--sim-epoch", type=float, help=argparse.SUPPRESS)
+
+
+def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
+    demo = sub.add_parser(
+        "demo", parents=[flags], help="run the host against the local stand-in, accelerated"
+    )
+    demo.add_argument("--db", help="database path (default: a new temporary file)")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=3600.0,
+        help="simulated seconds per real second (default 3600)",
+    )
+    demo.add_argument(
+        "--hours", type=float, default=30.0, help="simulated hours to run (default 30)"
+    )
+    demo.add_argument("--users", type=int, default=150, help="simulated users (default 150)")
+    demo.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
+    demo.add_argument(
+        "--out",
+        help="JSON-lines deltas to this file (default: stdout, or a file beside the "
+        "database when stdout is a terminal)",
+    )
+
+
+def _add_status(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
+    status = sub.add_parser(
+        "status", parents=[flags], help="show the source's state and health from its database"
+    )
+    _common(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: print the problems and exit 1 if there are any, 0 if healthy",
+    )
+    status.add_argument(
+        "--max-outbox-age",
+        type=_positive_number,
+        metavar="SECONDS",
+        help="unhealthy when the oldest uncollected delta is older "
+        "(default: enrichment_hold + 1 hour, i.e. 2 hours)",
+    )
+
+
+def _add_export(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
+    export = sub.add_parser("export", parents=[flags], help="export users and scores")
+    _common(export)
+    export.add_argument("--format", choices=["pxls-json", "csv"], default="pxls-json")
+    export.add_argument("--output", "-o", help="file to write (atomically); default stdout")
+    export.add_argument(
+        "--all-canvases",
+        action="store_true",
+        help="include users whose last score is on an older canvas",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neuro-chat-elo-pxls",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _logging_flags(parser, defaults=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    flags = argparse.ArgumentParser(add_help=False)
+    _logging_flags(flags, defaults=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_demo, _add_status, _add_export):
+        add(sub, flags)
+    return parser
