@@ -158,7 +158,9 @@ async def measure(n: int, repeat: int, tmp: str) -> dict[str, Any]:
         gc.collect()
         start = time.perf_counter()
         async with await StoreReader.open(path) as reader:
-            status = await build_status(reader, await reader.load_state(), NOW, settings)
+            status = await build_status(
+                reader, SchedulerState.from_rows(await reader.load_state_rows()), NOW, settings
+            )
         times["status"].append(time.perf_counter() - start)
         assert status["users"] == n, status["users"]
     out = os.path.join(tmp, "pxls.json")

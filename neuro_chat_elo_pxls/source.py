@@ -27,6 +27,7 @@ from .errors import StoreError
 from .hookspecs import hookimpl
 from .jobs import build_jobs
 from .models import EloDelta
+from .ops.status import build_status
 from .pxls.client import PxlsApi, PxlsClient
 from .settings import PxlsSettings
 from .store import Store, StoreHandle
@@ -166,4 +167,6 @@ class PxlsSource:
             if store is None:
                 return {"disabled": self._db.disabled or "shut down"}
             now = check_now(now) if now is not None else datetime.now(UTC)
-            return await self._engine.status(store, now)
+            status = await build_status(store, self._engine.live_state(now), now, self.settings)
+            status["queue"] = self._engine.queued()
+            return status

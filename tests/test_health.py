@@ -97,7 +97,7 @@ async def test_status_shows_the_running_source_view_not_its_own_env(
     db = str(tmp_path / "pxls.sqlite3")
     reader = await StoreReader.open(db)
     async with reader:
-        state = await reader.load_state()
+        state = SchedulerState.from_rows(await reader.load_state_rows())
         settings = PxlsSettings(db_path=db, token=None)
         status = await build_status(reader, state, clock.now, settings)
     assert status["profiles_enabled"] is True

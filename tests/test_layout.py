@@ -73,7 +73,7 @@ async def test_reader_has_only_read_methods_and_cannot_write(tmp_path: Path) -> 
     for writer in ("ingest", "save_state", "drain_outbox", "ack_outbox", "apply_profile"):
         assert not hasattr(StoreReader, writer), writer
     async with await StoreReader.open(str(path)) as reader:
-        state = await reader.load_state()
+        state = SchedulerState.from_rows(await reader.load_state_rows())
         assert (state.canvas, state.sweep_number) == ("86", 2)
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             await reader._db.alone(lambda conn: conn.execute("DELETE FROM state"))

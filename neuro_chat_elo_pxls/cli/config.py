@@ -82,7 +82,7 @@ async def open_database(
     settings = PxlsSettings.from_mapping(config["pxls"])
     reader = await StoreReader.open(settings.db_path)
     try:
-        return reader, await reader.load_state(), settings
+        return reader, SchedulerState.from_rows(await reader.load_state_rows()), settings
     except BaseException:
         await reader.close()
         raise

@@ -16,11 +16,10 @@ import random
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import attrs
 
-from ..ops.status import build_status
 from ..pxls.client import PxlsApi
 from ..settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings, credentials_fingerprint
 from ..store.writer import Store
@@ -67,7 +66,7 @@ class Engine(Generic[J]):
 
     async def restore(self, store: Store) -> None:
         """The database just opened: restore the engine state and the key states."""
-        self.state.adopt(await store.load_state())
+        self.state.adopt(SchedulerState.from_rows(await store.load_state_rows()))
         keys, salt, fingerprints = self._restored_keys(self.state.current)
         self.queue.restore(keys)
         # what this source runs with, for ``status`` from another process
@@ -99,13 +98,14 @@ class Engine(Generic[J]):
         """Earliest host time at which a tick has work (``now`` if it has some now)."""
         return self._scheduler.next_due(now)
 
-    async def status(self, store: Store, now: datetime) -> dict[str, Any]:
-        """The engine's state for operators; the live key states, so that the keys
-        shown and the health agree."""
-        live = attrs.evolve(self.state.current, keys=self.queue.key_states(now))
-        status = await build_status(store, live, now, self.settings)
-        status["queue"] = {kind.value: self.queue.count(kind) for kind in Kind}
-        return status
+    def live_state(self, now: datetime) -> SchedulerState:
+        """The engine state with the live key states (what ``status`` shows, so that
+        the keys shown and the health agree)."""
+        return attrs.evolve(self.state.current, keys=self.queue.key_states(now))
+
+    def queued(self) -> dict[str, int]:
+        """Queued commands per kind."""
+        return {kind.value: self.queue.count(kind) for kind in Kind}
 
     def _restored_keys(
         self, state: SchedulerState

@@ -16,7 +16,6 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
-from ..engine.state import SchedulerState
 from ..errors import SchemaTooNewError, StoreError
 from ..models import EloDelta
 from ..util.times import from_us, us
@@ -105,10 +104,10 @@ class StoreReader:
 
     # -- reads -----------------------------------------------------------------
 
-    async def load_state(self) -> SchedulerState:
-        """The scheduler state last committed."""
+    async def load_state_rows(self) -> dict[str, str | None]:
+        """The engine state last committed, as its rows (``SchedulerState.from_rows``)."""
         rows = await self._db.rows("SELECT key, value FROM state")
-        return SchedulerState.from_rows({row[0]: row[1] for row in rows})
+        return {row[0]: row[1] for row in rows}
 
     async def get_user(self, user_id: int) -> UserRow | None:
         users = await self._db.read(lambda conn: fetch_users(conn, "WHERE id = ?", (user_id,)))

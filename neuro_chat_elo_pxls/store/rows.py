@@ -9,13 +9,21 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiosqlite
 import attrs
 
 from ..models import EloDelta, Faction
 from ..util.times import EPOCH
+
+
+class StateRows(Protocol):
+    """What the store persists as the engine state: its rows of the ``state`` table
+    (``SchedulerState``; the store does not know the type)."""
+
+    def to_rows(self) -> dict[str, str | None]: ...
+
 
 USER_COLS = (
     "id, name, pxls_id, discord, faction_id, faction_tag, faction_name, faction_color, "

@@ -29,7 +29,6 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 
-from ..engine.state import SchedulerState
 from ..errors import StoreError
 from ..models import EloDelta, Profile, Snapshot
 from ..util.times import us
@@ -43,6 +42,7 @@ from .rows import (
     UPSERT_RELEASE,
     IngestResult,
     ProfileOutcome,
+    StateRows,
     UserRow,
     fetch_users,
     outbox_rows,
@@ -99,7 +99,7 @@ class Store(StoreReader):
     # -- state ---------------------------------------------------------------
 
     @staticmethod
-    async def _write_state(conn: aiosqlite.Connection, state: SchedulerState) -> None:
+    async def _write_state(conn: aiosqlite.Connection, state: StateRows) -> None:
         """The one write path of the scheduler state (inside the caller's transaction)."""
         await conn.executemany(
             "INSERT INTO state (key, value) VALUES (?, ?) "
@@ -107,7 +107,7 @@ class Store(StoreReader):
             list(state.to_rows().items()),
         )
 
-    async def save_state(self, state: SchedulerState) -> None:
+    async def save_state(self, state: StateRows) -> None:
         """Commit ``state`` on its own."""
         await self._db.write(lambda conn: self._write_state(conn, state))
 
@@ -120,7 +120,7 @@ class Store(StoreReader):
         now: datetime,
         *,
         hold_new: bool,
-        state: SchedulerState | None,
+        state: StateRows | None,
     ) -> IngestResult:
         """Apply one snapshot of ``canvas`` and save ``state``, in one transaction.
 
