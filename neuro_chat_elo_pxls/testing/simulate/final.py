@@ -1,0 +1,171 @@
+"""The end of a run: collect what is left, then check the invariants that need the
+whole run (sweeps finished, scores the truth, conservation, renames counted once, what
+pxls answered applied, followed people refreshed, no ERROR without a cause)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ...models import EloDelta
+from .world import CALM_END
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from typing import Any
+
+    from ...settings import PxlsSettings
+    from ...source import PxlsSource
+    from .checker import Checker
+    from .host import _Records
+    from .world import World
+
+
+class FinalChecks:
+    """A base of :class:`~.host.Host`: its end of a run (the state is the host's)."""
+
+    if TYPE_CHECKING:
+        end: datetime
+        world: World
+        checker: Checker
+        settings: PxlsSettings
+        source: PxlsSource
+        handler: _Records
+        host_times: dict[datetime, datetime]
+        restart_times: list[datetime]
+        followed_config: list[str]
+        followed_file: list[str]
+
+        async def _hook(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any: ...
+
+        async def _collect(self) -> None: ...
+
+    async def _finish(self) -> None:
+        """Collect what is left, then check the invariants that need the whole run."""
+        await self._collect()
+        await self._check_sweep()
+        self._check_accounting()
+        self._check_applied()
+        self._check_errors()
+
+    async def _check_sweep(self) -> None:
+        """Every sweep finishes within its interval when the budget allows it (DESIGN 7),
+        give or take the time profile requests were paused by the model's faults."""
+        status = await self._hook("status", lambda: self.source.status(self.end))
+        sweep = (status or {}).get("sweep", {})
+        if not sweep.get("active") or not sweep.get("interval_possible", True):
+            return
+        started = datetime.fromisoformat(sweep["started_at"])
+        paused = sum(
+            ((min(e, self.end) - max(s, started)) for s, e in self.world.faults.auth_outages),
+            timedelta(0),
+        )
+        limit = self.settings.sweep_interval + timedelta(hours=2) + max(paused, timedelta(0))
+        if self.end - started > limit:
+            self.checker.fail(
+                "every sweep finishes",
+                f"sweep {sweep.get('number')} started {started:%m-%d %H:%M} is still active "
+                f"at the end, {sweep.get('remaining')} of {sweep.get('total')} users left "
+                f"(sweep_interval {self.settings.sweep_interval})",
+            )
+
+    def _true_time(self, observed: datetime) -> datetime:
+        return self.host_times.get(observed, observed)
+
+    def _check_accounting(self) -> None:
+        sums: dict[tuple[str, str], int] = defaultdict(int)
+        last: dict[tuple[str, str], EloDelta] = {}
+        for d in self.checker.ledger:
+            sums[(d.user, d.canvas)] += d.delta
+            last[(d.user, d.canvas)] = d
+            at = self._true_time(d.observed_at)
+            truth = self.world.truth(d.user, d.canvas, at)
+            if d.score != truth:
+                self.checker.fail(
+                    "scores are the truth",
+                    f"{d.user} on {d.canvas}: score {d.score} (delta {d.delta:+d}, via {d.via}) "
+                    f"at {at:%m-%d %H:%M:%S}, the model says {truth}",
+                )
+        for key, total in sums.items():
+            if total != last[key].score:
+                self.checker.fail(
+                    "conservation", f"{key}: deltas sum to {total}, last score {last[key].score}"
+                )
+        # a rename merged by pxls id leaves nothing on the old name (DESIGN 3)
+        for at, _, old, new in self.world.renames:
+            held = last.get((old, self.world.canvas))
+            answered = [t for t in self.checker.profile_answers.get(new, []) if t > at]
+            read = bool(answered) and answered[0] < self.end - timedelta(hours=1)
+            # (merged by the pxls id the old name's profile gave)
+            read = read and any(t < at for t in self.checker.profile_answers.get(old, []))
+            if held is not None and held.score and read and self.world.endpoint == "api":
+                self.checker.fail(
+                    "a rename counts once",
+                    f"{old} renamed to {new} at {at:%m-%d %H:%M}: {old} still holds "
+                    f"{held.score} on {self.world.canvas} after {new}'s profile was read",
+                )
+
+    def _check_applied(self) -> None:
+        """What pxls answered in the calm end is applied by the end: the last score
+        handed out for a name is its count at that answer or a later one."""
+        world, canvas = self.world, self.world.canvas
+        last: dict[str, int] = {}
+        for d in self.checker.ledger:
+            if d.canvas == canvas:
+                last[d.user] = d.score
+        seen: dict[str, tuple[datetime, str]] = {}
+        horizon = self.end - timedelta(hours=1, minutes=30)
+        for g in self.checker.generations_served:
+            if world.calm_from <= g.at <= horizon and g.canvas == canvas:
+                for name, _ in g.rows:
+                    if name != "-snip-":
+                        seen[name] = (g.at, "toplist")
+        for name, answers in self.checker.profile_answers.items():
+            # a count waiting for /info lives in memory: a restart before its /info drops
+            # it (the next profile read observes it again), so those are not expected
+            calm = [
+                t
+                for t in answers
+                if world.calm_from <= t <= horizon
+                and not any(t <= r <= t + timedelta(minutes=20) for r in self.restart_times)
+            ]
+            if calm and (name not in seen or seen[name][0] < calm[-1]):
+                seen[name] = (calm[-1], "profile")
+        for name, (at, via) in sorted(seen.items()):
+            person = world.holder(name, self.end)
+            if person is None or world.holder(name, at) is not person:
+                continue
+            since = person.count_at(canvas, at)
+            later = {c for t, c in person.history.get(canvas, []) if t > at}
+            if since == 0 and name not in last:
+                continue
+            if last.get(name) not in {since, *later}:
+                self.checker.fail(
+                    "what pxls answered is applied",
+                    f"{name}: {via} answered {since} px at {at:%m-%d %H:%M}; the last score "
+                    f"handed out is {last.get(name)}",
+                )
+        wanted = set(self.followed_config) | set(self.followed_file)
+        if self.settings.profile_cooldown > timedelta(seconds=30):
+            return  # a tight budget: follow refreshes may slip (DESIGN 7)
+        for name in sorted(wanted):
+            person = world.holder(name, self.end)
+            answers = [
+                t for t in self.checker.profile_answers.get(name, []) if t >= world.calm_from
+            ]
+            listed = any(name in dict(g.rows) for g in self.checker.generations_served[-6:])
+            if person is not None and not answers and not listed:
+                self.checker.fail(
+                    "followed people refreshed",
+                    f"{name} (followed, outside the toplist) had no profile read in the calm "
+                    f"last {CALM_END}",
+                )
+
+    def _check_errors(self) -> None:
+        injected = {f for _, f in self.world.injected}
+        for record in self.handler.records:
+            message = record.getMessage()
+            caused = injected and not record.exc_info and "unexpected" not in message
+            if not caused:
+                self.checker.fail("no ERROR without a cause", message[:200])
