@@ -30,6 +30,19 @@ SWEEP_WINDOW = 8
 _WINDOW = Window(Kind.SWEEP, SWEEP_WINDOW)
 
 
+def sweep_eta(elapsed: timedelta, done: int, remaining: int, cooldown: timedelta) -> timedelta:
+    """How long the rest of a sweep takes: at the rate so far, and never less than one
+    profile per ``cooldown`` for each user left (the one ETA of logs and ``status``)."""
+    floor = cooldown * remaining
+    return max(floor, elapsed / done * remaining) if done else floor
+
+
+def sweep_possible(users: int, cooldown: timedelta, interval: timedelta) -> bool:
+    """Can a sweep of ``users`` finish within ``interval`` at one profile per
+    ``cooldown``, even with no other profile work?"""
+    return users * cooldown <= interval
+
+
 @attrs.define
 class Sweep(Job):
     """The sweep in progress (or the next one's due time). Persisted through ``state``.
@@ -103,7 +116,7 @@ class Sweep(Job):
 
     def possible(self, users: int) -> bool:
         """Can a sweep of ``users`` finish within the interval at one per cooldown?"""
-        return users * self.cooldown <= self.interval
+        return sweep_possible(users, self.cooldown, self.interval)
 
     async def feed(
         self, store: Store, queue: CommandQueue, now: datetime, *, may_queue: bool = True
@@ -197,7 +210,7 @@ class Sweep(Job):
             return
         self._logged = done
         elapsed = now - (self.state.current.sweep_started_at or now)
-        eta = elapsed / done * self.remaining if done else self.cooldown * self.remaining
+        eta = sweep_eta(elapsed, done, self.remaining, self.cooldown)
         log.info(
             "sweep %d: %d/%d users checked (%.0f%%), ETA %s",
             self.number,

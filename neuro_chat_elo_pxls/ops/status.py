@@ -13,6 +13,7 @@ from typing import Any
 from ..engine.queue import Key
 from ..engine.state import KeyState, SchedulerState
 from ..jobs.follow import profile_capacity_per_hour, profile_demand_per_hour
+from ..jobs.sweep import sweep_eta, sweep_possible
 from ..settings import PxlsSettings
 from ..store.reader import StoreReader
 from ..util.text import shown
@@ -41,16 +42,17 @@ async def _sweep_status(
         total = state.sweep_total
         remaining = await reader.count_sweep_remaining(state.sweep_number)
         done = max(0, total - remaining)
-        elapsed = (now - (state.sweep_started_at or now)).total_seconds()
-        rate_eta = elapsed / done * remaining if done else None
-        floor = settings.profile_cooldown.total_seconds() * remaining
+        elapsed = now - (state.sweep_started_at or now)
+        eta = sweep_eta(elapsed, done, remaining, settings.profile_cooldown)
         sweep.update(
             total=total,
             remaining=remaining,
             done=done,
-            eta_seconds=round(max(floor, rate_eta or 0.0)),
+            eta_seconds=round(eta.total_seconds()),
             # False: even alone at one profile per cooldown, it cannot finish in time
-            interval_possible=total * settings.profile_cooldown <= settings.sweep_interval,
+            interval_possible=sweep_possible(
+                total, settings.profile_cooldown, settings.sweep_interval
+            ),
         )
     return sweep
 
