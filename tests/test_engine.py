@@ -205,3 +205,17 @@ async def test_a_403_pauses_the_key_and_a_cancelled_command_keeps_its_place(
     with pytest.raises(asyncio.CancelledError):
         await processor.run_one(store, None, T0 + timedelta(minutes=15))  # type: ignore[arg-type]
     assert [c.user_id for c in queue] == [7, 8]  # the cancelled one back at the front
+
+
+def test_every_state_save_carries_the_live_key_states() -> None:
+    """A 429's wait set in the queue is in the next save of the engine state, whatever
+    that save is for (before: a pull's save from the last adopted copy wrote the keys
+    as they were before the wait, when the save that carried them had been cancelled,
+    and a restart forgot the wait: simulator seed 23 with cancelled ticks)."""
+    queue, state = CommandQueue(), StateKeeper()
+    state.track_keys(queue.key_states)
+    until = T0 + timedelta(hours=1)
+    queue.cool(Key.PROFILE, until, "rate limited: 429", T0)
+    proposed = state.propose(pull_due_at=T0 + timedelta(minutes=5))
+    assert proposed.keys["profile"].ready_at == until
+    assert state.propose(keys={}).keys == {}  # an explicit value still wins

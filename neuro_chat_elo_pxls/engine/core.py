@@ -35,6 +35,10 @@ from .state import KeyState, SchedulerState, StateKeeper
 log = logging.getLogger("neuro_chat_elo_pxls")
 
 
+#: the leaderboard fingerprint recorded when no PXLS_CF_AUTH is set
+NO_CREDENTIALS = "none"
+
+
 class JobSet(Protocol):
     """What ``build`` returns: the jobs, and their priority order."""
 
@@ -57,6 +61,7 @@ class Engine(Generic[J]):
         self.settings = settings
         self.state = StateKeeper()
         self.queue = CommandQueue()
+        self.state.track_keys(self.queue.key_states)
         self.jobs = build(self.state, self.queue)
         jobs = self._jobs = list(self.jobs.ordered())
         policy = FailurePolicy(settings, rng or random.Random())
@@ -116,11 +121,15 @@ class Engine(Generic[J]):
         salt = state.credentials_salt or secrets.token_hex(16)
         fingerprints = {
             Key.PROFILE.value: credentials_fingerprint(self.settings, salt),
-            Key.LEADERBOARD.value: credentials_fingerprint(self.settings, salt, profiles=False),
+            # recorded as "none" without PXLS_CF_AUTH: "" is a database from before the
+            # per-key fingerprints, whose leaderboard pause is kept (nothing to compare)
+            Key.LEADERBOARD.value: credentials_fingerprint(self.settings, salt, profiles=False)
+            or NO_CREDENTIALS,
         }
         earned = {
             Key.PROFILE.value: state.credentials,
-            Key.LEADERBOARD.value: state.leaderboard_credentials,
+            Key.LEADERBOARD.value: state.leaderboard_credentials
+            or fingerprints[Key.LEADERBOARD.value],
         }
         keys = dict(state.keys)
         if not state.credentials:  # never recorded: nothing to compare with

@@ -14,8 +14,10 @@ hands them its jobs in priority order, and each job answers for itself:
 
 Profile work shares one cooldown key, so it is ranked (:meth:`Job.rank`, lower
 first): a job is *held* (queues nothing optional) while a job of a lower rank has
-work waiting; jobs of the same rank share the budget. Every method has a do-nothing
-default. Times are the host's ``now`` (aware UTC); nothing here sends a request.
+work waiting; jobs of the same rank share the budget. Every method but :meth:`Job.run`
+has a do-nothing default. Which jobs hear of profile reads is wired by the job that
+reads them (``jobs.build_jobs``). Times are the host's ``now`` (aware UTC); nothing
+here sends a request.
 """
 
 from __future__ import annotations

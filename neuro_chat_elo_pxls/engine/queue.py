@@ -151,11 +151,12 @@ class CommandQueue:
             if key.value in keys:
                 self._keys[key] = attrs.evolve(keys[key.value])
 
-    def key_states(self, now: datetime) -> dict[str, KeyState]:
-        """Copies of every key's state to persist or show (a pause over is dropped)."""
+    def key_states(self, now: datetime | None = None) -> dict[str, KeyState]:
+        """Every key's state to persist or show (a pause over at ``now`` is dropped;
+        ``now`` None: as they are)."""
         return {
-            key.value: attrs.evolve(st)
-            if st.cooling(now)
+            key.value: st
+            if now is None or st.cooling(now)
             else attrs.evolve(st, ready_at=None, reason="", paused_at=None)
             for key, st in self._keys.items()
         }

@@ -165,12 +165,25 @@ class StateKeeper:
     saves the changed copy and adopts it only after the save succeeded, so memory
     never runs ahead of the database. A store operation that writes the state in
     its own transaction takes :meth:`propose`'s copy and :meth:`adopt`\\ s it after.
+
+    The key states are the queue's (:meth:`track_keys`): every proposal carries them as
+    they are now, so no save writes older ones (a save whose caller was cancelled
+    commits without being adopted; the next save from the old copy overwrote a 429's
+    wait, and a restart forgot it: simulator seed 23 with cancelled ticks).
     """
 
     current: SchedulerState = attrs.field(factory=SchedulerState)
+    _live_keys: Callable[[], dict[str, KeyState]] | None = None
+
+    def track_keys(self, live: Callable[[], dict[str, KeyState]]) -> None:
+        """Take the key states from ``live`` (the queue's) in every proposal."""
+        self._live_keys = live
 
     def propose(self, **changes: Any) -> SchedulerState:
-        """A copy of the current state with ``changes``; nothing is stored yet."""
+        """A copy of the current state with ``changes`` (and the live key states);
+        nothing is stored yet."""
+        if self._live_keys is not None and "keys" not in changes:
+            changes["keys"] = self._live_keys()
         return attrs.evolve(self.current, **changes)
 
     def adopt(self, state: SchedulerState) -> None:

@@ -1,6 +1,8 @@
 """The jobs (internal): one module per kind of work (pull and confirm, sweep,
 enrichment, follow, profile reads, pending observations), each the only writer of its
-own state. :func:`build_jobs` makes them for one source, in priority order."""
+own state (the key states are the queue's: profile reads ask it to pace the key).
+:func:`build_jobs` makes them for one source, in priority order, and wires who hears
+of profile reads."""
 
 from __future__ import annotations
 
@@ -42,5 +44,8 @@ def build_jobs(settings: PxlsSettings, state: StateKeeper, queue: CommandQueue) 
     enrich = EnrichmentWindow(settings.enrichment_hold, state)
     follow = FollowList(settings, state)
     sweep = Sweep(state, settings.sweep_interval, settings.profile_cooldown)
-    profiles = ProfileVisits(settings, queue, state, (enrich, follow, sweep, observations))
+    # the listeners that do not await first: a read cancelled at enrichment's await
+    # has its count observed and its visit counted already
+    listeners = (observations, follow, sweep, enrich)
+    profiles = ProfileVisits(settings, queue, state, listeners)
     return Jobs(pull, enrich, follow, sweep, observations, profiles)

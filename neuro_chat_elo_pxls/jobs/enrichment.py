@@ -55,25 +55,34 @@ class EnrichmentWindow(Job):
             await self.release_all(store, f"{TOKEN_ENV} is not set")
 
     async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
+        await self._after_pull(store, queue)  # (a cancelled after() is finished here)
         await self.refill(store, queue)
         await self.release_due(store, now)
         return bool(queue.count(Kind.ENRICH)) or self._backlog
 
     def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        if self.state.current.last_pull_at != self._pulled_at:
+            return now  # a pull's holds not yet looked at (a cancelled after())
         if not self._backlog:
             return self._next_release
         ready = max(now, queue.state(Key.PROFILE).ready_at or now)  # the window is fed then
         return ready if self._next_release is None else min(ready, self._next_release)
 
     async def after(self, store: Store, queue: CommandQueue, command: Command) -> None:
-        """A pull that ingested: users given up on are tried again, new holds queued."""
+        await self._after_pull(store, queue)
+
+    async def _after_pull(self, store: Store, queue: CommandQueue) -> None:
+        """``last_pull_at`` changed since the last look (a pull ingested; also the first
+        look after open, or a clock pull-back): users given up on are tried again, new
+        holds are queued. Marked done only once done: a host that cancels in the middle
+        has it redone by the next call (and ``next_due`` says now until then)."""
         pulled = self.state.current.last_pull_at
-        if command.kind is not Kind.PULL or pulled == self._pulled_at:
+        if pulled == self._pulled_at:
             return
-        self._pulled_at = pulled
         self._given_up.clear()
         await self.refresh_deadline(store)
         await self.refill(store, queue)
+        self._pulled_at = pulled
 
     def failed(self, command: Command, error: BaseException) -> None:
         if command.key is Key.PROFILE:  # the release warning says why

@@ -161,7 +161,11 @@ class Host(FinalChecks):
         rng = self.rng
         if self.true < self.world.calm_from and rng.random() < 0.01:
             self.world.cancel_next_request = True
-        calls: list[Awaitable[Any]] = [self._hook("on_tick", lambda: self.source.on_tick(host_now))]
+        calls: list[Awaitable[Any]] = [
+            self._cancelled_tick(host_now)  # a host that waits a few loop steps only
+            if rng.random() < 0.03
+            else self._hook("on_tick", lambda: self.source.on_tick(host_now))
+        ]
         if rng.random() < 0.05:  # an overlapping call
             calls.append(
                 self._collect()
@@ -210,6 +214,19 @@ class Host(FinalChecks):
                     await self._hook("ack", lambda: self.source.ack_deltas(deltas[-1].seq))
                 else:
                     self.unacked += 1  # stored, not yet acknowledged (a crash brings them again)
+
+    async def _cancelled_tick(self, host_now: datetime) -> None:
+        """``wait_for(on_tick, tiny)``: the tick is cancelled after 1-40 event-loop
+        steps, at whatever await it has reached (a database statement, a request, a
+        thread): nothing may be lost, no pause shortened."""
+        task = asyncio.ensure_future(self.source.on_tick(host_now))
+        for _ in range(self.rng.randint(1, 40)):
+            if task.done():
+                break
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _cancel_collect(self) -> None:
         """A host that gives collect_deltas a few event-loop steps only: where the
