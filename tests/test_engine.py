@@ -219,3 +219,31 @@ def test_every_state_save_carries_the_live_key_states() -> None:
     proposed = state.propose(pull_due_at=T0 + timedelta(minutes=5))
     assert proposed.keys["profile"].ready_at == until
     assert state.propose(keys={}).keys == {}  # an explicit value still wins
+
+
+async def test_a_cancelled_save_is_adopted_a_failed_one_is_not() -> None:
+    """The store's units are shielded: a save whose caller is cancelled still commits,
+    so memory takes the new state too (before: the database said canvas 66, memory 64,
+    and a stale /info answering 64 looked current: simulator seed 3235, a profile count
+    of the new canvas credited to the old one as -146)."""
+    state = StateKeeper()
+    started = asyncio.Event()
+
+    async def slow(_: object) -> None:
+        started.set()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(state.commit(slow, canvas="66"))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert state.current.canvas == "66"
+
+    async def broken(_: object) -> None:
+        raise OSError("database or disk is full")
+
+    with pytest.raises(OSError):
+        await state.commit(broken, canvas="67")
+    assert state.current.canvas == "66"  # a failed save is not adopted

@@ -27,7 +27,9 @@ from neuro_chat_elo_pxls.testing import simulate
 #: a challenge on /info; 129, 554 and 586 a stale stats.json in the repeated autumn
 #: hour read as the new canvas's; 1438 a pull on a +1 y tick kept a followed user
 #: "in the toplist" for a year
-REGRESSIONS = (3, 16, 18, 23, 28, 30, 109, 129, 179, 213, 554, 586, 1170, 1176, 1438)
+#: 3235 a cancelled tick's new canvas code saved but not adopted (a stale /info then
+#: confirmed a new canvas's count on the old one)
+REGRESSIONS = (3, 16, 18, 23, 28, 30, 109, 129, 179, 213, 554, 586, 1170, 1176, 1438, 3235)
 
 
 @pytest.mark.parametrize("seed", REGRESSIONS)

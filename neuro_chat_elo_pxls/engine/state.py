@@ -12,6 +12,7 @@ text), so files written by earlier versions load unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -193,7 +194,19 @@ class StateKeeper:
     async def commit(
         self, save: Callable[[SchedulerState], Awaitable[None]], **changes: Any
     ) -> None:
-        """Persist the current state with ``changes`` through ``save``, then adopt it."""
-        proposed = self.propose(**changes)
-        await save(proposed)
+        """Persist the current state with ``changes`` through ``save``, and adopt it.
+
+        ``save`` runs shielded (a store unit): a caller cancelled while it runs leaves
+        it to commit, so the copy is adopted then too (simulator seed 3235: a cancelled
+        tick's new canvas code was saved, not adopted, and a stale ``/info`` answering
+        the old code then looked current). A save that fails puts the old copy back."""
+        previous, proposed = self.current, self.propose(**changes)
         self.current = proposed
+        try:
+            await save(proposed)
+        except asyncio.CancelledError:
+            raise  # the save goes on and commits what memory now holds
+        except BaseException:
+            if self.current is proposed:
+                self.current = previous
+            raise

@@ -67,7 +67,7 @@ class ProfileVisits(Job):
         # persisted before the send: a source that crashes (or is cancelled) in mid-request
         # and restarts at once still keeps the pacing (a write takes well under the
         # pacing margin)
-        await self.state.commit(store.save_state, keys=self.queue.key_states(now))
+        await self.state.commit(store.save_state)  # (every save carries the live keys)
         canvas = self.state.current.canvas
         profile: Profile | None
         try:

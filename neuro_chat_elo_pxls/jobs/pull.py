@@ -181,8 +181,10 @@ class Pull(Job):
                 logging.WARNING,
             )
             return None
-        await self.observations.settle(store, canvas, now)
+        # the code first: a tick cancelled between the two must not leave the counts
+        # settled on the new code while the source still believes the old one
         await self._see_canvas(store, canvas, now)
+        await self.observations.settle(store, canvas, now)
         return canvas
 
     async def _skip(
