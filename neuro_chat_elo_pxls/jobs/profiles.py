@@ -10,6 +10,7 @@ are host time (UTC).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from ..errors import NotFoundError
 from ..models import Profile
 from ..pxls.client import PxlsApi
 from ..settings import PxlsSettings
+from ..store.rows import UserRow
 from ..store.writer import Store
 
 log = logging.getLogger("neuro_chat_elo_pxls")
@@ -34,6 +36,12 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 #: 50 ms: 2 % is 1 ms there); at the default 1 s the margin is 25 ms, 2.5 %.
 PACING_MARGIN = 1.02
 PACING_FLOOR = timedelta(milliseconds=25)
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Done callback: a task whose caller was cancelled still has its error read."""
+    if not task.cancelled():
+        task.exception()
 
 
 def pacing_gap(cooldown: timedelta) -> timedelta:
@@ -74,6 +82,26 @@ class ProfileVisits(Job):
             profile = await client.fetch_profile(user.name)
         except NotFoundError:
             profile = None
+        # what pxls answered is taken in whole, even when the caller is cancelled now
+        # (shielded, like a store unit): a sweep read cancelled after its answer had
+        # marked the user swept and lost the count (simulator seed 55)
+        task = asyncio.ensure_future(self._take(store, command, user, profile, canvas, now))
+        task.add_done_callback(_retrieve)
+        await asyncio.shield(task)
+        return True
+
+    async def _take(
+        self,
+        store: Store,
+        command: Command,
+        user: UserRow,
+        profile: Profile | None,
+        canvas: str | None,
+        now: datetime,
+    ) -> None:
+        """Store what the profile said (or its 404) and tell the listeners."""
+        sweep = self.state.current.sweep_number
+        if profile is None:
             released = await store.mark_missing(user.id, now, sweep)
             log.info(
                 "profile of %s: 404, name marked missing%s",
@@ -97,7 +125,6 @@ class ProfileVisits(Job):
         )
         for listener in self.listeners:
             await listener.visited(store, visit)
-        return True
 
     async def _apply(
         self,
