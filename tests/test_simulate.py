@@ -31,7 +31,12 @@ from neuro_chat_elo_pxls.testing import simulate
 #: confirmed a new canvas's count on the old one)
 #: 55 a sweep read cancelled after its answer lost the count; 521 a cancelled
 #: +5 h tick paced the profile key (a checker fix: such a tick ends the waits)
-REGRESSIONS = (3, 16, 18, 23, 28, 30, 55, 109, 129, 179, 213, 521, 554, 586, 1170, 1176, 1438, 3235)
+#: 3650 a new database's first file, from the canvas before a reset it never saw (no
+#: source can tell: the checker excuses exactly that case)
+REGRESSIONS = (
+    *(3, 16, 18, 23, 28, 30, 55, 109, 129, 179, 213, 521, 554, 586),
+    *(1170, 1176, 1438, 3235, 3650),
+)
 
 
 @pytest.mark.parametrize("seed", REGRESSIONS)
@@ -59,6 +64,21 @@ def test_a_violation_is_reported_with_its_replay(capsys: pytest.CaptureFixture[s
     assert len(checker.violations) == 1
     line = checker.violations[0].line(48)
     assert "--seed 5 --hours 48" in line and "conservation" in line
+
+
+def test_the_simulator_catches_absurd_profile_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the profile count bound removed (fix 6 of issue 18 reverted), a seed whose
+    model answers a profile with 10^15 pixels breaks "scores are the truth". (Until
+    the model's request returned its fault, no truncated or absurd body was ever made
+    and 150 seeds missed this.)"""
+    from neuro_chat_elo_pxls.pxls import parsing
+
+    monkeypatch.setattr(parsing, "checked_count", lambda pixels, alltime, name: pixels)
+    violations = simulate.run_seed(1, 48)
+    assert any(
+        v.invariant == "scores are the truth" and "1000000000000000" in v.detail
+        for v in violations
+    ), [v.line(48) for v in violations]
 
 
 def test_a_seed_replays_exactly() -> None:

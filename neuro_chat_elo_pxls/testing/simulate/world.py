@@ -96,6 +96,8 @@ class World:
         self.rng, self.now, self.end, self.checker = rng, start, end, checker
         self.canvas = str(rng.randint(60, 90))
         self.canvases = [self.canvas]
+        self.reset_at: dict[str, datetime] = {}  # canvas → when the reset began it
+        self.first_info_at: datetime | None = None  # the first /info answered whole
         self.toplist_size = rng.choice((8, 15, 25))
         self.endpoint = rng.choice(("api", "api", "html"))
         self.people: list[Person] = []
@@ -220,6 +222,7 @@ class World:
     def _on_reset(self, at: datetime, _: Any) -> None:
         self.canvas = str(int(self.canvas) + self.rng.choice((1, 1, 2)))
         self.canvases.append(self.canvas)
+        self.reset_at[self.canvas] = at
         for p in self.people:
             p.count = 0
             p.history[self.canvas] = [(at, 0)]
@@ -308,7 +311,7 @@ class World:
         if fault is not None:
             self.injected.append((self.now, fault))
             self._raise(fault, key, endpoint)
-        return None
+        return fault  # (it said None here: no truncated or absurd body was ever made)
 
     def _raise(self, fault: str, key: str, what: str) -> None:
         if fault == "429-wait":
@@ -339,7 +342,10 @@ class World:
         if code == self.canvas:
             self.new_code_answered = True
         body = php_json({"canvasCode": code, "width": 100, "height": 100})
-        return parse_info(body[:7] if fault in ("truncated", "absurd") else body)
+        info = parse_info(body[:7] if fault in ("truncated", "absurd") else body)
+        if self.first_info_at is None:
+            self.first_info_at = self.now
+        return info
 
     async def fetch_stats(self) -> Snapshot:
         fault = await self._request("stats")
