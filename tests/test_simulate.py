@@ -76,8 +76,7 @@ def test_the_simulator_catches_absurd_profile_counts(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(parsing, "checked_count", lambda pixels, alltime, name: pixels)
     violations = simulate.run_seed(1, 48)
     assert any(
-        v.invariant == "scores are the truth" and "1000000000000000" in v.detail
-        for v in violations
+        v.invariant == "scores are the truth" and "1000000000000000" in v.detail for v in violations
     ), [v.line(48) for v in violations]
 
 
