@@ -40,6 +40,33 @@ def test_no_pull_yet_and_no_pull_within_two_intervals() -> None:
     assert "limit 2 x leaderboard_interval = 2h00m" in late[0]
 
 
+@pytest.mark.parametrize(
+    ("interval", "limit"),
+    [(timedelta(minutes=5), "30m00s"), (timedelta(minutes=20), "1h00m"), (HOUR, "2h00m")],
+)
+def test_the_pull_limit_follows_the_regeneration_grid(interval: timedelta, limit: str) -> None:
+    """Pulls follow the 15-minute grid (DESIGN 8): a 5-minute interval still pulls
+    every 15 minutes, and a 20-minute one every 30. Before, 2 x 5 minutes flagged a
+    healthy source between every two grid pulls (issue 21, item 4)."""
+    settings = PxlsSettings(
+        db_path="unused.sqlite3",
+        base_url="http://pxls.test",
+        token=None,
+        leaderboard_interval=interval,
+    )
+    period = {"30m00s": 15, "1h00m": 30, "2h00m": 60}[limit]
+    state = SchedulerState(last_pull_at=T0)
+
+    def problems(at: datetime) -> list[str]:
+        return health_problems(state, settings, at, oldest_outbox=None, max_outbox_age=HOUR)
+
+    assert problems(T0 + timedelta(minutes=period, seconds=90)) == []  # the next grid pull
+    assert problems(T0 + timedelta(minutes=2 * period)) == []
+    (late,) = problems(T0 + timedelta(minutes=2 * period, seconds=1))
+    assert f"= {limit})" in late
+    assert ("on the 15-minute grid" in late) == (interval != HOUR)
+
+
 def test_auth_pause_is_a_problem_until_it_ends() -> None:
     paused = KeyState(T0 + HOUR, "auth: HTTP 403", 0, auth_pauses=1)
     backoff = KeyState(T0 + HOUR, "backoff: HTTP 503", 2, auth_pauses=0)
@@ -170,3 +197,40 @@ def test_status_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
         main(["status", "--check", "--max-outbox-age", "nan", "--db", old])
     assert usage.value.code == 2
     assert "expected a positive number" in capsys.readouterr().err
+
+
+async def _problems_on_disk(db: str, now: datetime, settings: PxlsSettings) -> list[str]:
+    reader = await StoreReader.open(db)
+    async with reader:
+        state = SchedulerState.from_rows(await reader.load_state_rows())
+        status = await build_status(reader, state, now, settings)
+    return [p.split(" until")[0] for p in status["problems"]]
+
+
+async def test_no_auth_alarm_once_the_operator_renewed_the_token(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    """Issue 21, item 4: after a 403 the operator renews ``PXLS_TOKEN`` and restarts;
+    the new source tries at once, profiles flow, and ``status --check`` (another
+    process, reading the database) is healthy again at once, not for the rest of the
+    15-minute-to-2-hour pause."""
+    from neuro_chat_elo_pxls.settings import Secret
+
+    db = str(tmp_path / "pxls.sqlite3")
+    fake.add("grid_master", 120)
+    source = make_source()
+    fake.failures["profile"].append(AuthError("/api/v1/profile: HTTP 403", challenge=False))
+    await drive(source, clock, clock.now + timedelta(minutes=2))
+    await source.on_shutdown()
+    settings = PxlsSettings(db_path=db, token=None)
+    assert await _problems_on_disk(db, clock.now, settings) == ["profile requests paused for auth"]
+    renewed = make_source(token=Secret("a-renewed-token"))
+    fake.add("new_painter", 5)
+    profiles = len([r for r in fake.requests if r[0] == "profile"])
+    await drive(renewed, clock, clock.now + timedelta(minutes=2))
+    assert len([r for r in fake.requests if r[0] == "profile"]) > profiles  # it tried at once
+    await renewed.on_shutdown()
+    assert await _problems_on_disk(db, clock.now, settings) == []

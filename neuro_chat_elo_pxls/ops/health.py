@@ -4,7 +4,9 @@
 settings and the time the check runs (aware UTC). It returns one line per
 problem; none means healthy. The rules:
 
-* no snapshot accepted within 2 x ``leaderboard_interval`` (or none ever);
+* no snapshot accepted within 2 x the pull period (or none ever): pulls follow the
+  15-minute regeneration grid, so the period is ``leaderboard_interval`` rounded up to
+  whole 15 minutes (a 5-minute interval still pulls every 15 minutes);
 * a key paused after a 403 or a challenge (the token or the Cloudflare cookie
   needs renewing);
 * with profiles enabled, the current sweep started more than 2 x ``sweep_interval``
@@ -18,6 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from ..engine.state import SchedulerState
+from ..jobs.pull import REGENERATION
 from ..settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings
 from ..util.text import shown
 from ..util.times import fmt_duration, ts
@@ -27,6 +30,13 @@ def default_outbox_age(settings: PxlsSettings) -> timedelta:
     """The default limit for the oldest uncollected delta: a new user's first delta
     may wait ``enrichment_hold`` for its profile; one more hour on top."""
     return settings.enrichment_hold + timedelta(hours=1)
+
+
+def pull_period(settings: PxlsSettings) -> timedelta:
+    """How far apart pulls are when all is well: ``leaderboard_interval`` rounded up to
+    whole regenerations (DESIGN 8: the pull grid follows the data)."""
+    periods = max(1, -(-settings.leaderboard_interval // REGENERATION))
+    return REGENERATION * periods
 
 
 def _when(value: datetime) -> str:
@@ -43,14 +53,16 @@ def health_problems(
 ) -> list[str]:
     """One line per problem, in a fixed order; an empty list means healthy."""
     problems: list[str] = []
-    pull_limit = settings.leaderboard_interval * 2
+    period = pull_period(settings)
+    pull_limit = period * 2
     last = state.last_pull_at
     if last is None:
         problems.append("no successful pull yet")
     elif now - last > pull_limit:
+        grid = "" if period == settings.leaderboard_interval else " on the 15-minute grid"
         problems.append(
             f"no successful pull for {fmt_duration(now - last)} (last at {_when(last)}; "
-            f"limit 2 x leaderboard_interval = {fmt_duration(pull_limit)})"
+            f"limit 2 x leaderboard_interval{grid} = {fmt_duration(pull_limit)})"
         )
     for name, key in sorted(state.keys.items()):
         if key.paused_for_auth(now) and key.ready_at is not None:
