@@ -25,7 +25,8 @@ flight; profile requests at least ``profile_cooldown`` apart; nothing sent to a 
 within 15 minutes of its 403 or before a server-given wait ends, across restarts
 (new credentials may try at once); ``/info`` and stats.json requests per hour
 bounded; every sweep finishes when the budget allows it; followed people refreshed;
-``next_due_at`` never makes a host spin; no exception reaches the host; no ERROR
+``next_due_at`` never makes a host spin; ``status --check`` never cries wolf (no
+problem at the end of the calm hours); no exception reaches the host; no ERROR
 without an injected cause; what pxls answered is applied by the end (the last three
 simulated hours are calm). The simulated world and the host's choices depend on the
 seed only, and so does the whole run: SQLite statements run on the event loop's
