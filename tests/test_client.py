@@ -224,6 +224,24 @@ async def test_connection_error_is_transient(client: PxlsClient, mocked: aioresp
         await client.fetch_info()
 
 
+async def test_a_refused_connection_says_so_plainly(
+    make_settings: Callable[..., PxlsSettings],
+) -> None:
+    """A real refused connection on loopback (nothing listens on the port): one plain
+    line, without aiohttp's ``ssl:default`` for an http URL (issue 21, item 5)."""
+    import socket
+
+    with socket.socket() as sock:  # a free port, closed again: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with PxlsClient(make_settings(base_url=f"http://127.0.0.1:{port}")) as c:
+        with pytest.raises(TransientError) as caught:
+            await c.fetch_info()
+    message = str(caught.value)
+    assert message.startswith(f"/info: cannot connect to 127.0.0.1:{port}: "), message
+    assert "ssl" not in message
+
+
 async def test_html_where_json_expected(client: PxlsClient, mocked: aioresponses) -> None:
     mocked.get(
         f"{BASE}/stats/stats.json",

@@ -162,7 +162,10 @@ async def test_the_processor_runs_until_one_command_sends(store: Store) -> None:
     for user in (1, 2, 3):
         queue.push(Command(Kind.SWEEP, user))
     await processor.run_one(store, None, T0)  # type: ignore[arg-type]
-    assert [e for e in log if ".run" in e] == ["profiles.run(sweep #1)", "profiles.run(sweep #2)"]
+    assert [e for e in log if ".run" in e] == [
+        "profiles.run(sweep read of user 1)",
+        "profiles.run(sweep read of user 2)",
+    ]
     assert log.count("sweep.after(sweep)") == 2  # every job hears of every success
     assert len(queue) == 1
 

@@ -174,6 +174,26 @@ async def test_transient_errors_retry_bounded_then_give_up(
     assert stats_calls[3] == stats_calls[2] + timedelta(hours=1)
 
 
+async def test_a_recovery_after_giving_up_is_logged_once(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 21, item 5: the log said "giving up on pull" and then went quiet; now the
+    first request that works after failures says so, once, with how many failed."""
+    fake.add("a_user", 10)
+    fake.failures["stats"].extend(TransientError("HTTP 503") for _ in range(4))
+    source = make_source(max_attempts=3)
+    with caplog.at_level(logging.INFO):
+        await drive(source, clock, clock.now + timedelta(hours=3))
+    lines = [r.getMessage() for r in caplog.records if "work again" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("leaderboard requests work again: pull succeeded at ")
+    assert "after 4 failed requests since " in lines[0]
+    assert not fake.failures["stats"]
+
+
 async def test_malformed_snapshot_writes_nothing_and_recovers(
     make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
 ) -> None:

@@ -22,9 +22,10 @@ from ..errors import PxlsError
 from ..pxls.client import PxlsApi
 from ..store.writer import Store
 from ..util.logs import event
+from ..util.times import ts
 from .job import Job
 from .policy import FailurePolicy
-from .queue import Command, CommandQueue
+from .queue import Command, CommandQueue, Key
 from .state import StateKeeper
 
 log = logging.getLogger("neuro_chat_elo_pxls")
@@ -39,6 +40,9 @@ class Processor:
         self._queue, self._state, self._policy, self._jobs = queue, state, policy, list(jobs)
         self._runner = {kind: job for job in jobs for kind in job.runs}
         self._owner = {kind: job for job in jobs for kind in job.plans}
+        #: per key, since when and how many requests failed in a row (for the one
+        #: "works again" line; in memory: a restart logs its own start-up line)
+        self._troubled: dict[Key, tuple[datetime, int]] = {}
 
     async def run_one(self, store: Store, client: PxlsApi, now: datetime) -> None:
         """Run the first ready command that sends a request (skipping stale ones)."""
@@ -54,6 +58,8 @@ class Processor:
                     log.exception("unexpected error in %s", command.describe())
                 await self._on_failure(store, entry, exc, now)
                 return
+            if sent:
+                self._recovered(command, now)
             if self._policy.on_success(self._queue.state(command.key)):
                 self._queue.set_counters(command.key, 0, 0)
                 await self.persist_keys(store, now)
@@ -61,6 +67,24 @@ class Processor:
                 await job.after(store, self._queue, command)
             if sent:
                 return
+
+    def _recovered(self, command: Command, now: datetime) -> None:
+        """A request on this key succeeded: after failures, say so once."""
+        trouble = self._troubled.pop(command.key, None)
+        if trouble is None:
+            return
+        since, failures = trouble
+        key = command.key.value
+        log.info(
+            "%s requests work again: %s succeeded at %s after %d failed request%s since %s",
+            key,
+            command.describe(),
+            ts(now),
+            failures,
+            "" if failures == 1 else "s",
+            ts(since),
+            extra=event("recovered", key=key, failures=failures, since=ts(since)),
+        )
 
     async def persist_keys(self, store: Store, now: datetime, **changes: Any) -> None:
         """Keep the key states (and ``changes``) in the database: a restarted source
@@ -74,6 +98,8 @@ class Processor:
     ) -> None:
         """Apply the failure policy's decision: retry after a pause, or give up."""
         order, command = entry
+        since, failures = self._troubled.get(command.key, (now, 0))
+        self._troubled[command.key] = (since, failures + 1)
         for job in self._jobs:
             job.failed(command, exc)
         decision = self._policy.on_failure(command, exc, self._queue.state(command.key), now)

@@ -59,7 +59,11 @@ class Command:
         return _KEY_OF[self.kind]
 
     def describe(self) -> str:
-        return self.kind.value if self.user_id is None else f"{self.kind.value} #{self.user_id}"
+        """For log lines: ``pull``, or ``sweep read of user 134`` (the database's user
+        id: ``sweep #N`` is what ``status`` calls the N-th sweep)."""
+        if self.user_id is None:
+            return self.kind.value
+        return f"{self.kind.value} read of user {self.user_id}"
 
 
 class CommandQueue:

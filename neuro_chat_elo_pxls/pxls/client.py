@@ -141,6 +141,12 @@ class PxlsClient:
             ) from None
         except aiohttp.ClientPayloadError as exc:
             raise TransientError(f"{what}: truncated response ({type(exc).__name__})") from None
+        except aiohttp.ClientConnectorError as exc:
+            # (aiohttp's own text says "ssl:default" for a plain http URL too)
+            reason = exc.os_error.strerror or type(exc.os_error).__name__
+            raise TransientError(
+                f"{what}: cannot connect to {exc.host}:{exc.port}: {reason}"
+            ) from None
         except aiohttp.ClientError as exc:
             raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
 
