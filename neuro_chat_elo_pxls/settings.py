@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
+from .util.times import fmt_duration
 from .version import VERSION
 
 TOKEN_ENV = "PXLS_TOKEN"  # noqa: S105 (the variable name, not a secret)
@@ -68,16 +69,28 @@ def _secret_from_env(name: str) -> Secret | None:
     return Secret(value)
 
 
+def _duration(value: object) -> str:
+    """A duration in a config error, in the one duration format (``30s`` was printed
+    as Python's ``0:00:30``); what ``fmt_duration`` cannot show exactly, in seconds."""
+    if not isinstance(value, timedelta):
+        return repr(value)
+    if value >= timedelta(seconds=1) and not value.microseconds:
+        return fmt_duration(value)
+    return f"{value.total_seconds():g} s"
+
+
 def _positive(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
     if not isinstance(value, timedelta) or value <= timedelta(0):
-        raise ConfigError(f"{attribute.name} must be a positive duration, got {value!r}")
+        raise ConfigError(f"{attribute.name} must be a positive duration, got {_duration(value)}")
 
 
 def _at_least(minimum: timedelta) -> Any:
     def check(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
         _positive(instance, attribute, value)
         if value < minimum:
-            raise ConfigError(f"{attribute.name} must be at least {minimum}, got {value}")
+            raise ConfigError(
+                f"{attribute.name} must be at least {_duration(minimum)}, got {_duration(value)}"
+            )
 
     return check
 
@@ -193,19 +206,30 @@ class PxlsSettings:
         """Settings that only make sense together."""
         if self.backoff_max < self.backoff_initial:
             raise ConfigError(
-                f"backoff_max ({self.backoff_max}) is shorter than backoff_initial "
-                f"({self.backoff_initial}): raise backoff_max or lower backoff_initial"
+                f"backoff_max ({_duration(self.backoff_max)}) is shorter than backoff_initial "
+                f"({_duration(self.backoff_initial)}): raise backoff_max or lower backoff_initial"
             )
         if self.auth_pause_max < self.auth_pause:
             raise ConfigError(
-                f"auth_pause_max ({self.auth_pause_max}) is shorter than auth_pause "
-                f"({self.auth_pause}): raise auth_pause_max or lower auth_pause"
+                f"auth_pause_max ({_duration(self.auth_pause_max)}) is shorter than auth_pause "
+                f"({_duration(self.auth_pause)}): raise auth_pause_max or lower auth_pause"
             )
 
     @property
     def profiles_enabled(self) -> bool:
         """Profiles need a logged-in session: without ``PXLS_TOKEN`` none is requested."""
         return self.token is not None
+
+    def summary(self) -> str:
+        """The version and the effective settings that matter, for the start-up line
+        (no secret: only whether ``PXLS_TOKEN`` is set)."""
+        return (
+            f"neuro-chat-elo-pxls {VERSION}, {self.base_url}, profiles "
+            f"{'on' if self.profiles_enabled else f'off ({TOKEN_ENV} not set)'}, "
+            f"leaderboard every {_duration(self.leaderboard_interval)}, sweep every "
+            f"{_duration(self.sweep_interval)}, profile cooldown "
+            f"{_duration(self.profile_cooldown)}, delivery {self.delivery}"
+        )
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -74,7 +74,8 @@ class PxlsSource:
         """The database just opened: the engine restores its state and pauses."""
         await self._engine.restore(store)
         log.info(
-            "pxls source open: db=%s canvas=%s",
+            "pxls source open: %s; db=%s canvas=%s",
+            self.settings.summary(),
             self.settings.db_path,
             self._engine.state.current.canvas or "-",
         )

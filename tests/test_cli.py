@@ -154,8 +154,13 @@ def test_jsonlines_rejects_bad_lines(line: str) -> None:
         ("[pxls]\nrequest_timeout = nan\n", "finite number of seconds"),
         ('pxls = "x"\n', "must be a [pxls] table"),
         ("pxls = [1, 2]\n", "must be a [pxls] table"),
-        ("[pxls]\nbackoff_initial = 600\nbackoff_max = 5\n", "backoff_max (0:00:05) is shorter"),
-        ("[pxls]\nauth_pause_max = 600\n", "auth_pause_max (0:10:00) is shorter than auth_pause"),
+        ("[pxls]\nbackoff_initial = 600\nbackoff_max = 5\n", "backoff_max (0m05s) is shorter"),
+        ("[pxls]\nauth_pause = 60\n", "auth_pause must be at least 15m00s, got 1m00s"),
+        ("[pxls]\nprofile_cooldown = -30\n", "must be a positive duration, got -30 s"),
+        (
+            "[pxls]\nauth_pause_max = 600\n",
+            "auth_pause_max (10m00s) is shorter than auth_pause (15m00s)",
+        ),
     ],
 )
 def test_config_mistakes_are_one_line_errors(

@@ -93,3 +93,29 @@ def test_run_exits_with_a_status_systemd_restarts(
     unit = Path(__file__).parent.parent / "examples/systemd/neuro-chat-elo-pxls.service"
     text = unit.read_text()
     assert "Restart=on-failure" in text and "RestartPreventExitStatus=2\n" in text
+
+
+async def test_start_up_says_version_and_settings_and_warns_once_without_a_token(
+    standin: tuple[PxlsStandIn, JumpClock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 21, item 5: the start-up line shows the version and the effective
+    settings; ``PXLS_TOKEN`` unset is said once (``run`` and the source each said it)."""
+    import logging
+
+    from neuro_chat_elo_pxls import __version__
+
+    server, clock = standin
+    monkeypatch.delenv("PXLS_TOKEN", raising=False)
+    config = {"pxls": {"base_url": server.base_url, "db_path": str(tmp_path / "p.sqlite3")}}
+    with caplog.at_level(logging.INFO, logger="neuro_chat_elo_pxls"):
+        await run_host(
+            config, clock=clock, out=io.StringIO(), stop=asyncio.Event(), until=clock.now()
+        )
+    messages = [r.getMessage() for r in caplog.records]
+    (opened,) = [m for m in messages if m.startswith("pxls source open: ")]
+    assert f"neuro-chat-elo-pxls {__version__}, {server.base_url}" in opened
+    assert "profiles off (PXLS_TOKEN not set)" in opened and "leaderboard every 1h00m" in opened
+    assert sum("PXLS_TOKEN is not set" in m for m in messages) == 1

@@ -29,8 +29,7 @@ EXIT_OUTPUT_FAILED = 75
 
 async def run_command(args: argparse.Namespace) -> int:
     config = load_config(args)
-    if not os.environ.get(TOKEN_ENV):
-        log.warning("%s is not set: deltas flow, but without Discord names or factions", TOKEN_ENV)
+    # (no warning here when PXLS_TOKEN is unset: the source's own start-up says it once)
     stop = asyncio.Event()
     install_signal_handlers(stop)
     out = open_output(args.out)
