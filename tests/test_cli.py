@@ -73,6 +73,12 @@ async def test_export_csv(populated_db: str, capsys: pytest.CaptureFixture[str])
 def test_helpful_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--db", str(tmp_path / "missing.sqlite3")]) == 2
     assert "no such database" in capsys.readouterr().err
+    # --json still prints an object on stdout (it printed nothing: issue 21, item 5)
+    assert main(["status", "--json", "--check", "--db", str(tmp_path / "missing.sqlite3")]) == 2
+    out, err = capsys.readouterr()
+    shown = json.loads(out)
+    assert shown["healthy"] is False and "no such database" in shown["error"]
+    assert "no such database" in err
     config = tmp_path / "host.toml"
     config.write_text("[pxls]\nprofile_cooldwn = 1\n")
     assert main(["status", "--config", str(config)]) == 2

@@ -198,3 +198,29 @@ async def test_migration_3_with_drained_outbox_does_not_reuse_seq(tmp_path: Path
     )
     assert [(d.seq, d.delta, d.score) for d in await store.drain_outbox()] == [(4, 7, 10)]
     await store.close()
+
+
+async def test_a_read_only_database_names_the_likely_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21, item 5: a database SQLite may not write (as in a read-only directory,
+    where WAL cannot create its ``-shm`` file) said only "not a usable SQLite
+    database: attempt to write a readonly database". The file is opened read-only
+    here (tests run as root, whom chmod does not stop), through the real open path."""
+    import aiosqlite
+
+    from neuro_chat_elo_pxls.store import writer
+
+    path = tmp_path / "ro.sqlite3"
+    sqlite3.connect(path).close()  # an empty database file
+    connect = aiosqlite.connect
+
+    def read_only(database: str, **kwargs: Any) -> aiosqlite.Connection:
+        return connect(f"file:{database}?mode=ro", uri=True, **kwargs)
+
+    monkeypatch.setattr(writer.aiosqlite, "connect", read_only)
+    with pytest.raises(StoreError) as caught:
+        await Store.open(str(path))
+    message = str(caught.value)
+    assert "readonly" in message and "its directory must be writable" in message
+    assert "ro.sqlite3-wal and -shm" in message

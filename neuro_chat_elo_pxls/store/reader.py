@@ -71,7 +71,7 @@ class StoreReader:
         except BaseException as exc:
             await reader.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{path}: not a usable SQLite database: {exc}") from exc
+                raise schema.unusable(path, exc) from exc
             raise
         return reader
 

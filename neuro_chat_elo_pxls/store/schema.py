@@ -8,6 +8,7 @@ Times in ``users`` and ``outbox`` are integer microseconds since the Unix epoch.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import aiosqlite
@@ -292,7 +293,20 @@ async def prepare(conn: aiosqlite.Connection, path: str) -> None:
         if version < SCHEMA_VERSION:
             await upgrade(conn, version)
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: not a usable SQLite database: {exc}") from exc
+        raise unusable(path, exc) from exc
+
+
+def unusable(path: str, exc: sqlite3.Error) -> StoreError:
+    """The error for a database file that cannot be used, with its likely cause: a
+    read-only *directory* shows as "attempt to write a readonly database", because
+    WAL mode keeps ``-wal`` and ``-shm`` files beside the database."""
+    if "readonly" in str(exc):
+        return StoreError(
+            f"{path}: cannot write the database ({exc}): the file and its directory must "
+            f"be writable by this user (SQLite's WAL mode keeps {os.path.basename(path)}-wal "
+            "and -shm beside it)"
+        )
+    return StoreError(f"{path}: not a usable SQLite database: {exc}")
 
 
 async def user_version(conn: aiosqlite.Connection) -> int:
