@@ -209,8 +209,6 @@ async def test_a_read_only_database_names_the_likely_cause(
     here (tests run as root, whom chmod does not stop), through the real open path."""
     import aiosqlite
 
-    from neuro_chat_elo_pxls.store import writer
-
     path = tmp_path / "ro.sqlite3"
     sqlite3.connect(path).close()  # an empty database file
     connect = aiosqlite.connect
@@ -218,7 +216,7 @@ async def test_a_read_only_database_names_the_likely_cause(
     def read_only(database: str, **kwargs: Any) -> aiosqlite.Connection:
         return connect(f"file:{database}?mode=ro", uri=True, **kwargs)
 
-    monkeypatch.setattr(writer.aiosqlite, "connect", read_only)
+    monkeypatch.setattr(aiosqlite, "connect", read_only)
     with pytest.raises(StoreError) as caught:
         await Store.open(str(path))
     message = str(caught.value)
