@@ -16,6 +16,7 @@ from neuro_chat_elo_pxls.errors import AuthError
 from neuro_chat_elo_pxls.ops.health import default_outbox_age, health_problems
 from neuro_chat_elo_pxls.ops.status import build_status, format_status
 from neuro_chat_elo_pxls.store.reader import StoreReader
+from neuro_chat_elo_pxls.util.times import fmt_duration
 
 from .helpers import T0, FakeClock, FakePxls, drive
 
@@ -234,3 +235,23 @@ async def test_no_auth_alarm_once_the_operator_renewed_the_token(
     assert len([r for r in fake.requests if r[0] == "profile"]) > profiles  # it tried at once
     await renewed.on_shutdown()
     assert await _problems_on_disk(db, clock.now, settings) == []
+
+
+async def test_status_text_shows_times_to_the_second_with_how_long_ago(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """Issue 21, item 5: the text said ``2026-01-05T12:01:30.000000+00:00`` with no
+    "ago"; now ``2026-01-05 12:01:30Z (3m00s ago)`` (the JSON keeps the exact time)."""
+    fake.add("grid_master", 120)
+    source = make_source()
+    await drive(source, clock, clock.now + timedelta(minutes=2))
+    status = await source.status(clock.now + timedelta(minutes=3))
+    text = format_status(status)
+    (pull,) = [line for line in text.splitlines() if line.startswith("last pull")]
+    last = datetime.fromisoformat(status["last_pull_at"])
+    ago = fmt_duration(datetime.fromisoformat(status["checked_at"]) - last)
+    assert f"{last:%Y-%m-%d %H:%M:%S}Z ({ago} ago)" in pull
+    (due,) = [line for line in text.splitlines() if line.startswith("next pull")]
+    assert "(in " in due
+    assert ".000000" not in text and "+00:00" not in text
+    assert status["last_pull_at"].endswith("+00:00")  # the JSON is unchanged

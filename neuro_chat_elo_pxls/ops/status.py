@@ -135,28 +135,55 @@ async def build_status(
     }
 
 
+def _when_text(value: str | None, checked_at: str | None, missing: str = "-") -> str:
+    """A time of the status for a terminal: ``2026-01-05 12:00:00Z (3m09s ago)`` or
+    ``(in 5m00s)``, to the second (the JSON keeps the exact time); text that is not
+    a time is shown as it is (escaped)."""
+    if not value:
+        return missing
+    try:
+        at = datetime.fromisoformat(value)
+        now = datetime.fromisoformat(checked_at) if checked_at else None
+    except (TypeError, ValueError):
+        return shown(str(value))
+    if at.tzinfo is None or now is None or now.tzinfo is None:
+        return shown(value)
+    shown_at = at.strftime("%Y-%m-%d %H:%M:%SZ")
+    if abs(at - now) < timedelta(seconds=1):
+        return f"{shown_at} (now)"
+    if at < now:
+        return f"{shown_at} ({fmt_duration(now - at)} ago)"
+    return f"{shown_at} (in {fmt_duration(at - now)})"
+
+
 def format_status(status: dict[str, Any]) -> str:
-    """``status`` as aligned lines for a terminal."""
+    """``status`` as aligned lines for a terminal; times to the second, with how long
+    ago (or how soon) from when the status was taken."""
     sweep = status["sweep"]
     canvas = shown(status["canvas"]) if status["canvas"] else "-"
+    checked = status.get("checked_at")
+
+    def when(key: str, missing: str = "-", record: dict[str, Any] = status) -> str:
+        return _when_text(record.get(key), checked, missing)
+
     lines = [
         f"database        {status['db_path']}",
-        f"canvas          {canvas} (first seen {status['canvas_first_seen'] or '-'})",
-        f"last pull       {status['last_pull_at'] or 'never'} "
-        f"(stats.json generatedAt {status['last_generated_at'] or '-'})",
-        f"next pull       {status['next_pull_at'] or 'at the next tick'}",
+        f"canvas          {canvas} (first seen {when('canvas_first_seen')})",
+        f"last pull       {when('last_pull_at', 'never')} "
+        f"(stats.json generatedAt {when('last_generated_at')})",
+        f"next pull       {when('next_pull_at', 'at the next tick')}",
         f"users           {status['users']} total, {status['dirty']} dirty, "
         f"{status['awaiting_enrichment']} awaiting enrichment, {status['missing']} missing (404),"
         f" {status['never_enriched']} never enriched",
         f"outbox          {status['outbox']} deltas not yet collected"
-        + (f" (oldest observed {status['oldest_outbox_at']})" if status["outbox"] else ""),
+        + (f" (oldest observed {when('oldest_outbox_at')})" if status["outbox"] else ""),
         f"profiles        {_profiles_text(status['profiles_enabled'])}",
     ]
     if status["last_error"]:
-        lines.append(f"last error      {status['last_error_at']}: {shown(status['last_error'])}")
+        lines.append(f"last error      {when('last_error_at')}: {shown(status['last_error'])}")
     follow = status.get("follow")
     if follow:
-        lines.extend(_follow_lines(follow))
+        lines.extend(_follow_lines(follow, checked))
     if sweep["active"]:
         eta = fmt_duration(timedelta(seconds=sweep["eta_seconds"]))
         lines.append(
@@ -164,10 +191,12 @@ def format_status(status: dict[str, Any]) -> str:
             f"checked, {sweep['remaining']} left, ETA {eta}"
         )
     else:
-        lines.append(f"sweep           #{sweep['number']} finished {sweep['finished_at'] or '-'}")
+        lines.append(
+            f"sweep           #{sweep['number']} finished {when('finished_at', record=sweep)}"
+        )
     for key, st in status["keys"].items():
         state_text = (
-            f"cooling until {st['cooling_until']}: {shown(st['reason'])}"
+            f"cooling until {when('cooling_until', record=st)}: {shown(st['reason'])}"
             if st.get("cooling_until")
             else "ready"
         )
@@ -181,13 +210,13 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _follow_lines(follow: dict[str, Any]) -> list[str]:
+def _follow_lines(follow: dict[str, Any], checked_at: str | None) -> list[str]:
     """The follow list's line, and the names not found if there are any."""
     lines = [
         f"follow          {follow['followed']} followed, {follow['outside_toplist']} outside "
         f"the toplist, {follow['not_found']} not found; profile demand "
         f"{follow['demand_per_hour']:.0f}/h of {follow['capacity_per_hour']:.0f}/h; "
-        f"last round {follow['last_round_finished_at'] or '-'}"
+        f"last round {_when_text(follow['last_round_finished_at'], checked_at)}"
     ]
     if follow["not_found_names"]:
         names = ", ".join(shown(n) for n in follow["not_found_names"])
