@@ -123,3 +123,27 @@ def test_a_sweep_behind_a_schedule_it_can_keep_goes_before_follow_refreshes() ->
     slow = Sweep(StateKeeper(state), timedelta(hours=3), timedelta(minutes=6), remaining=20)
     assert slow.behind(start + timedelta(minutes=90)) and not slow.possible(32)
     assert not slow.urgent(start + timedelta(minutes=90))
+
+
+async def test_a_large_first_enrichment_logs_its_progress(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 21, item 5: 283 new users took ~5 minutes with no line; now a start line,
+    one at each quarter, and one at the end (not one per user)."""
+    for i in range(60):
+        fake.add(f"painter_{i}", 100 + i)
+    source = make_source()
+    with caplog.at_level(logging.INFO, logger="neuro_chat_elo_pxls"):
+        await drive(source, clock, clock.now + timedelta(minutes=10))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("enrichment:")]
+    assert lines == [
+        "enrichment: reading the profiles of 60 new users (their first deltas wait for "
+        "them, at most 1h00m)",
+        "enrichment: 15 of 60 new users' profiles read",
+        "enrichment: 30 of 60 new users' profiles read",
+        "enrichment: 45 of 60 new users' profiles read",
+        "enrichment: the profiles of all 60 new users read",
+    ]

@@ -30,6 +30,8 @@ _WINDOW = Window(Kind.ENRICH, ENRICH_WINDOW)
 
 #: slack for rounding when a wrong clock's holds are pulled back
 _SLACK = timedelta(minutes=1)
+#: From this many new users waiting at once (a first pull), enrichment logs progress.
+PROGRESS_FROM = 50
 
 
 @attrs.define
@@ -46,6 +48,8 @@ class EnrichmentWindow(Job):
     _next_release: datetime | None = None  # earliest hold that runs out
     _problem: str = ""  # why profiles are not being read, for the release warning
     _pulled_at: datetime | None = None  # last_pull_at when the given-up set was cleared
+    _batch: int = 0  # a large batch of holds being read (0: none): its size
+    _batch_read: int = 0  # how many of them were read so far
 
     async def opened(self, store: Store, profiles: bool) -> None:
         """Profiles off: every held first delta is handed out now; else the deadline."""
@@ -82,7 +86,16 @@ class EnrichmentWindow(Job):
         self._given_up.clear()
         await self.refresh_deadline(store)
         await self.refill(store, queue)
+        held = await store.count_held() if self._backlog else 0
         self._pulled_at = pulled
+        if held >= PROGRESS_FROM and not self._batch:
+            self._batch, self._batch_read = held, 0
+            log.info(
+                "enrichment: reading the profiles of %d new users (their first deltas wait "
+                "for them, at most %s)",
+                held,
+                fmt_duration(self.hold),
+            )
 
     def failed(self, command: Command, error: BaseException) -> None:
         if command.key is Key.PROFILE:  # the release warning says why
@@ -96,7 +109,20 @@ class EnrichmentWindow(Job):
     async def visited(self, store: Store, visit: Visit) -> None:
         self._problem = ""  # profiles flow: the release warning blames the queue
         if visit.holds_changed:
+            self._progress()
             await self.refresh_deadline(store)
+
+    def _progress(self) -> None:
+        """A held user of a large batch was read: a line at each quarter and at the end."""
+        if not self._batch:
+            return
+        self._batch_read += 1
+        read, total = self._batch_read, self._batch
+        if read >= total:
+            log.info("enrichment: the profiles of all %d new users read", total)
+            self._batch = 0
+        elif read * 4 // total > (read - 1) * 4 // total:
+            log.info("enrichment: %d of %d new users' profiles read", read, total)
 
     async def clamp(self, store: Store, now: datetime, jumped_back: bool) -> None:
         """Holds that began in the future (a wrong clock) begin now."""
@@ -126,6 +152,7 @@ class EnrichmentWindow(Job):
             return
         released = await store.release_held(now - self.hold)
         if released:
+            self._batch = 0  # (its warning below says the rest)
             log.warning(
                 "released %d held first deltas without Discord/faction after %s: "
                 "profile not fetched (%s)",

@@ -121,6 +121,10 @@ class StoreReader:
         )
         return [row[0] for row in rows if row[0] not in exclude][:limit]
 
+    async def count_held(self) -> int:
+        """Users whose first delta waits for their profile."""
+        return await self._db.read(lambda conn: scalar(conn, "SELECT COUNT(held_score) FROM users"))
+
     async def earliest_hold(self) -> datetime | None:
         """``held_since`` of the longest-held user, or None."""
         rows = await self._db.rows("SELECT MIN(held_since) FROM users WHERE held_score IS NOT NULL")
