@@ -279,9 +279,22 @@ async def _holding(source: Source, now: datetime) -> str:
     )
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGINT/SIGTERM set ``stop``: the loop finishes its tick and shuts down cleanly."""
+def install_signal_handlers(stop: asyncio.Event, reopen: Callable[[], None] | None = None) -> None:
+    """SIGINT/SIGTERM set ``stop``: the loop finishes its tick and shuts down cleanly.
+    SIGHUP (logrotate's ``postrotate``, ``systemctl reload``, a closed terminal) calls
+    ``reopen`` (the ``--out`` file) and never ends the run (it used to: exit 129)."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+
+    def hangup() -> None:
+        if reopen is None:
+            log.info("SIGHUP: no output file to reopen (deltas go to stdout); ignored")
+        else:
+            reopen()
+
+    for sig, handler in (
+        (signal.SIGINT, stop.set),
+        (signal.SIGTERM, stop.set),
+        (signal.SIGHUP, hangup),
+    ):
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            loop.add_signal_handler(sig, handler)

@@ -187,3 +187,47 @@ async def test_second_process_on_same_database_refuses(
     finally:
         first.send_signal(signal.SIGTERM)
         await first.wait()
+
+
+async def _until(
+    proc: asyncio.subprocess.Process, condition: Any, what: str, seconds: float = 60
+) -> None:
+    """Poll a condition of the running host (a guard against a hang, not a timer the
+    outcome depends on); the host exiting meanwhile fails at once."""
+    for _ in range(int(seconds * 10)):
+        if condition():
+            return
+        assert proc.returncode is None, f"the host exited ({proc.returncode}) before: {what}"
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {seconds:g} real seconds: {what}")
+
+
+async def test_sighup_reopens_the_output_file_and_loses_nothing(
+    world: tuple[PxlsStandIn, SimClock, list[str]], tmp_path: Path
+) -> None:
+    """Issue 21, item 6: SIGHUP (logrotate's postrotate) killed ``run`` with exit 129
+    and the file was never reopened. Now: the file moved away, SIGHUP, the lines go
+    to a new file, the run goes on, and the two files hold every seq exactly once."""
+    _, _, cmd = world
+    cmd = [("INFO" if part == "WARNING" else part) for part in cmd]
+    out, rotated, log = tmp_path / "deltas.jsonl", tmp_path / "deltas.jsonl.1", tmp_path / "h.log"
+    proc = await _spawn(cmd, log)
+    try:
+        await _until(proc, lambda: out.exists() and out.stat().st_size > 0, "the first deltas")
+        out.rename(rotated)  # logrotate's default "create" mode
+        proc.send_signal(signal.SIGHUP)
+        await _until(proc, lambda: "reopened" in log.read_text(), "the reopen log line")
+        written = lambda: out.exists() and out.stat().st_size > 0  # noqa: E731
+        await _until(proc, written, "deltas in the new file")
+        assert proc.returncode is None  # still running
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        status = await asyncio.wait_for(proc.wait(), 30)
+    assert status == 0
+    before, dup_before, torn_before = _read_deltas(rotated)
+    after, dup_after, torn_after = _read_deltas(out)
+    assert (dup_before, torn_before, dup_after, torn_after) == (0, 0, 0, 0)
+    seqs = [d.seq for d in before] + [d.seq for d in after]
+    assert seqs == list(range(1, len(seqs) + 1)), "a delta was lost or written twice"
+    assert before and after
+    assert "Traceback" not in log.read_text()

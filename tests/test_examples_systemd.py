@@ -100,3 +100,17 @@ def test_the_example_host_shows_the_running_table_on_local_runs() -> None:
     assert module.host_argv(["status", "--check"]) == ["status", "--check"]
     args = build_parser().parse_args(module.host_argv(["--base-url", "http://127.0.0.1:9"]))
     assert args.table_every == 1.0
+
+
+def test_logrotate_moves_the_file_and_reloads_not_copytruncate() -> None:
+    """Issue 21, item 6: the rotated file is the unit's ``--out``, rotation is
+    create + SIGHUP (``systemctl reload`` → ``ExecReload`` → ``run`` reopens), never
+    ``copytruncate`` (lines between its copy and truncation are lost)."""
+    rotate = (SYSTEMD.parent / "logrotate" / "neuro-chat-elo-pxls").read_text()
+    rules = [line.split("#")[0].strip() for line in rotate.splitlines()]
+    (start,) = [shlex.split(v) for k, v in _directives(UNITS[0]) if k == "ExecStart"]
+    out = start[start.index("--out") + 1]
+    assert f"{out} {{" in rules
+    assert "copytruncate" not in rules and "create 0640 neuro-chat-elo neuro-chat-elo" in rules
+    assert any("systemctl reload neuro-chat-elo-pxls.service" in rule for rule in rules)
+    assert dict(_directives(UNITS[0]))["ExecReload"] == "/bin/kill -HUP $MAINPID"

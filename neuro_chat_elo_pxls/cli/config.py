@@ -5,6 +5,7 @@ output file (``run``, ``demo``) and the database opened read-only (``status``,
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tomllib
@@ -15,6 +16,8 @@ from ..engine.state import SchedulerState
 from ..errors import ConfigError
 from ..settings import PxlsSettings
 from ..store.reader import StoreReader
+
+log = logging.getLogger("neuro_chat_elo_pxls")
 
 
 def load_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -56,21 +59,69 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def open_output(path: str | None) -> TextIO:
-    """stdout, or ``path`` opened for appending on a fresh line.
+def _append(path: str) -> TextIO:
+    """``path`` opened for appending on a fresh line.
 
     A host killed in the middle of a write may leave a partial last line; its
     deltas were not acknowledged (``delivery = "ack"``) and come again, so the
     partial line is just closed off here and readers skip it as malformed.
     """
-    if path in (None, "-"):
-        return sys.stdout
     with open(path, "ab+") as raw:
         if raw.seek(0, os.SEEK_END) > 0:
             raw.seek(-1, os.SEEK_END)
             if raw.read(1) != b"\n":
                 raw.write(b"\n")
     return open(path, "a", encoding="utf-8")
+
+
+class OutputFile:
+    """``run --out FILE``: appended to, and reopened by :meth:`reopen` (on SIGHUP,
+    after logrotate moved the file away: lines go to the new file from then on; no
+    ``copytruncate``, whose lines written between the copy and the truncation are
+    lost). Synchronous; the host writes a batch without yielding, so a reopen never
+    falls inside one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = _append(path)
+
+    def write(self, text: str, /) -> int:
+        return self._file.write(text)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def reopen(self) -> None:
+        """Open ``path`` again (a new file if it was moved); on failure keep writing
+        to the old one, and say so."""
+        try:
+            new = _append(self.path)
+        except OSError as exc:
+            log.error(
+                "SIGHUP: cannot reopen %s (%s); still writing to the old file",
+                self.path,
+                exc.strerror or exc,
+            )
+            return
+        old, self._file = self._file, new
+        try:
+            old.close()
+        except OSError as exc:  # its last lines were flushed and fsynced already
+            log.warning("SIGHUP: closing the old %s: %s", self.path, exc.strerror or exc)
+        log.info("SIGHUP: %s reopened; deltas are appended to it from now on", self.path)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_output(path: str | None) -> TextIO | OutputFile:
+    """stdout, or ``path`` opened for appending on a fresh line (:class:`OutputFile`)."""
+    if path in (None, "-"):
+        return sys.stdout
+    return OutputFile(path)
 
 
 async def open_database(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..host import OutputError, Totals, install_signal_handlers, run_host
 from ..settings import TOKEN_ENV
 from ..util.clock import SimClock
-from .config import load_config, open_output
+from .config import OutputFile, load_config, open_output
 
 if TYPE_CHECKING:
     from ..testing.standin import PxlsStandIn
@@ -31,8 +31,8 @@ async def run_command(args: argparse.Namespace) -> int:
     config = load_config(args)
     # (no warning here when PXLS_TOKEN is unset: the source's own start-up says it once)
     stop = asyncio.Event()
-    install_signal_handlers(stop)
     out = open_output(args.out)
+    install_signal_handlers(stop, out.reopen if isinstance(out, OutputFile) else None)
     try:
         clock = SimClock(
             start=datetime.fromisoformat(args.sim_start) if args.sim_start else None,
