@@ -12,14 +12,22 @@ Call order a host follows::
     pm.hook.register_sources(register=pm.register, config=config)   # sync, once
     loop:
         await call_async_hook(pm.hook.on_tick, now=now)           # now: aware UTC
-        deltas = await call_async_hook(pm.hook.collect_deltas)    # list of lists
-        sleep until min(pm.hook.next_due_at(now=now))             # optional
+        batches = await call_async_hook(pm.hook.collect_deltas)   # a list per source
+        store them durably, then (at-least-once sources):
+        await call_async_hook(pm.hook.acknowledge, deltas=every_delta_stored)
+        dues = pm.hook.next_due_at(now=now)                       # pluggy drops None
+        sleep until min(dues, default=now + your_poll_interval)
     await call_async_hook(pm.hook.on_shutdown)
+
+Hooks are awaited one after the other (:func:`call_async_hook`); a host may call
+them while an earlier call still runs (a source serialises them) and may cancel any
+of them (nothing is lost). ``on_tick`` sends at most one request and never sleeps:
+it takes milliseconds, up to the request timeout (20 s by default) when pxls is slow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,7 +91,18 @@ async def on_tick(now: datetime) -> None:
 
 @hookspec
 async def collect_deltas() -> list[Any]:  # type: ignore[empty-body]
-    """Return, and durably remove, the contributions (EloDelta) made since the last call."""
+    """Return the contributions (EloDelta) made since the last call. An at-most-once
+    source (pxls ``delivery = "drain"``) removes them as it returns them; an
+    at-least-once one (``"ack"``) keeps them until :func:`acknowledge` and hands
+    them out again after a restart (same ``seq``: de-duplicate on ``(instance, seq)``).
+    ``delta`` is signed: a count that falls (a rollback) gives a negative one."""
+
+
+@hookspec
+async def acknowledge(deltas: Sequence[Any]) -> None:
+    """Optional: the host has durably stored ``deltas`` (from any sources). Each source
+    acknowledges those of its own ``instance`` and ignores the rest, so a host needs no
+    reference to its sources; an at-most-once source does nothing."""
 
 
 @hookspec
@@ -95,7 +114,8 @@ async def on_shutdown() -> None:
 def next_due_at(now: datetime) -> datetime | None:
     """Optional, synchronous: the earliest host time (aware, UTC) at which the source
     has work, so a host can sleep until then instead of polling. ``None``: nothing
-    scheduled. A host takes the minimum over all results."""
+    scheduled. pluggy leaves ``None`` results out of the list, so it may be empty: a
+    host takes ``min(results, default=...)``, never a bare ``min``."""
 
 
 async def call_async_hook(hook: Any, **kwargs: Any) -> list[Any]:

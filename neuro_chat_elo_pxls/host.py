@@ -145,14 +145,12 @@ def _durable(out: LineSink) -> None:
         os.fsync(fd)
 
 
-async def deliver(
-    pm: pluggy.PluginManager, sources: list[Source], out: LineSink, totals: Totals
-) -> None:
+async def deliver(pm: pluggy.PluginManager, out: LineSink, totals: Totals) -> None:
     """Collect every source's deltas, write them as JSON lines, make them durable
     (flush + fsync), then acknowledge them to their source. Raises
     :class:`OutputError` (nothing of the failed batch acknowledged) if writing fails."""
     batches = await call_async_hook(pm.hook.collect_deltas)
-    for source, batch in zip(sources, batches, strict=True):
+    for batch in batches:
         if not batch:
             continue
         try:
@@ -166,7 +164,9 @@ async def deliver(
             ) from exc
         for delta in batch:
             totals.add(delta)
-        await source.ack_deltas(batch[-1].seq)  # stored durably: now acknowledge
+        # stored durably: now acknowledged, through the hook (each source takes its own
+        # instance's; no source reference needed)
+        await call_async_hook(pm.hook.acknowledge, deltas=batch)
 
 
 def _log_table(title: str, totals: Totals) -> None:
@@ -217,7 +217,7 @@ async def run_host(
             if until is not None and now >= until:
                 break
             await call_async_hook(pm.hook.on_tick, now=now)
-            await deliver(pm, sources, out, totals)
+            await deliver(pm, out, totals)
             now = clock.now()
             if table_every is not None and now >= next_table:
                 _log_table(f"running table at {now.isoformat(timespec='seconds')}", totals)
@@ -251,7 +251,7 @@ async def _shut_down(
     """The end of a run, however it ended: a last delivery (its failure swallowed),
     what each database holds, ``on_shutdown``, the final table, the shutdown line."""
     with contextlib.suppress(Exception):
-        await deliver(pm, sources, out, totals)
+        await deliver(pm, out, totals)
     holdings = [await _holding(source, clock.now()) for source in sources]
     await call_async_hook(pm.hook.on_shutdown)
     if final_table:

@@ -20,6 +20,9 @@ field          type                   meaning
                                       ``generatedAt``) or ``"profile"`` (host time of
                                       the profile answer); absent in older lines:
                                       ``"toplist"``
+``instance``   string                 the pxls instance (``"pxls.space"``); ``seq`` is
+                                      per source: de-duplicate on ``(instance, seq)``;
+                                      absent in older lines: ``""``
 =============  =====================  ==================================================
 
 A reader must ignore unknown fields (later minor additions) and reject ``v`` > 1.
@@ -56,6 +59,7 @@ def delta_to_dict(delta: EloDelta) -> dict[str, Any]:
         .isoformat(timespec="microseconds")
         .replace("+00:00", "Z"),
         "via": delta.via,
+        "instance": delta.instance,
     }
 
 
@@ -105,6 +109,7 @@ def loads(line: str) -> EloDelta:
             canvas=str(data["canvas"]),
             observed_at=_utc(data["observed_at"]),
             via=_via(data.get("via", "toplist")),
+            instance=str(data.get("instance", "")),
         )
     except MalformedDataError:
         raise

@@ -28,7 +28,7 @@ class EloDelta:
     ``observed_at`` when the change was observed (aware, UTC): the snapshot's
     ``generatedAt`` for ``via="toplist"``, the host time of the profile answer for
     ``via="profile"``; ``seq`` strictly increases over the life of the database, so
-    a host can de-duplicate.
+    a host can de-duplicate (on ``(instance, seq)`` when it has several sources).
     """
 
     seq: int
@@ -41,6 +41,9 @@ class EloDelta:
     canvas: str
     observed_at: datetime
     via: str = "toplist"  # where the change was observed: "toplist" or "profile"
+    #: the pxls instance (``pxls.space``; a source's ``instance_name``): ``seq`` is per
+    #: source, so a host with several sources de-duplicates on ``(instance, seq)``
+    instance: str = ""
 
 
 class ToplistRow(NamedTuple):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 from datetime import timedelta
@@ -150,6 +151,17 @@ def _delivery(instance: object, attribute: attrs.Attribute[str], value: str) -> 
         raise ConfigError(f"delivery must be 'drain' or 'ack', got {value!r}")
 
 
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _instance(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    if value is not None and not (isinstance(value, str) and _INSTANCE.fullmatch(value)):
+        raise ConfigError(
+            "instance must be 1-64 letters, digits, '.', '_' or '-' (starting with a letter "
+            f"or digit), got {value!r:.80}"
+        )
+
+
 def _profile_endpoint(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("api", "html"):
         raise ConfigError(f"profile_endpoint must be 'api' or 'html', got {value!r}")
@@ -199,6 +211,8 @@ class PxlsSettings:
         default=timedelta(hours=1), validator=_at_least(timedelta(minutes=10))
     )
     user_agent: str = attrs.field(default=DEFAULT_USER_AGENT, validator=_header_text)
+    #: the pxls instance's name, carried by every EloDelta (None: ``base_url``'s host)
+    instance: str | None = attrs.field(default=None, validator=_instance)
     token: Secret | None = attrs.field(factory=lambda: _secret_from_env(TOKEN_ENV), repr=False)
     cf_auth: Secret | None = attrs.field(factory=lambda: _secret_from_env(CF_AUTH_ENV), repr=False)
 
@@ -216,6 +230,15 @@ class PxlsSettings:
             )
 
     @property
+    def instance_name(self) -> str:
+        """``instance``, or the host name of ``base_url`` (``pxls.space``): with ``seq``
+        it names a delta uniquely across sources (each has its own database)."""
+        if self.instance is not None:
+            return self.instance
+        host = urllib.parse.urlsplit(self.base_url).hostname or "pxls"
+        return host.lower()
+
+    @property
     def profiles_enabled(self) -> bool:
         """Profiles need a logged-in session: without ``PXLS_TOKEN`` none is requested."""
         return self.token is not None
@@ -224,7 +247,8 @@ class PxlsSettings:
         """The version and the effective settings that matter, for the start-up line
         (no secret: only whether ``PXLS_TOKEN`` is set)."""
         return (
-            f"neuro-chat-elo-pxls {VERSION}, {self.base_url}, profiles "
+            f"neuro-chat-elo-pxls {VERSION}, instance {self.instance_name} ({self.base_url}), "
+            "profiles "
             f"{'on' if self.profiles_enabled else f'off ({TOKEN_ENV} not set)'}, "
             f"leaderboard every {_duration(self.leaderboard_interval)}, sweep every "
             f"{_duration(self.sweep_interval)}, profile cooldown "

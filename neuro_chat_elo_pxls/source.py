@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +59,7 @@ class PxlsSource:
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._handed_out = 0  # ack delivery: highest seq returned since open
         self._empty_at = -1  # store commits when collect_deltas last found nothing
+        self._bad_now_said = False  # a host's wrong ``now`` is reported once
 
     def __repr__(self) -> str:
         return f"PxlsSource(base_url={self.settings.base_url!r}, db_path={self.settings.db_path!r})"
@@ -87,6 +88,16 @@ class PxlsSource:
         """Do the work due at host time ``now`` (aware UTC): at most one request command."""
         try:
             now = check_now(now)
+        except TypeError as exc:  # the host's bug: said once, plainly, never raised
+            if not self._bad_now_said:
+                self._bad_now_said = True
+                log.error(
+                    "on_tick: %s; nothing runs until the host passes "
+                    "datetime.now(timezone.utc) (said once)",
+                    exc,
+                )
+            return
+        try:
             async with self._hooks:
                 store = await self._db.ensure(now)
                 if store is None:
@@ -103,7 +114,7 @@ class PxlsSource:
         ``delivery="drain"`` (default): removed in the same transaction (at-most-once
         if the host crashes before storing them). ``delivery="ack"``: kept until
         :meth:`ack_deltas`; after a restart the unacknowledged ones come again
-        (at-least-once; de-duplicate on ``seq``).
+        (at-least-once; de-duplicate on ``(instance, seq)``).
         """
         try:
             async with self._hooks:
@@ -111,10 +122,11 @@ class PxlsSource:
                 if store is None or store.commits == self._empty_at:
                     return []  # (no write since the last empty call: no delta either)
                 commits = store.commits
+                instance = self.settings.instance_name
                 if self.settings.delivery == "drain":
-                    deltas = await store.drain_outbox()
+                    deltas = await store.drain_outbox(instance)
                 else:
-                    deltas = await store.peek_outbox(self._handed_out)
+                    deltas = await store.peek_outbox(self._handed_out, instance)
                     if deltas:
                         self._handed_out = deltas[-1].seq
                 if not deltas:
@@ -131,6 +143,16 @@ class PxlsSource:
             store = await self._db.ensure()
             if store is not None and self.settings.delivery == "ack":
                 await store.ack_outbox(upto_seq)
+
+    @hookimpl
+    async def acknowledge(self, deltas: Sequence[Any]) -> None:
+        """The host has durably stored ``deltas`` (any sources'): this source
+        acknowledges the highest ``seq`` among those of its instance (the hook form of
+        :meth:`ack_deltas`, for a host that keeps no reference to its sources)."""
+        mine = self.settings.instance_name
+        seqs = [d.seq for d in deltas if getattr(d, "instance", None) == mine]
+        if seqs:
+            await self.ack_deltas(max(seqs))
 
     @hookimpl
     async def on_shutdown(self) -> None:

@@ -9,14 +9,16 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from neuro_chat_elo_pxls import EloDelta, Faction, PxlsSource, jsonlines
+from neuro_chat_elo_pxls import EloDelta, Faction, PxlsSettings, PxlsSource, jsonlines
 from neuro_chat_elo_pxls.cli import main
-from neuro_chat_elo_pxls.errors import MalformedDataError
+from neuro_chat_elo_pxls.errors import ConfigError, MalformedDataError
 
 from .helpers import FakeClock, FakePxls, drive
 
@@ -257,3 +259,34 @@ def test_json_log_records_carry_event_fields() -> None:
     assert entry["message"] == "backing off profile" and entry["level"] == "WARNING"
     plain = json.loads(JsonLogFormatter().format(logging.LogRecord("x", 20, "f", 1, "m", (), None)))
     assert "event" not in plain
+
+
+def test_json_lines_carry_the_instance_and_old_lines_still_parse() -> None:
+    delta = EloDelta(3, "a", 1, None, None, 5, 5, "86", datetime(2026, 1, 5, tzinfo=UTC))
+    delta = attrs.evolve(delta, instance="pxls.space")
+    line = jsonlines.dumps(delta)
+    assert '"instance":"pxls.space"' in line and jsonlines.loads(line) == delta
+    old = json.loads(line)
+    del old["instance"]
+    assert jsonlines.loads(json.dumps(old)).instance == ""
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({}, "pxls.space"),
+        ({"base_url": "http://127.0.0.1:8080"}, "127.0.0.1"),
+        ({"base_url": "https://Pxls.Example.org/sub"}, "pxls.example.org"),
+        ({"instance": "ironmouse"}, "ironmouse"),
+    ],
+)
+def test_instance_name_defaults_to_the_host_of_base_url(
+    settings: dict[str, Any], name: str
+) -> None:
+    assert PxlsSettings(db_path="x", **settings).instance_name == name
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "-x", "x" * 65, "é"])
+def test_a_bad_instance_name_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="instance must be"):
+        PxlsSettings(db_path="x", instance=bad)

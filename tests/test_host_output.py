@@ -116,6 +116,6 @@ async def test_start_up_says_version_and_settings_and_warns_once_without_a_token
         )
     messages = [r.getMessage() for r in caplog.records]
     (opened,) = [m for m in messages if m.startswith("pxls source open: ")]
-    assert f"neuro-chat-elo-pxls {__version__}, {server.base_url}" in opened
+    assert f"neuro-chat-elo-pxls {__version__}, instance 127.0.0.1 ({server.base_url})" in opened
     assert "profiles off (PXLS_TOKEN not set)" in opened and "leaderboard every 1h00m" in opened
     assert sum("PXLS_TOKEN is not set" in m for m in messages) == 1

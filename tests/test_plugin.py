@@ -129,3 +129,64 @@ async def test_no_pxls_section_registers_nothing_and_sends_nothing(
     pm.hook.register_sources(register=registered.append, config={"other_plugin": {}})
     assert registered == []
     assert sent == []
+
+
+async def test_two_sources_acknowledge_through_the_hook_without_seq_collisions(
+    tmp_path: Path, fake: Any, clock: Any
+) -> None:
+    """Issue 21, item 8: a pluggy host registered with ``register=pm.register`` keeps
+    no reference to its sources, so it could not acknowledge, and two sources' seqs
+    both start at 1. Now every delta names its ``instance``; the ``acknowledge`` hook
+    takes any deltas and each source acknowledges only its own instance's."""
+    import random
+
+    from .helpers import FakePxls
+
+    pm = make_pm()
+    other = FakePxls(clock)
+    fake.add("grid_master", 120)
+    other.add("ironmouse_fan", 7)
+    a = PxlsSource(
+        PxlsSettings(db_path=str(tmp_path / "a.sqlite3"), token=None, delivery="ack"),
+        client=fake,
+        rng=random.Random(1),
+    )
+    b = PxlsSource(
+        PxlsSettings(
+            db_path=str(tmp_path / "b.sqlite3"),
+            base_url="https://pxls.ironmouse.example",
+            token=None,
+            delivery="ack",
+        ),
+        client=other,
+        rng=random.Random(2),
+    )
+    pm.hook.register_sources(register=pm.register, config={})  # nothing of ours
+    pm.register(a)
+    pm.register(b)
+    try:
+        await call_async_hook(pm.hook.on_tick, now=clock.now)
+        batches = await call_async_hook(pm.hook.collect_deltas)
+        deltas = [d for batch in batches for d in batch]
+        assert {(d.instance, d.seq) for d in deltas} == {
+            ("pxls.space", 1),
+            ("pxls.ironmouse.example", 1),
+        }  # the same seq, told apart by the instance
+        ours = [d for d in deltas if d.instance == "pxls.space"]
+        await call_async_hook(pm.hook.acknowledge, deltas=ours)  # only a's
+        await a.on_shutdown()
+        await b.on_shutdown()
+        a2 = PxlsSource(a.settings, client=fake)
+        b2 = PxlsSource(b.settings, client=other)
+        assert await a2.collect_deltas() == []  # acknowledged: gone
+        (again,) = await b2.collect_deltas()  # not acknowledged: comes again
+        assert (again.instance, again.seq, again.user) == (
+            "pxls.ironmouse.example",
+            1,
+            "ironmouse_fan",
+        )
+        await a2.on_shutdown()
+        await b2.on_shutdown()
+    finally:
+        await a.on_shutdown()
+        await b.on_shutdown()

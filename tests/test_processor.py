@@ -263,6 +263,23 @@ async def test_tick_never_raises(
     assert "unexpected error in pull" in caplog.text
 
 
+async def test_a_naive_now_is_one_clear_error_not_a_traceback_per_tick(
+    make_source: Callable[..., PxlsSource], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 21, item 8: a host passing ``datetime.now()`` (naive) got an ERROR with a
+    traceback on every tick, forever; now one line, once, saying what to pass."""
+    source = make_source()
+    naive = clock.now.replace(tzinfo=None)
+    for minute in range(5):
+        await source.on_tick(naive + timedelta(minutes=minute))
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "datetime.now(timezone.utc)" in errors[0].getMessage()
+    assert source.next_due_at(clock.now) is not None  # nothing ran; a good tick still works
+    await source.on_tick(clock.now)
+    assert (await source.status(clock.now))["last_pull_at"] is not None
+
+
 def test_pacing_gap_has_a_relative_margin_and_an_absolute_floor() -> None:
     from neuro_chat_elo_pxls.jobs.profiles import pacing_gap
 

@@ -222,3 +222,21 @@ async def test_a_read_only_database_names_the_likely_cause(
     message = str(caught.value)
     assert "readonly" in message and "its directory must be writable" in message
     assert "ro.sqlite3-wal and -shm" in message
+
+
+async def test_a_database_serves_one_instance(tmp_path: Path) -> None:
+    """DESIGN 9: two instances on one database file are refused (their seqs and scores
+    would mix); the same instance opens it again."""
+    from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
+
+    db = str(tmp_path / "one.sqlite3")
+    first = PxlsSource(PxlsSettings(db_path=db, token=None))
+    await first.open()
+    await first.on_shutdown()
+    again = PxlsSource(PxlsSettings(db_path=db, token=None, instance="pxls.space"))
+    await again.open()  # the default instance of https://pxls.space is "pxls.space"
+    await again.on_shutdown()
+    other = PxlsSource(PxlsSettings(db_path=db, token=None, base_url="https://event.example"))
+    with pytest.raises(StoreError, match=r"belongs to pxls instance pxls\.space, not event\."):
+        await other.open()
+    await other.on_shutdown()

@@ -20,6 +20,7 @@ from typing import Generic, Protocol, TypeVar
 
 import attrs
 
+from ..errors import StoreError
 from ..pxls.client import PxlsApi
 from ..settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings, credentials_fingerprint
 from ..store.writer import Store
@@ -72,6 +73,13 @@ class Engine(Generic[J]):
     async def restore(self, store: Store) -> None:
         """The database just opened: restore the engine state and the key states."""
         self.state.adopt(SchedulerState.from_rows(await store.load_state_rows()))
+        recorded, instance = self.state.current.instance, self.settings.instance_name
+        if recorded and recorded != instance:
+            raise StoreError(
+                f"{self.settings.db_path} belongs to pxls instance {shown(recorded)}, not "
+                f"{shown(instance)}: give each instance its own db_path (seqs are per "
+                "database)"
+            )
         keys, salt, fingerprints = self._restored_keys(self.state.current)
         self.queue.restore(keys)
         # what this source runs with, for ``status`` from another process
@@ -82,6 +90,7 @@ class Engine(Generic[J]):
             credentials=fingerprints[Key.PROFILE.value],
             leaderboard_credentials=fingerprints[Key.LEADERBOARD.value],
             credentials_salt=salt,
+            instance=instance,
         )
         if not self.settings.profiles_enabled:
             log.warning(

@@ -95,6 +95,9 @@ class SchedulerState:
     credentials: str = ""
     leaderboard_credentials: str = ""
     credentials_salt: str = ""
+    #: the pxls instance this database belongs to ("": not recorded yet): one
+    #: database serves one instance, whose seqs it numbers
+    instance: str = ""
     # the running source's view, for ``status`` from another process:
     profiles_enabled: bool | None = None  # had that source a PXLS_TOKEN? (None: unknown)
     last_error: str = ""  # the last failure's log line
@@ -153,7 +156,14 @@ class SchedulerState:
 
 _INT_FIELDS = frozenset({"sweep_number", "sweep_total"})
 _TEXT_FIELDS = frozenset(
-    {"canvas", "last_error", "credentials", "leaderboard_credentials", "credentials_salt"}
+    {
+        "canvas",
+        "last_error",
+        "credentials",
+        "leaderboard_credentials",
+        "credentials_salt",
+        "instance",
+    }
 )
 _BOOL_FIELDS = frozenset({"profiles_enabled"})
 

@@ -213,9 +213,10 @@ class StoreReader:
     async def count_outbox(self) -> int:
         return await self._db.read(lambda conn: scalar(conn, "SELECT COUNT(*) FROM outbox"))
 
-    async def peek_outbox(self, after_seq: int) -> list[EloDelta]:
-        """Committed outbox rows with ``seq > after_seq``, in order, not removed."""
-        return await self._db.read(lambda conn: outbox_rows(conn, after_seq))
+    async def peek_outbox(self, after_seq: int, instance: str = "") -> list[EloDelta]:
+        """Committed outbox rows with ``seq > after_seq``, in order, not removed (each
+        delta carries ``instance``)."""
+        return await self._db.read(lambda conn: outbox_rows(conn, after_seq, instance))
 
     async def counts(self) -> dict[str, int]:
         """Users total / dirty / held / missing / never enriched, and the outbox size."""

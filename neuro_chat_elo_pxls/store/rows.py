@@ -149,7 +149,9 @@ async def save_users(conn: aiosqlite.Connection, users: Iterable[UserRow]) -> No
     )
 
 
-async def outbox_rows(conn: aiosqlite.Connection, after_seq: int) -> list[EloDelta]:
+async def outbox_rows(
+    conn: aiosqlite.Connection, after_seq: int, instance: str = ""
+) -> list[EloDelta]:
     async with conn.execute(
         "SELECT seq, user, pxls_id, discord, faction_id, faction_tag, faction_name, "
         "faction_color, delta, score, canvas, observed_at, via FROM outbox WHERE seq > ? "
@@ -159,11 +161,11 @@ async def outbox_rows(conn: aiosqlite.Connection, after_seq: int) -> list[EloDel
         # rows become EloDeltas as SQLite yields them, in aiosqlite's thread: the
         # event loop is not held (~0.1 s per 100,000) and no list of row tuples
         # is built only to be thrown away
-        cur.row_factory = _delta_factory()  # type: ignore[assignment]
+        cur.row_factory = _delta_factory(instance)  # type: ignore[assignment]
         return cast(list[EloDelta], await cur.fetchall())
 
 
-def _delta_factory() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], EloDelta]:
+def _delta_factory(instance: str) -> Callable[[sqlite3.Cursor, tuple[Any, ...]], EloDelta]:
     """A row factory: outbox row → EloDelta. Times and factions repeat a lot: each
     is built once per call of the factory."""
     times: dict[int, datetime] = {}
@@ -181,7 +183,7 @@ def _delta_factory() -> Callable[[sqlite3.Cursor, tuple[Any, ...]], EloDelta]:
             if faction is None:
                 faction = factions[key] = Faction(fid, ftag or "", fname or "", fcolor)
         return EloDelta(
-            seq, user, pxls_id, discord, faction, delta, score, canvas, observed_at, via
+            seq, user, pxls_id, discord, faction, delta, score, canvas, observed_at, via, instance
         )
 
     return make

@@ -301,15 +301,16 @@ class Store(StoreReader):
 
     # -- outbox --------------------------------------------------------------
 
-    async def drain_outbox(self) -> list[EloDelta]:
-        """Return and delete every outbox row, in ``seq`` order, in one transaction.
+    async def drain_outbox(self, instance: str = "") -> list[EloDelta]:
+        """Return and delete every outbox row, in ``seq`` order, in one transaction
+        (each delta carries ``instance``).
 
         If the caller is cancelled after the delete committed, the rows are kept
         here and returned first by the next call: nothing is lost.
         """
 
         async def unit(conn: aiosqlite.Connection) -> list[EloDelta]:
-            rows = await outbox_rows(conn, 0)
+            rows = await outbox_rows(conn, 0, instance)
             if rows:
                 await conn.execute("DELETE FROM outbox WHERE seq <= ?", (rows[-1].seq,))
             return rows
