@@ -114,3 +114,36 @@ def test_logrotate_moves_the_file_and_reloads_not_copytruncate() -> None:
     assert "copytruncate" not in rules and "create 0640 neuro-chat-elo neuro-chat-elo" in rules
     assert any("systemctl reload neuro-chat-elo-pxls.service" in rule for rule in rules)
     assert dict(_directives(UNITS[0]))["ExecReload"] == "/bin/kill -HUP $MAINPID"
+
+
+@pytest.mark.integration
+async def test_the_minimal_host_runs_against_the_stand_in_and_stops_on_sigterm() -> None:
+    """docs/hosts.md's host, as shipped: aimed at a local stand-in (not pxls.space),
+    JSON lines with their instance on stdout, a clean exit 0 on SIGTERM."""
+    import asyncio
+    import os
+    import signal
+
+    from neuro_chat_elo_pxls import jsonlines
+
+    script = Path(__file__).parent.parent / "examples" / "minimal_host.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("PXLS_TOKEN", "PXLS_CF_AUTH")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 60)  # a hang guard only
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    rest, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    deltas = [jsonlines.loads(line) for line in (first + rest).decode().splitlines()]
+    assert deltas and {d.instance for d in deltas} == {"127.0.0.1"}
+    assert [d.seq for d in deltas] == list(range(1, len(deltas) + 1))
+    text = err.decode()
+    assert "a local pxls stand-in at http://127.0.0.1:" in text and "Traceback" not in text
