@@ -76,7 +76,7 @@ async def pacing() -> dict[str, float]:
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     sender_gaps = [b - a for a, b in itertools.pairwise(sent)]
     PxlsClient.fetch_profile = original  # type: ignore[method-assign]
-    from neuro_chat_elo_pxls.jobs.profiles import pacing_gap
+    from neuro_chat_elo_pxls.engine.policy import pacing_gap
 
     gap = pacing_gap(timedelta(seconds=cooldown)).total_seconds()
     return {

@@ -3,6 +3,7 @@ the edges"): each test failed on the code before its fix. Simulated time only.""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -200,3 +201,30 @@ async def test_a_lower_numeric_code_never_seen_is_a_stale_cache_not_a_reset(
     assert "87" not in {d.canvas for d in ledger.deltas}
     status = await source.status(clock.now)
     assert status["canvas"] == "88"
+
+
+async def test_new_credentials_keep_the_profile_cooldown(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """A renewed token lifts the 403's pause, not the pacing after the request that
+    met it (simulator seed 9305: a profile request 148 s after the 403, cooldown 300 s)."""
+    cooldown = timedelta(minutes=5)
+    fake.add("painter", 10)
+    source = make_source(sweep_interval=timedelta(minutes=5), profile_cooldown=cooldown)
+    await drive(source, clock, clock.now + 10 * MIN)
+    fake.failures["profile"] = [AuthError("HTTP 403", challenge=False)]
+    start = len(fake.requests)
+    while _profiles_since(fake, start) == 0:  # until the next profile request meets a 403
+        await drive(source, clock, clock.now + MIN)
+    await drive(source, clock, clock.now + 2 * MIN)
+    await source.on_shutdown()
+    source = make_source(
+        sweep_interval=timedelta(minutes=5),
+        profile_cooldown=cooldown,
+        token=Secret("renewed|token"),
+    )
+    await drive(source, clock, clock.now + 10 * MIN)
+    times = [at for kind, _, at in fake.requests if kind == "profile"]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps and min(gaps) >= cooldown, f"profile requests {min(gaps)} apart"
+    assert _profiles_since(fake, start) >= 2  # tried again once the pacing was over

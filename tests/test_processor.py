@@ -281,7 +281,7 @@ async def test_a_naive_now_is_one_clear_error_not_a_traceback_per_tick(
 
 
 def test_pacing_gap_has_a_relative_margin_and_an_absolute_floor() -> None:
-    from neuro_chat_elo_pxls.jobs.profiles import pacing_gap
+    from neuro_chat_elo_pxls.engine.policy import pacing_gap
 
     assert pacing_gap(timedelta(seconds=1)) == timedelta(seconds=1.025)  # the floor wins
     assert pacing_gap(timedelta(milliseconds=50)) == timedelta(milliseconds=75)

@@ -33,10 +33,11 @@ from neuro_chat_elo_pxls.testing import simulate
 #: +5 h tick paced the profile key (a checker fix: such a tick ends the waits)
 #: 3650 a new database's first file, from the canvas before a reset it never saw (no
 #: source can tell: the checker excuses exactly that case); 15 status --check flagged
-#: a 5-minute interval's healthy source between two 15-minute grid pulls
+#: a 5-minute interval's healthy source between two 15-minute grid pulls; 9305 a
+#: renewed PXLS_TOKEN lifted the 403's pause and the profile pacing under it
 REGRESSIONS = (
     *(3, 15, 16, 18, 23, 28, 30, 55, 109, 129, 179, 213, 521, 554, 586),
-    *(1170, 1176, 1438, 3235, 3650),
+    *(1170, 1176, 1438, 3235, 3650, 9305),
 )
 
 

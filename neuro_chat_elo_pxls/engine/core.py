@@ -27,7 +27,7 @@ from ..store.writer import Store
 from ..util.text import shown
 from .clockguard import ClockGuard
 from .job import Job
-from .policy import FailurePolicy
+from .policy import FailurePolicy, pacing_gap
 from .processor import Processor
 from .queue import CommandQueue, Key, Kind
 from .scheduler import Scheduler
@@ -151,11 +151,23 @@ class Engine(Generic[J]):
                 # pause belongs to the old credentials
                 keys[name] = attrs.evolve(key, auth_pauses=0)
             elif key.auth_pauses:
-                keys[name] = KeyState(failures=key.failures)
+                keys[name] = self._lifted(name, key)
                 log.warning(
                     "%s requests were paused for auth (%s); the credentials changed "
-                    "since: trying at once",
+                    "since: trying again now (profiles once their cooldown allows)",
                     name,
                     shown(key.reason),
                 )
         return keys, salt, fingerprints
+
+    def _lifted(self, name: str, key: KeyState) -> KeyState:
+        """``key`` with its auth pause lifted: the pause goes, the pacing after the
+        request that earned it stays (``paused_at`` is that request's tick). A key keeps
+        one pause, so the 403's had replaced the pacing, and lifting it whole let a
+        renewed token send a profile request 148 s after the 403 at a 300 s cooldown
+        (simulator seed 9305)."""
+        gap = pacing_gap(self.settings.profile_cooldown) if name == Key.PROFILE.value else None
+        if gap is None or key.paused_at is None or key.ready_at is None:
+            return KeyState(failures=key.failures)
+        ready = min(key.ready_at, key.paused_at + gap)
+        return KeyState(ready, f"{name} pacing", key.failures, 0, key.paused_at)

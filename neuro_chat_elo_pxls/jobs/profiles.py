@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import attrs
 
 from ..engine.job import Job, Visit
+from ..engine.policy import pacing_gap
 from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..errors import NotFoundError
@@ -29,24 +30,11 @@ from ..store.writer import Store
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
-#: Profile requests are spaced by ``profile_cooldown`` times this, and at least
-#: PACING_FLOOR more than the cooldown, so that the work a tick does before the send
-#: (a few ms that vary) and network jitter never make pxls.space see two requests
-#: closer than promised. The floor matters at small cooldowns only (benchmarks at
-#: 50 ms: 2 % is 1 ms there); at the default 1 s the margin is 25 ms, 2.5 %.
-PACING_MARGIN = 1.02
-PACING_FLOOR = timedelta(milliseconds=25)
-
 
 def _retrieve(task: asyncio.Task[None]) -> None:
     """Done callback: a task whose caller was cancelled still has its error read."""
     if not task.cancelled():
         task.exception()
-
-
-def pacing_gap(cooldown: timedelta) -> timedelta:
-    """Host time from one profile request's tick to the next one's (≥ ``cooldown``)."""
-    return max(cooldown * PACING_MARGIN, cooldown + PACING_FLOOR)
 
 
 @attrs.define
