@@ -255,3 +255,62 @@ def test_profile_page_counts_are_ascii_digits_and_bounded(cell: str, kept: int |
     if cell == "9" * 15:
         page = page.replace(">37210<", ">" + "9" * 16 + "<")
     assert parse_profile_html(page, "example_painter").canvas_pixels == kept
+
+
+# -- profile pages of any pxls instance, factions read exactly (issue 20) --------------
+
+from neuro_chat_elo_pxls.testing.pages import SimUser, gson_json, profile_dict, profile_page  # noqa: E402
+from neuro_chat_elo_pxls.testing.standin import FACTIONS, HOSTILE_FACTIONS, SWARM  # noqa: E402
+
+
+@pytest.mark.parametrize("faction", [*FACTIONS, SWARM, *HOSTILE_FACTIONS])
+@pytest.mark.parametrize(
+    ("site", "template"),
+    [("pxls.space", "current"), ("Ironmouse Canvas", "older"), ("pxls.space", "older")],
+)
+def test_html_and_json_give_the_same_faction_for_hostile_tags(
+    faction: tuple[int, str, str, int], site: str, template: str
+) -> None:
+    """``]`` and spaces in a tag, ``(ID: n)`` and untrimmed double spaces in a name,
+    entities and emoji: the page's ``<h1>`` gives the tag, the cell the rest. Before,
+    tag ``a] b`` was read as ``a`` and ``  Spaced  Out  `` as ``Spaced Out``."""
+    user = SimUser(184467, "vedal987", "vedal.", faction, score=4821)
+    from_json = parse_profile_json(gson_json(profile_dict(user)), "vedal987")
+    from_html = parse_profile_html(profile_page(user, site, template), "vedal987")
+    assert from_json.faction is not None and from_html.faction is not None
+    html_faction = (from_html.faction.id, from_html.faction.tag, from_html.faction.name)
+    assert html_faction == (from_json.faction.id, from_json.faction.tag, from_json.faction.name)
+    assert html_faction == faction[:3]
+    assert from_html.discord == from_json.discord == "vedal."
+    assert from_html.canvas_pixels == from_json.canvas_pixels == 4821
+
+
+def test_a_page_of_another_instance_with_the_older_template() -> None:
+    """The Ironmouse Canvas capture's shape (API.md section 9): title ``{name} -
+    Ironmouse Canvas``, the pixel row labelled ``Canvas Pixels``, no all-time row.
+    Before: refused for its title, and the count was None."""
+    user = SimUser(1, "vedal987", None, None, score=230)
+    page = profile_page(user, "Ironmouse Canvas", "older")
+    assert "Alltime Pixels" not in page and '<th class="text-right pr-3">Canvas Pixels' in page
+    profile = parse_profile_html(page, "vedal987")
+    assert profile.canvas_pixels == 230 and profile.faction is None and profile.discord is None
+    with pytest.raises(MalformedDataError, match="title"):
+        parse_profile_html(page, "someone_else")
+    with pytest.raises(MalformedDataError, match="title"):
+        parse_profile_html(page.replace("vedal987 - Ironmouse Canvas", "vedal987 - "), "vedal987")
+
+
+def test_a_page_whose_heading_hides_the_tag_is_read_the_old_way_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from neuro_chat_elo_pxls.pxls import parsing
+
+    user = SimUser(1, "vedal987", None, (12, "GK", "Grid Keepers", 1), score=5)
+    page = profile_page(user).replace("[GK] vedal987&#x27;s Profile", "vedal987&#x27;s Profile")
+    parsing._inexact_said = False
+    for _ in range(3):
+        profile = parse_profile_html(page, "vedal987")
+        assert profile.faction is not None
+        assert (profile.faction.tag, profile.faction.name) == ("GK", "Grid Keepers")
+    said = [r for r in caplog.records if "cannot be read exactly" in r.getMessage()]
+    assert len(said) == 1 and 'profile_endpoint = "api"' in said[0].getMessage()

@@ -247,8 +247,12 @@ class _ProfilePageParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.title = ""
-        self.rows: dict[str, str] = {}
+        self.heading = ""  # the first <h1>: "[TAG] {name}'s Profile", as written
+        self.rows: dict[str, str] = {}  # label → cell text, whitespace collapsed
+        self.raw: dict[str, str] = {}  # label → cell text as written (names untrimmed)
         self._in_title = False
+        self._in_heading = False
+        self._headings = 0
         self._in_details = False
         self._div_depth = 0
         self._cell: str | None = None  # "th" | "td" while inside one
@@ -258,6 +262,9 @@ class _ProfilePageParser(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "title":
             self._in_title = True
+        elif tag == "h1":
+            self._headings += 1
+            self._in_heading = self._headings == 1
         elif tag == "div":
             if self._in_details:
                 self._div_depth += 1
@@ -269,6 +276,8 @@ class _ProfilePageParser(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "title":
             self._in_title = False
+        elif tag == "h1":
+            self._in_heading = False
         elif tag == "div" and self._in_details:
             self._div_depth -= 1
             self._in_details = self._div_depth > 0
@@ -278,21 +287,59 @@ class _ProfilePageParser(HTMLParser):
                 self._label = text
             elif self._label is not None:
                 self.rows[self._label] = text
+                self.raw[self._label] = "".join(self._text)
                 self._label = None
             self._cell = None
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title += data
+        if self._in_heading:
+            self.heading += data
         if self._cell is not None:
             self._text.append(data)
 
 
 _FACTION_RE = re.compile(r"\[(?P<tag>.*?)\] (?P<name>.*) \(ID: (?P<id>\d{1,18})\)", re.DOTALL)
+_FACTION_ID = re.compile(r" \(ID: (\d{1,18})\)\Z")
+#: the pixel row's label in the current template, and in the older one other pxls
+#: instances still run (API.md section 9)
+_PIXEL_LABELS = ("Current Canvas Pixels", "Canvas Pixels")
+_inexact_said = False
+
+
+def _faction_from_page(heading: str, cell: str, name: str) -> Faction:
+    """The faction of a profile page, exactly: the tag from the ``<h1>`` (``[TAG]
+    {name}'s Profile``), the name sliced from the cell between ``[TAG] `` and the last
+    `` (ID: n)``, inner and outer whitespace kept (pxls stores names untrimmed; a tag
+    may hold ``]`` and spaces). A page that allows no exact answer is read the old
+    way (the first ``]`` ends the tag), said once in a log line."""
+    global _inexact_said
+    suffix = f"] {name}'s Profile"
+    last_id = _FACTION_ID.search(cell)
+    if heading.startswith("[") and heading.endswith(suffix) and last_id is not None:
+        tag = heading[1 : -len(suffix)]
+        prefix = f"[{tag}] "
+        if cell.startswith(prefix) and len(prefix) <= last_id.start():
+            return Faction(int(last_id[1]), tag, cell[len(prefix) : last_id.start()], None)
+    match = _FACTION_RE.fullmatch(" ".join(cell.split()))
+    if match is None:
+        raise MalformedDataError(f"profile page: unparseable faction {cell[:80]!r}")
+    if not _inexact_said:
+        _inexact_said = True
+        log.warning(
+            "profile page of %s: the faction's tag and name cannot be read exactly from "
+            'this page (its heading does not show the tag); profile_endpoint = "api" '
+            "reads them exactly",
+            shown(name),
+        )
+    return Faction(int(match["id"]), match["tag"], match["name"], None)
 
 
 def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
-    """Parse the pxls-web page ``/profile/<name>`` (English labels).
+    """Parse the pxls-web page ``/profile/<name>`` (English labels) of any pxls
+    instance: the title ``{name} - {site name}``, the pixel row under either template's
+    label, the all-time row optional, the faction exact (:func:`_faction_from_page`).
 
     The page has no user id, so ``pxls_id`` is None. Entities are unescaped.
     """
@@ -304,7 +351,8 @@ def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
     except (AssertionError, ValueError) as exc:  # pragma: no cover - HTMLParser is lenient
         raise MalformedDataError(f"profile page: unparseable HTML ({exc})") from exc
     title = unescape(parser.title).strip()
-    if title != f"{expected_name} - pxls.space":
+    site = title.removeprefix(f"{expected_name} - ")
+    if site == title or not site.strip():  # "{name} - {site name}", any pxls instance
         raise MalformedDataError(f"profile page: title is {title[:80]!r}, not {expected_name}'s")
     rows = parser.rows
     if "Discord Tag" not in rows or "Faction" not in rows:
@@ -312,14 +360,12 @@ def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
     discord_text = rows["Discord Tag"]
     discord = None if discord_text in ("", "Not Set") else _opt_str(discord_text, "Discord Tag")
     faction: Faction | None = None
-    faction_text = rows["Faction"]
-    if faction_text != "(None)":
-        match = _FACTION_RE.fullmatch(faction_text)
-        if match is None:
-            raise MalformedDataError(f"profile page: unparseable faction {faction_text[:80]!r}")
-        faction = Faction(int(match["id"]), match["tag"], match["name"], None)
-    canvas_pixels = _page_count(rows.get("Current Canvas Pixels"))
-    alltime = _page_count(rows.get("Alltime Pixels"))
+    if rows["Faction"] != "(None)":
+        heading = parser.heading.strip(" \t\r\n")
+        faction = _faction_from_page(heading, parser.raw["Faction"], expected_name)
+    label = next((label for label in _PIXEL_LABELS if label in rows), None)
+    canvas_pixels = _page_count(rows.get(label)) if label else None
+    alltime = _page_count(rows.get("Alltime Pixels"))  # (absent from the older template)
     return Profile(
         expected_name, None, discord, faction, checked_count(canvas_pixels, alltime, expected_name)
     )

@@ -79,7 +79,10 @@ def profile_dict(user: SimUser) -> dict[str, object]:
     }
 
 
-def profile_page(user: SimUser) -> str:
+def profile_page(user: SimUser, site: str = "pxls.space", template: str = "current") -> str:
+    """pxls-web's profile page of ``user``: the ``current`` template (pxls.space:
+    ``Current Canvas Pixels`` and ``Alltime Pixels`` rows) or the ``older`` one other
+    instances run (``Canvas Pixels``, no all-time row); titled ``{name} - {site}``."""
     e = html.escape
     faction = (
         '<td class="text-left text-muted">(None)</td>'
@@ -87,19 +90,24 @@ def profile_page(user: SimUser) -> str:
         else f'<td class="text-left">[{e(user.faction[1])}] {e(user.faction[2])} '
         f"(ID: {user.faction[0]})</td>"
     )
-    rows = [
-        ("Alltime Pixels", f'<td class="text-left number">{user.score * 3}</td>'),
-        ("Current Canvas Pixels", f'<td class="text-left number">{user.score}</td>'),
+    count = f'<td class="text-left number">{user.score}</td>'
+    rows = (
+        [("Alltime Pixels", f'<td class="text-left number">{user.score * 3}</td>')]
+        if template == "current"
+        else []
+    ) + [
+        ("Current Canvas Pixels" if template == "current" else "Canvas Pixels", count),
         ("Discord Tag", f'<td class="text-left">{e(user.discord or "Not Set")}</td>'),
         ("Faction", faction),
     ]
+    tag = "" if user.faction is None else f"[{e(user.faction[1])}] "
     body = "\n".join(
         f'<tr>\n<th class="text-right pr-3">{label}</th>\n{cell}\n</tr>' for label, cell in rows
     )
     return (
         f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="UTF-8">\n'
-        f'<title>{e(user.name)} - pxls.space</title>\n</head>\n<body>\n<main role="main">\n'
-        f"<h1>{e(user.name)}&#x27;s Profile</h1>\n"
+        f'<title>{e(user.name)} - {e(site)}</title>\n</head>\n<body>\n<main role="main">\n'
+        f"<h1>{tag}{e(user.name)}&#x27;s Profile</h1>\n"
         f'<div id="tab-details" class="tab-pane text-center active" data-tab="details">\n'
         f'<h3></h3>\n<table class="inline-block">\n<tbody>\n{body}\n</tbody>\n</table>\n'
         f"</div>\n</main>\n</body>\n</html>\n"

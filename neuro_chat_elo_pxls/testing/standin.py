@@ -39,6 +39,15 @@ FACTIONS = [
     (5120, "💜", "💜 Purple Pact", 0xA630D2),
     (77, "<b>", 'Tags & <Brackets> "quoted"', 0x000000),
 ]
+#: factions whose tags and names the HTML page shows ambiguously (API.md section 9):
+#: ``]`` and spaces in a tag, ``(ID: n)`` and untrimmed whitespace in a name, entities
+HOSTILE_FACTIONS = [
+    (12, "a] b", "Grid] (ID: 12) Keepers", 0x112233),
+    (3682, "sp", "  Spaced  Out  ", 0x445566),
+    (3683, "x (", "(ID: 1) first", 0),
+    (3684, "&amp;", "&lt;b&gt; &#x27;quoted&#x27; = `tick`", 0x778899),
+    (3685, "🐢 ]", "] emoji 💜 ]", 0x8A2BE2),
+]
 #: the faction neuro-chat-elo's casual board counts
 SWARM = (3680, "🐢", "Neuro swarm", 0x8A2BE2)
 
@@ -102,6 +111,12 @@ class Scenario:
     #: regenerate on the quarter hours of the clock (as pxls.space's cron does) instead
     #: of every 15 minutes from the first request
     align_stats: bool = False
+    #: the factions new users may display (None: :data:`FACTIONS`)
+    factions: list[tuple[int, str, str, int]] | None = None
+    #: the site name in profile pages' titles, and their template ("current" as on
+    #: pxls.space, or "older": "Canvas Pixels", no all-time row)
+    site: str = "pxls.space"
+    page_template: str = "current"
 
 
 class PxlsStandIn:
@@ -161,7 +176,9 @@ class PxlsStandIn:
                 f"{name}#{self._ids % 10000:04d}" if roll < 0.4 else name.lower().replace("-", ".")
             )
         )
-        faction = self.rng.choice(FACTIONS) if self.rng.random() < 0.5 else None
+        faction = (
+            self.rng.choice(self.scenario.factions or FACTIONS) if self.rng.random() < 0.5 else None
+        )
         activity = self.rng.choice([0.05, 0.2, 1.0, 3.0])
         if self.scenario.swarm_share and self._swarm_rng.random() < self.scenario.swarm_share:
             # the casual board's people: the swarm's faction, a Discord name, and mostly
@@ -448,7 +465,8 @@ class PxlsStandIn:
         found = self._lookup(request, request.match_info["name"])
         if not isinstance(found, SimUser):
             return found
-        page = profile_page(found).encode()
+        scenario = self.scenario
+        page = profile_page(found, scenario.site, scenario.page_template).encode()
         return await self._fault("profile", page, request) or web.Response(
             body=page, content_type="text/html", charset="utf-8"
         )
