@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .hookspecs import Source, hookimpl
-from .settings import PxlsSettings
+from .settings import instances_from_config
 from .source import PxlsSource
 
 log = logging.getLogger("neuro_chat_elo_pxls")
@@ -15,7 +15,8 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 
 @hookimpl
 def register_sources(register: Callable[[Source], None], config: Mapping[str, Any]) -> None:
-    """Create one :class:`PxlsSource` from ``config["pxls"]`` and register it.
+    """Create a :class:`PxlsSource` per pxls instance of ``config["pxls"]`` (one,
+    or one per ``[pxls.instances.NAME]`` table) and register each.
 
     Opt-in: a host config without a ``pxls`` section registers nothing (installing
     the package never contacts pxls.space, which the admins allow only with
@@ -26,4 +27,5 @@ def register_sources(register: Callable[[Source], None], config: Mapping[str, An
     if not isinstance(config, Mapping) or "pxls" not in config:
         log.info("pxls: no [pxls] section in the host config: no pxls source registered")
         return
-    register(PxlsSource(PxlsSettings.from_mapping(config["pxls"])))
+    for settings in instances_from_config(config["pxls"]):  # one source per instance
+        register(PxlsSource(settings))

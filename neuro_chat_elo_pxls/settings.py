@@ -294,6 +294,63 @@ class PxlsSettings:
             raise ConfigError(str(exc)) from exc
 
 
+def _env_suffix(name: str) -> str:
+    """``ironmouse-canvas`` → ``IRONMOUSE_CANVAS``: an instance's secrets' names."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def instance_env(name: str) -> tuple[str, str]:
+    """The environment variables of an instance's secrets (``[pxls.instances.NAME]``):
+    ``PXLS_TOKEN_NAME`` and ``PXLS_CF_AUTH_NAME``."""
+    return f"{TOKEN_ENV}_{_env_suffix(name)}", f"{CF_AUTH_ENV}_{_env_suffix(name)}"
+
+
+def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
+    """The settings of every pxls instance of a ``[pxls]`` section (DESIGN 9).
+
+    Without an ``instances`` table: one instance, exactly as before (secrets from
+    ``PXLS_TOKEN``/``PXLS_CF_AUTH``). With ``[pxls.instances.NAME]`` tables: one each,
+    named ``NAME`` (unless it sets ``instance``), inheriting every other ``[pxls]`` key
+    and overriding what it sets, with its own secrets from :func:`instance_env`'s
+    variables. Two instances on one database file, or with one name, are refused.
+    Raises :class:`ConfigError`.
+    """
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"the pxls config section must be a mapping, got {type(section)}")
+    tables = section.get("instances")
+    if tables is None:
+        return [PxlsSettings.from_mapping(section)]
+    if not isinstance(tables, Mapping) or not tables:
+        raise ConfigError("pxls.instances must be tables: [pxls.instances.NAME]")
+    defaults = {k: v for k, v in section.items() if k != "instances"}
+    found: list[PxlsSettings] = []
+    for name, table in tables.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"pxls.instances.{name} must be a table, got {table!r:.40}")
+        try:
+            settings = PxlsSettings.from_mapping({**defaults, "instance": name, **table})
+        except ConfigError as exc:
+            raise ConfigError(f"pxls.instances.{name}: {exc}") from exc
+        token_env, cf_env = instance_env(name)
+        found.append(
+            attrs.evolve(
+                settings, token=_secret_from_env(token_env), cf_auth=_secret_from_env(cf_env)
+            )
+        )
+    names = [s.instance_name for s in found]
+    paths = [os.path.realpath(s.db_path) for s in found]
+    for i, settings in enumerate(found):
+        for j in range(i):
+            if names[i] == names[j]:
+                raise ConfigError(f"two pxls instances are named {names[i]!r}")
+            if paths[i] == paths[j]:
+                raise ConfigError(
+                    f"pxls instances {names[j]!r} and {names[i]!r} share db_path "
+                    f"{settings.db_path!r}: each instance needs its own database"
+                )
+    return found
+
+
 def credentials_fingerprint(settings: PxlsSettings, salt: str, *, profiles: bool = True) -> str:
     """A salted HMAC of the secrets one key's requests carry, to tell a restart with
     other credentials from one with the same (never the secrets themselves; "" without

@@ -119,3 +119,85 @@ async def test_start_up_says_version_and_settings_and_warns_once_without_a_token
     assert f"neuro-chat-elo-pxls {__version__}, instance 127.0.0.1 ({server.base_url})" in opened
     assert "profiles off (PXLS_TOKEN not set)" in opened and "leaderboard every 1h00m" in opened
     assert sum("PXLS_TOKEN is not set" in m for m in messages) == 1
+
+
+async def test_two_pxls_instances_in_one_config_run_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: one [pxls] section of defaults and a table per instance: pxls.space
+    (current page template) and an event canvas (the older template, another site
+    name, read through the HTML page), each with its own database and token; every
+    delta names its instance, each instance conserves and holds its toplist, and
+    ``status`` covers both."""
+    from neuro_chat_elo_pxls.pxls.parsing import parse_stats
+    from neuro_chat_elo_pxls.testing.standin import HOSTILE_FACTIONS
+
+    from .helpers import check_holds_latest
+
+    clock = JumpClock(T0)
+    space = PxlsStandIn(Scenario(users=30, seed=5), clock.now)
+    event = PxlsStandIn(
+        Scenario(
+            users=20,
+            seed=6,
+            site="Ironmouse Canvas",
+            page_template="older",
+            factions=HOSTILE_FACTIONS,
+            token="event-token",
+        ),
+        clock.now,
+    )
+    await space.start()
+    await event.start()
+    monkeypatch.setenv("PXLS_TOKEN_SPACE", "standin-token")
+    monkeypatch.setenv("PXLS_TOKEN_IRONMOUSE", "event-token")
+    monkeypatch.delenv("PXLS_TOKEN", raising=False)
+    toml = tmp_path / "host.toml"
+    toml.write_text(
+        "[pxls]\nleaderboard_interval = 900\n"
+        f'[pxls.instances.space]\nbase_url = "{space.base_url}"\n'
+        f'db_path = "{tmp_path / "space.sqlite3"}"\n'
+        f'[pxls.instances.ironmouse]\nbase_url = "{event.base_url}"\n'
+        f'db_path = "{tmp_path / "ironmouse.sqlite3"}"\nprofile_endpoint = "html"\n'
+    )
+    import tomllib
+
+    config = tomllib.loads(toml.read_text())
+    out = io.StringIO()
+    try:
+        await run_host(
+            config, clock=clock, out=out, stop=asyncio.Event(), until=T0 + timedelta(hours=3)
+        )
+    finally:
+        await space.stop()
+        await event.stop()
+    deltas = [jsonlines.loads(line) for line in out.getvalue().splitlines()]
+    for name, server in (("space", space), ("ironmouse", event)):
+        mine = [d for d in deltas if d.instance == name]
+        assert mine, name
+        assert [d.seq for d in mine] == list(range(1, len(mine) + 1))  # its own seqs
+        ledger = Ledger(mine)
+        ledger.check_conservation()
+        snapshot = parse_stats(server.served_stats)
+        check_holds_latest(ledger, snapshot, server.canvas)
+    assert {d.instance for d in deltas} == {"space", "ironmouse"}
+    hostile = {d.faction for d in deltas if d.instance == "ironmouse" and d.faction}
+    expected = {(f[0], f[1], f[2]) for f in HOSTILE_FACTIONS}
+    assert hostile and {(f.id, f.tag, f.name) for f in hostile} <= expected  # read exactly
+    assert await asyncio.to_thread(cli.main, ["status", "--config", str(toml)]) == 0
+    text = capsys.readouterr().out
+    assert "== pxls instance space" in text and "== pxls instance ironmouse" in text
+    nope = ["status", "--config", str(toml), "--instance", "nope"]
+    assert await asyncio.to_thread(cli.main, nope) == 2
+    assert "no pxls instance 'nope'" in capsys.readouterr().err
+
+
+def test_two_instances_on_one_database_are_refused() -> None:
+    from neuro_chat_elo_pxls import ConfigError
+    from neuro_chat_elo_pxls.settings import instances_from_config
+
+    section = {"db_path": "same.sqlite3", "instances": {"a": {}, "b": {}}}
+    with pytest.raises(ConfigError, match="'a' and 'b' share db_path"):
+        instances_from_config(section)
+    (only,) = instances_from_config({"db_path": "one.sqlite3"})  # no tables: as before
+    assert only.instance_name == "pxls.space"

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from ..engine.state import SchedulerState
 from ..errors import ConfigError
-from ..settings import PxlsSettings
+from ..settings import PxlsSettings, instances_from_config
 from ..store.reader import StoreReader
 
 log = logging.getLogger("neuro_chat_elo_pxls")
@@ -50,13 +50,38 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
             "contacts pxls.space unless you say so"
         )
     section = dict(config.get("pxls", {}))
-    for flag, key in (("base_url", "base_url"), ("db", "db_path")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            section[key] = value
+    chosen = getattr(args, "instance", None)
+    tables = section.get("instances")
+    overrides = {
+        key: getattr(args, flag)
+        for flag, key in (("base_url", "base_url"), ("db", "db_path"))
+        if getattr(args, flag, None) is not None
+    }
+    if isinstance(tables, dict) and chosen is not None:
+        if chosen not in tables:
+            raise ConfigError(
+                f"no pxls instance {chosen!r} in the config (there are: {', '.join(tables)})"
+            )
+        section["instances"] = {chosen: {**tables[chosen], **overrides}}
+    elif isinstance(tables, dict) and overrides:
+        raise ConfigError(
+            f"--{'db' if 'db_path' in overrides else 'base-url'} with several pxls instances "
+            "needs --instance NAME"
+        )
+    else:
+        section.update(overrides)
     config["pxls"] = section
-    PxlsSettings.from_mapping(section)  # fail fast, naming a bad key
+    instances = instances_from_config(section)  # fail fast, naming a bad key
+    if chosen is not None and [s.instance_name for s in instances] != [chosen]:
+        raise ConfigError(
+            f"no pxls instance {chosen!r} in the config (there is: {instances[0].instance_name})"
+        )
     return config
+
+
+def configured_instances(config: dict[str, Any]) -> list[PxlsSettings]:
+    """The settings of every pxls instance of a config :func:`load_config` returned."""
+    return instances_from_config(config["pxls"])
 
 
 def _append(path: str) -> TextIO:
@@ -130,7 +155,11 @@ async def open_database(
     """The configured database, opened read-only, with its persisted state (closed
     again if loading the state fails)."""
     config = load_config(args)
-    settings = PxlsSettings.from_mapping(config["pxls"])
+    instances = configured_instances(config)
+    if len(instances) > 1:
+        names = ", ".join(s.instance_name for s in instances)
+        raise ConfigError(f"several pxls instances ({names}): choose one with --instance NAME")
+    settings = instances[0]
     reader = await StoreReader.open(settings.db_path)
     try:
         return reader, SchedulerState.from_rows(await reader.load_state_rows()), settings

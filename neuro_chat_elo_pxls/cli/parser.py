@@ -59,6 +59,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     """--config and --db, for the subcommands that read a host config."""
     p.add_argument("--config", help="TOML host config; the [pxls] section holds settings")
     p.add_argument("--db", help="database path (overrides [pxls] db_path)")
+    p.add_argument(
+        "--instance",
+        help="only this pxls instance of the config ([pxls.instances.NAME]; default: all "
+        "for run, the only one for status and export)",
+    )
 
 
 def _add_run(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
