@@ -110,6 +110,7 @@ async def build_status(
         max_outbox_age=max_outbox_age or default_outbox_age(settings),
     )
     return {
+        "instance": settings.instance_name,
         "db_path": settings.db_path,
         "checked_at": ts(now),
         "healthy": not problems,
@@ -167,6 +168,7 @@ def format_status(status: dict[str, Any]) -> str:
         return _when_text(record.get(key), checked, missing)
 
     lines = [
+        f"instance        {shown(status.get('instance') or '-')}",
         f"database        {status['db_path']}",
         f"canvas          {canvas} (first seen {when('canvas_first_seen')})",
         f"last pull       {when('last_pull_at', 'never')} "
