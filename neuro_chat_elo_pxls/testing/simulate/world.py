@@ -339,10 +339,10 @@ class World:
         flapping = self.flap_until is not None and self.now < self.flap_until
         if flapping and self.new_code_answered and self.rng.random() < self.flap_rate:
             code = self.canvases[-2]
-        if code == self.canvas:
-            self.new_code_answered = True
         body = php_json({"canvasCode": code, "width": 100, "height": 100})
         info = parse_info(body[:7] if fault in ("truncated", "absurd") else body)
+        if code == self.canvas:  # answered whole: a truncated body told nobody (seed 266)
+            self.new_code_answered = True
         if self.first_info_at is None:
             self.first_info_at = self.now
         return info
