@@ -256,3 +256,6 @@ async def test_status_text_shows_times_to_the_second_with_how_long_ago(
     assert ".000000" not in text and "+00:00" not in text
     assert status["last_pull_at"].endswith("+00:00")  # the JSON is unchanged
     assert status["instance"] == "pxls.test" and "instance        pxls.test" in text
+    from neuro_chat_elo_pxls import __version__
+
+    assert status["version"] == __version__  # the running package's (issue 21)

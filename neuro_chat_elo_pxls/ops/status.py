@@ -18,6 +18,7 @@ from ..settings import PxlsSettings
 from ..store.reader import StoreReader
 from ..util.text import shown
 from ..util.times import fmt_duration, ts, us
+from ..version import VERSION
 from .health import default_outbox_age, health_problems
 
 
@@ -110,6 +111,7 @@ async def build_status(
         max_outbox_age=max_outbox_age or default_outbox_age(settings),
     )
     return {
+        "version": VERSION,
         "instance": settings.instance_name,
         "db_path": settings.db_path,
         "checked_at": ts(now),
