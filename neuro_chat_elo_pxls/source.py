@@ -151,8 +151,18 @@ class PxlsSource:
         :meth:`ack_deltas`, for a host that keeps no reference to its sources)."""
         mine = self.settings.instance_name
         seqs = [d.seq for d in deltas if getattr(d, "instance", None) == mine]
-        if seqs:
+        if not seqs:
+            return
+        try:
             await self.ack_deltas(max(seqs))
+        except Exception as exc:  # a hook never raises into the host (a full disk)
+            log.error(
+                "acknowledging deltas up to seq %d failed (%s); they stay in the outbox: "
+                "acknowledged with the next batch, or handed out again after a restart "
+                "(same seq)",
+                max(seqs),
+                exc,
+            )
 
     @hookimpl
     async def on_shutdown(self) -> None:

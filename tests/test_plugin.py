@@ -190,3 +190,33 @@ async def test_two_sources_acknowledge_through_the_hook_without_seq_collisions(
     finally:
         await a.on_shutdown()
         await b.on_shutdown()
+
+
+async def test_a_failed_acknowledgement_is_logged_not_raised_and_nothing_is_lost(
+    make_source: Any, fake: Any, clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The previous note's open end: a failed ack (the database's disk full) ended
+    ``run`` with exit 2 (a config mistake, never restarted). The hook now logs it and
+    keeps the rows; the next acknowledgement takes them too."""
+    from neuro_chat_elo_pxls.errors import StoreError
+
+    fake.add("grid_master", 120)
+    source = make_source(delivery="ack", token=None)
+    await source.on_tick(clock.now)
+    (delta,) = await source.collect_deltas()
+    real = source.ack_deltas
+
+    async def full_disk(upto_seq: int) -> None:
+        raise StoreError("database or disk is full")
+
+    source.ack_deltas = full_disk
+    await source.acknowledge([delta])  # no exception reaches the host
+    assert any("acknowledging deltas up to seq 1 failed" in r.getMessage() for r in caplog.records)
+    source.ack_deltas = real
+    await source.on_shutdown()
+    again = make_source(delivery="ack", token=None)
+    (redelivered,) = await again.collect_deltas()  # kept: handed out again, same seq
+    assert redelivered == delta
+    await again.acknowledge([redelivered])
+    await again.on_shutdown()
+    assert await make_source(delivery="ack", token=None).collect_deltas() == []
