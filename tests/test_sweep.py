@@ -147,3 +147,23 @@ async def test_a_large_first_enrichment_logs_its_progress(
         "enrichment: 45 of 60 new users' profiles read",
         "enrichment: the profiles of all 60 new users read",
     ]
+
+
+async def test_a_small_sweep_logs_a_line_per_quarter_not_per_user(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 21 (the demo): 26 progress lines for a sweep of 27 users; now one per
+    quarter."""
+    for i in range(27):
+        fake.add(f"painter_{i}", 10 + i)
+    source = make_source(sweep_interval=timedelta(hours=1))
+    with caplog.at_level(logging.INFO, logger="neuro_chat_elo_pxls"):
+        await drive(source, clock, clock.now + timedelta(hours=2))
+    lines = [r for r in caplog.records if getattr(r, "pxls_event", None) == "sweep_progress"]
+    from neuro_chat_elo_pxls.util.logs import FIELDS_ATTR
+
+    by_sweep = Counter(getattr(r, FIELDS_ATTR)["sweep"] for r in lines)
+    assert by_sweep and max(by_sweep.values()) <= 4, by_sweep

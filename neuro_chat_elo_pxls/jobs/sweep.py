@@ -4,7 +4,8 @@ A sweep has a number; a user visited by sweep ``n`` has ``swept_in >= n`` in the
 database, so a restarted sweep resumes where it was, skipping no one. The queue
 holds at most :data:`SWEEP_WINDOW` sweep commands; the rest wait in the database,
 read in id order from two cursors (dirty users first, then the others). Progress
-is logged every 5 % with an ETA. Times are the host's ``now`` (aware UTC).
+is logged every 5 % with an ETA (a sweep of under 100 users every 25 %). Times are
+the host's ``now`` (aware UTC).
 """
 
 from __future__ import annotations
@@ -205,7 +206,9 @@ class Sweep(Job):
             return
         self.remaining = max(0, self.remaining - 1)
         done = total - self.remaining
-        step = max(1, min(500, total // 20))
+        # every 5 % (at most every 500 users); a small sweep every 25 %: 27 users gave
+        # 26 lines before
+        step = max(1, min(500, total // 20 if total >= 100 else total // 4))
         if done - self._logged < step or self.remaining == 0:
             return
         self._logged = done
