@@ -68,12 +68,13 @@ class Totals:
     faction: dict[str, str] = attrs.field(factory=dict)
     deltas: int = 0
     via: dict[str, int] = attrs.field(factory=lambda: defaultdict(int))  # deltas per source
-    last_seq: int = 0
+    #: per instance, the highest seq counted (seqs are per source's database)
+    last_seq: dict[str, int] = attrs.field(factory=dict)
 
     def add(self, delta: EloDelta) -> None:
-        if delta.seq <= self.last_seq:  # de-duplicate by seq, as a host should
-            return
-        self.last_seq = delta.seq
+        if delta.seq <= self.last_seq.get(delta.instance, 0):  # de-duplicate on
+            return  # (instance, seq), as a host should
+        self.last_seq[delta.instance] = delta.seq
         self.deltas += 1
         self.via[delta.via] += 1
         self.by_user[delta.user] += delta.delta

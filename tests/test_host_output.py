@@ -165,13 +165,14 @@ async def test_two_pxls_instances_in_one_config_run_side_by_side(
     config = tomllib.loads(toml.read_text())
     out = io.StringIO()
     try:
-        await run_host(
+        totals = await run_host(
             config, clock=clock, out=out, stop=asyncio.Event(), until=T0 + timedelta(hours=3)
         )
     finally:
         await space.stop()
         await event.stop()
     deltas = [jsonlines.loads(line) for line in out.getvalue().splitlines()]
+    assert totals.deltas == len(deltas)  # the host's table de-duplicates on (instance, seq)
     for name, server in (("space", space), ("ironmouse", event)):
         mine = [d for d in deltas if d.instance == name]
         assert mine, name
