@@ -102,6 +102,14 @@ def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
     demo.add_argument("--users", type=int, default=150, help="simulated users (default 150)")
     demo.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
     demo.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (database, deltas)"
+    )
+    demo.add_argument(
+        "--hostile-names",
+        action="store_true",
+        help="adversarial faction tags and names (<b>, emoji, ']' in a tag), as the tests use",
+    )
+    demo.add_argument(
         "--out",
         help="JSON-lines deltas to this file (default: stdout, or a file beside the "
         "database when stdout is a terminal)",

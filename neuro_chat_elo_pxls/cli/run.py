@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from datetime import datetime, timedelta
@@ -69,21 +70,45 @@ def _demo_config(url: str, db: str, swarm: list[str]) -> dict[str, Any]:
     }
 
 
-def _demo_paths(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The demo's database and where its deltas go (None or "-": stdout). On a
-    terminal without ``--out``, the deltas go to a file in a new temporary directory
-    (the terminal is kept for the story), and so does a database not given."""
+def _demo_paths(args: argparse.Namespace) -> tuple[str, str | None, str]:
+    """The demo's database, where its deltas go (None or "-": stdout) and the
+    temporary folder it made ("": none). On a terminal without ``--out``, the deltas
+    go to a file in a new temporary folder (the terminal is kept for the story), and
+    so does a database not given; a folder holding only the database is removed at the
+    end unless ``--keep``."""
     to_file = args.out is None and sys.stdout.isatty()  # keep the terminal for the story
     workdir = tempfile.mkdtemp(prefix="pxls-demo-") if to_file or not args.db else ""
     db = args.db or os.path.join(workdir, "demo.sqlite3")
     out_path = os.path.join(workdir, "deltas.jsonl") if to_file else args.out
-    return db, out_path
+    return db, out_path, workdir
+
+
+#: the demo's factions: plain tags and names (``--hostile-names`` adds the
+#: adversarial ones the tests use: ``<b>``, emoji, ``]`` in a tag)
+PLAIN_FACTIONS = [
+    (4242, "EX", "Example Painters' Guild", 8339391),
+    (17, "GK", "Grid Keepers", 0x33AA33),
+    (5120, "PP", "Purple Pact", 0xA630D2),
+]
+
+
+class _SimHour(logging.Filter):
+    """Prefixes the demo's log lines with the simulated hour (``[h 5.2]``)."""
+
+    def __init__(self, clock: SimClock, start: datetime) -> None:
+        super().__init__()
+        self._clock, self._start = clock, start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        hours = (self._clock.now() - self._start).total_seconds() / 3600
+        record.msg = f"[h {hours:4.1f}] {record.msg}"
+        return True
 
 
 def _log_demo_start(args: argparse.Namespace, url: str, victim: str, db: str) -> None:
     log.info(
         "demo: stand-in %s with %d users; %gx time (1 simulated hour = %.1f s); "
-        "canvas reset at hour %.0f, rename of %s at hour 5; db %s",
+        "canvas reset at hour %.0f; %s (in the toplist) is renamed at hour 5; db %s",
         url,
         args.users,
         args.speed,
@@ -94,10 +119,43 @@ def _log_demo_start(args: argparse.Namespace, url: str, victim: str, db: str) ->
     )
 
 
-def _log_demo_done(standin: PxlsStandIn, totals: Totals, out_path: str | None, db: str) -> None:
+def _log_demo_done(
+    standin: PxlsStandIn,
+    totals: Totals,
+    out_path: str | None,
+    db: str,
+    story: tuple[str, str, str, float],
+) -> None:
+    """The closing recap: what happened when, the deltas by source, the requests."""
+    victim, renamed, first_canvas, reset_hour = story
     profiles = sum(1 for r in standin.requests if "profile" in r.path)
     log.info(
-        "demo done: %d requests to the stand-in (%d profiles), at most %d in flight",
+        "demo recap: hour 0: canvas %s first seen, the first pull's users held for "
+        "their profiles (Discord name, faction)",
+        first_canvas,
+    )
+    log.info(
+        "demo recap: hour 5: %s renamed to %s: %+d px on the old name, %+d on the new "
+        "(the score moved, counted once)",
+        victim,
+        renamed,
+        totals.by_user.get(victim, 0),
+        totals.by_user.get(renamed, 0),
+    )
+    log.info(
+        "demo recap: hour %.0f: canvas reset %s -> %s: scores restart from 0, no negative "
+        "delta from the reset",
+        reset_hour,
+        first_canvas,
+        standin.canvas,
+    )
+    log.info(
+        "demo recap: %d deltas (%d via toplist, %d via profile) for %d users; %d requests "
+        "to the stand-in (%d profiles), at most %d in flight",
+        totals.deltas,
+        totals.via["toplist"],
+        totals.via["profile"],
+        len(totals.by_user),
         len(standin.requests),
         profiles,
         standin.max_in_flight,
@@ -107,42 +165,59 @@ def _log_demo_done(standin: PxlsStandIn, totals: Totals, out_path: str | None, d
 
 
 async def demo_command(args: argparse.Namespace) -> int:
-    from ..testing.standin import PxlsStandIn, Scenario  # the stand-in only for the demo
+    from ..testing.standin import FACTIONS, HOSTILE_FACTIONS, PxlsStandIn, Scenario
 
     clock = SimClock(speed=args.speed)
     start = clock.now()
+    reset_hour = args.hours * 0.7
     scenario = Scenario(
         users=args.users,
         seed=args.seed,
-        resets=[start + timedelta(hours=args.hours * 0.7)],
+        resets=[start + timedelta(hours=reset_hour)],
         toplist_size=max(1, args.users * 2 // 3),  # a third of the users outside it
         swarm_share=0.2,
+        factions=[*FACTIONS, *HOSTILE_FACTIONS] if args.hostile_names else PLAIN_FACTIONS,
     )
     standin = PxlsStandIn(scenario, clock.now)
-    # rename a real user of the scenario, five simulated hours in
-    victim = sorted(standin.users)[0]
-    standin.schedule_rename(start + timedelta(hours=5), victim, f"{victim[:24]}_renamed")
+    # rename someone the viewer sees (the toplist's best), five simulated hours in
+    visible = standin.visible()
+    victim = visible[0].name if visible else sorted(standin.users)[0]
+    renamed = f"{victim[:24]}_renamed"
+    standin.schedule_rename(start + timedelta(hours=5), victim, renamed)
     url = await standin.start()
     os.environ[TOKEN_ENV] = scenario.token  # the stand-in's session, not a real secret
-    db, out_path = _demo_paths(args)
+    db, out_path, workdir = _demo_paths(args)
     swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
     config = _demo_config(url, db, swarm)
-    _log_demo_start(args, url, victim, db)
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    out = open_output(out_path)
+    hour = _SimHour(clock, start)
+    loggers = [log, logging.getLogger("neuro_chat_elo_pxls.host")]
+    for each in loggers:
+        each.addFilter(hour)
+    first_canvas = standin.canvas
     try:
-        totals = await run_host(
-            config,
-            clock=clock,
-            out=out,
-            stop=stop,
-            until=start + timedelta(hours=args.hours),
-            table_every=timedelta(hours=6),
-        )
+        _log_demo_start(args, url, victim, db)
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        out = open_output(out_path)
+        try:
+            totals = await run_host(
+                config,
+                clock=clock,
+                out=out,
+                stop=stop,
+                until=start + timedelta(hours=args.hours),
+                table_every=timedelta(hours=6),
+            )
+        finally:
+            await standin.stop()
+            if out is not sys.stdout:
+                out.close()
+        _log_demo_done(standin, totals, out_path, db, (victim, renamed, first_canvas, reset_hour))
     finally:
-        await standin.stop()
-        if out is not sys.stdout:
-            out.close()
-    _log_demo_done(standin, totals, out_path, db)
+        for each in loggers:
+            each.removeFilter(hour)
+    # the folder goes unless kept, or unless it holds the deltas (a terminal's run)
+    if workdir and not args.keep and not (out_path or "").startswith(workdir):
+        shutil.rmtree(workdir, ignore_errors=True)
+        log.info("demo: its temporary database %s was removed (--keep keeps it)", workdir)
     return 0
