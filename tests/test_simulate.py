@@ -9,12 +9,14 @@ SQLite inline, so a seed's whole run, not only its outcome, is the same on any m
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 import pytest
 
+from neuro_chat_elo_pxls.models import EloDelta
 from neuro_chat_elo_pxls.testing import simulate
+from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 
 #: seeds that found a defect once, each kept as a regression: 3 a followed rename
 #: counted twice; 18 and 23 waits and pacing forgotten across restarts; 28 a restart on
@@ -34,10 +36,13 @@ from neuro_chat_elo_pxls.testing import simulate
 #: 3650 a new database's first file, from the canvas before a reset it never saw (no
 #: source can tell: the checker excuses exactly that case); 15 status --check flagged
 #: a 5-minute interval's healthy source between two 15-minute grid pulls; 9305 a
-#: renewed PXLS_TOKEN lifted the 403's pause and the profile pacing under it
+#: renewed PXLS_TOKEN lifted the 403's pause and the profile pacing under it; 4959 a
+#: toplist row's generatedAt equal to a +5 h tick's host time was checked five hours
+#: early (a checker fix: only a profile's observed_at is a host time); 85, 266 and 318
+#: a truncated /info let the model's stale cache answer before the new code was told
 REGRESSIONS = (
-    *(3, 15, 16, 18, 23, 28, 30, 55, 109, 129, 179, 213, 521, 554, 586),
-    *(1170, 1176, 1438, 3235, 3650, 9305),
+    *(3, 15, 16, 18, 23, 28, 30, 55, 85, 109, 129, 179, 213, 266, 318, 521, 554, 586),
+    *(1170, 1176, 1438, 3235, 3650, 4959, 9305),
 )
 
 
@@ -80,6 +85,32 @@ def test_the_simulator_catches_absurd_profile_counts(monkeypatch: pytest.MonkeyP
     assert any(
         v.invariant == "scores are the truth" and "1000000000000000" in v.detail for v in violations
     ), [v.line(48) for v in violations]
+
+
+def test_only_a_profile_observation_is_looked_up_among_host_times() -> None:
+    """A toplist delta's observed_at is its snapshot's generatedAt (pxls's clock), a
+    profile delta's is the host's now. A +5 h tick at true 14:45:17 said 19:45:17; the
+    file stamped 19:45:17 is checked at 19:45:17, the profile answered on that tick at
+    14:45:17 (seed 4959)."""
+    t = datetime(2026, 10, 25, 14, 45, 17, tzinfo=UTC)
+    later = t + timedelta(hours=5)
+
+    class World:
+        renames: tuple[object, ...] = ()
+
+        def truth(self, name: str, canvas: str, at: datetime) -> int:
+            return {t: 9243, later: 10470}[at]
+
+    checks = FinalChecks()
+    checks.world = World()  # type: ignore[assignment]
+    checks.checker = simulate.Checker(seed=4959, cooldown=timedelta(seconds=1))
+    checks.host_times = {later: t}  # the +5 h tick
+    checks.checker.ledger = [
+        EloDelta(1, "p", None, None, None, 9243, 9243, "61", later, via="profile"),
+        EloDelta(2, "p", None, None, None, 1227, 10470, "61", later, via="toplist"),
+    ]
+    checks._check_accounting()
+    assert not checks.checker.violations, checks.checker.violations
 
 
 def test_a_seed_replays_exactly() -> None:

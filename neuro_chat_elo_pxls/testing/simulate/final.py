@@ -79,8 +79,15 @@ class FinalChecks:
                 f"(sweep_interval {self.settings.sweep_interval})",
             )
 
-    def _true_time(self, observed: datetime) -> datetime:
-        return self.host_times.get(observed, observed)
+    def _true_time(self, delta: EloDelta) -> datetime:
+        """The true time of a delta's observation. Only a profile's is a host ``now``
+        (DESIGN 6), which a wrong clock may have put ahead; a toplist row's is its
+        snapshot's ``generatedAt``, pxls's own time, never looked up among host times
+        (seed 4959: a file stamped 19:45:17 was read as the tick whose +5 h clock had
+        said 19:45:17, five hours earlier)."""
+        if delta.via != "profile":
+            return delta.observed_at
+        return self.host_times.get(delta.observed_at, delta.observed_at)
 
     def _check_accounting(self) -> None:
         sums: dict[tuple[str, str], int] = defaultdict(int)
@@ -88,7 +95,7 @@ class FinalChecks:
         for d in self.checker.ledger:
             sums[(d.user, d.canvas)] += d.delta
             last[(d.user, d.canvas)] = d
-            at = self._true_time(d.observed_at)
+            at = self._true_time(d)
             truth = self.world.truth(d.user, d.canvas, at)
             if d.score != truth and not self._unknowable(d, at):
                 self.checker.fail(

@@ -120,7 +120,7 @@ class Host(FinalChecks):
         )
         self.source = self._new_source()
         self.skew = timedelta(0)
-        self.host_times: dict[datetime, datetime] = {}  # skewed host now → true time
+        self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
         self.unacked: int = 0
         self.handler = _Records()
         self.ticks = 0
