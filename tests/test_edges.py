@@ -155,6 +155,36 @@ async def test_a_followed_rename_counts_once(
     assert sums.get(("old_name", "86"), 0) == 0  # was 90: 320 credited, true 230
 
 
+async def test_a_rename_withdrawal_found_by_a_profile_says_profile(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """The old name was last seen in the toplist (via "toplist", observed at a
+    generatedAt); the rename is found by the new name's profile (a host time). The
+    withdrawal is observed by that answer, so it says "profile" with that host time
+    (the merge kept the old row's via: "toplist" with a host time is possible when the
+    old row's last observation was a toplist row, a helper session's finding; this
+    case did not reach it before the fix, but pins the contract)."""
+    fake.top = 2
+    fake.add("topper", 10_000)
+    old = fake.add("old_name", 90)
+    source = make_source(follow_interval=timedelta(minutes=10))
+    ledger = Ledger()
+    await drive(source, clock, clock.now + 30 * MIN, ledger)
+    assert [d.via for d in ledger.deltas if d.user == "old_name"] == ["toplist"]
+    fake.top = 1  # out of the toplist, then renamed, and followed under the new name
+    del fake.users["old_name"]
+    old.score = 230
+    fake.users["new_name"] = old
+    fake.regenerate()
+    await source.follow(["new_name"], clock.now)
+    await drive(source, clock, clock.now + 40 * MIN, ledger)
+    ledger.check_conservation()
+    (withdrawal,) = [d for d in ledger.deltas if d.user == "old_name" and d.delta < 0]
+    (moved,) = [d for d in ledger.deltas if d.user == "new_name"]
+    assert withdrawal.via == moved.via == "profile"
+    assert withdrawal.observed_at == moved.observed_at
+
+
 async def test_the_sweep_finishes_when_follows_exceed_the_budget(
     make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
 ) -> None:

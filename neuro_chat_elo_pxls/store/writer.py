@@ -266,9 +266,15 @@ class Store(StoreReader):
         canvas = user.held_canvas if user.held else (current or user.canvas)
         if old.score and old.canvas is not None and old.canvas == canvas:
             corrected = old.score  # withdrawn by the trigger: -old, score 0
+            # the withdrawal is observed where the move was: the held delta's own
+            # observation, or this profile answer (host time: via "profile", not the old
+            # row's "toplist", whose observed_at is a generatedAt)
             observed = us(now) if user.held_observed_at is None else user.held_observed_at
             await conn.execute(
-                "UPDATE users SET score = 0, observed_at = ? WHERE id = ?", (observed, old.id)
+                "UPDATE users SET score = 0, observed_at = ?, observed_via = CASE WHEN ? "
+                "THEN 'profile' ELSE (SELECT observed_via FROM users WHERE id = ?) END "
+                "WHERE id = ?",
+                (observed, user.held_observed_at is None, user.id, old.id),
             )
         user.swept_in = max(user.swept_in, old.swept_in)
         await conn.execute("DELETE FROM users WHERE id = ?", (old.id,))
