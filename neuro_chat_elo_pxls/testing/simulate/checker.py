@@ -6,14 +6,26 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import attrs
 
 from ...models import EloDelta
-from .world import PROFILE, Generation, Person, World
+from .people import PROFILE, Generation, Person
 
 #: Requests per rolling hour an endpoint may see (a normal hour: 4-8 of each).
 MAX_PER_HOUR = {"info": 40, "stats": 30}
+
+
+class Served(Protocol):
+    """What the checker reads of the model pxls when a request is sent or answered."""
+
+    @property
+    def now(self) -> datetime: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def skewed(self) -> bool: ...
 
 
 @attrs.define
@@ -53,7 +65,7 @@ class Checker:
         self._seen.add(invariant)
         self.violations.append(Violation(self.seed, invariant, detail))
 
-    def request(self, world: World, key: str, endpoint: str) -> None:
+    def request(self, world: Served, key: str, endpoint: str) -> None:
         now = world.now
         if world.in_flight:
             self.fail("one request in flight", f"{endpoint} sent at {now} with another pending")
@@ -106,7 +118,7 @@ class Checker:
     def served_generation(self, generation: Generation) -> None:
         self.generations_served.append(generation)
 
-    def served_profile(self, world: World, name: str, person: Person) -> None:
+    def served_profile(self, world: Served, name: str, person: Person) -> None:
         self.profile_answers[name].append(world.now)
 
     def collected(self, deltas: Iterable[EloDelta]) -> None:

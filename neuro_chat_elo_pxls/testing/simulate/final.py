@@ -4,6 +4,7 @@ pxls answered applied, followed people refreshed, no ERROR without a cause)."""
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -18,8 +19,18 @@ if TYPE_CHECKING:
     from ...settings import PxlsSettings
     from ...source import PxlsSource
     from .checker import Checker
-    from .host import _Records
     from .world import World
+
+
+class ErrorRecords(logging.Handler):
+    """The ERROR records of a run (checked at its end: none without a cause)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 class FinalChecks:
@@ -31,7 +42,7 @@ class FinalChecks:
         checker: Checker
         settings: PxlsSettings
         source: PxlsSource
-        handler: _Records
+        handler: ErrorRecords
         host_times: dict[datetime, datetime]
         restart_times: list[datetime]
         followed_config: list[str]

@@ -19,7 +19,7 @@ import attrs
 from ...settings import PxlsSettings, Secret
 from ...source import PxlsSource
 from .checker import Checker
-from .final import FinalChecks
+from .final import ErrorRecords, FinalChecks
 from .world import World
 
 #: Where a run can start: ordinary days and the nights the clocks change in Berlin.
@@ -51,15 +51,6 @@ def _kill(source: PxlsSource) -> Awaitable[None]:
 
         return nothing()
     return store.close()
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 class Host(FinalChecks):
@@ -122,7 +113,7 @@ class Host(FinalChecks):
         self.skew = timedelta(0)
         self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
         self.unacked: int = 0
-        self.handler = _Records()
+        self.handler = ErrorRecords()
         self.ticks = 0
         self.idle_due_streak = 0
         self.restarts = 0

@@ -12,15 +12,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import attrs
-
 from ...errors import AuthError, MalformedDataError, NotFoundError, RateLimitedError, TransientError
 from ...models import CanvasInfo, Profile, Snapshot
 from ...pxls.parsing import parse_info, parse_profile_html, parse_profile_json, parse_stats
 from ..pages import SimUser, gson_json, php_json, profile_dict, profile_page
+from .people import LEADERBOARD, PROFILE, FaultPlan, Generation, Person, Request
 
 if TYPE_CHECKING:
     from .checker import Checker
+
+__all__ = ["LEADERBOARD", "PROFILE", "FaultPlan", "Generation", "Person", "Request", "World"]
 
 BERLIN = ZoneInfo("Europe/Berlin")
 REGENERATION = timedelta(minutes=15)
@@ -29,60 +30,6 @@ AUTH_FLOOR = timedelta(minutes=15)
 #: The end of every run is calm for this long (no new faults, jumps or hostile files),
 #: so that "what pxls answered is applied" can be checked.
 CALM_END = timedelta(hours=3)
-LEADERBOARD, PROFILE = "leaderboard", "profile"
-
-
-@attrs.define(eq=False)
-class Person:
-    pxls_id: int
-    name: str
-    rate: float  # mean pixels per paint step
-    discord: str | None
-    faction: tuple[int, str, str, int] | None
-    snip: bool = False
-    banned_until: datetime | None = None
-    count: int = 0  # on the current canvas
-    alltime: int = 0
-    #: canvas → [(true time, count)] at every change
-    history: dict[str, list[tuple[datetime, int]]] = attrs.field(factory=dict)
-
-    def count_at(self, canvas: str, at: datetime) -> int:
-        changes = self.history.get(canvas, [])
-        i = bisect.bisect_right(changes, at, key=lambda c: c[0])
-        return changes[i - 1][1] if i else 0
-
-
-@attrs.frozen
-class Generation:
-    at: datetime  # true UTC time of generatedAt (whole seconds)
-    canvas: str
-    rows: tuple[tuple[str, int], ...]  # rank order; "-snip-" rows included
-
-
-@attrs.frozen
-class Request:
-    at: datetime  # true time
-    endpoint: str  # info, stats, profile
-    name: str | None
-    outcome: str  # ok, 404, or the fault
-
-
-@attrs.define
-class FaultPlan:
-    """Per-seed fault rates and outages (true time)."""
-
-    rate: float
-    auth_outages: list[list[datetime]]  # [start, end): profile requests answer 403
-    storms: list[tuple[datetime, datetime]]  # [start, end): 429 with long waits
-
-    def auth_outage(self, at: datetime) -> bool:
-        return any(s <= at < e for s, e in self.auth_outages)
-
-    def end_outages(self, at: datetime) -> None:
-        """New credentials: an outage in progress ends now."""
-        for window in self.auth_outages:
-            if window[0] <= at < window[1]:
-                window[1] = at
 
 
 class World:
