@@ -74,6 +74,26 @@ class Host(FinalChecks):
         self.world = World(rng, start, self.end, self.checker)
         self.workdir = workdir
         self.follow_path = os.path.join(workdir, "follow.txt")
+        self._add_followed_people(rng, start)
+        self.token = 1
+        self.settings = self._drawn_settings(rng, cooldown)
+        self.source = self._new_source()
+        self.skew = timedelta(0)
+        self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
+        self.unacked: int = 0
+        self.handler = ErrorRecords()
+        self.ticks = 0
+        self.idle_due_streak = 0
+        self.restarts = 0
+        self.restart_times: list[datetime] = []
+        self.sent = False
+        self.cadence: tuple[timedelta, timedelta] | None = None
+        self._fifo = False
+        self.fifo_blocked = False
+
+    def _add_followed_people(self, rng: random.Random, start: datetime) -> None:
+        """People outside the toplist (few pixels), followed half by the config and
+        half by the follow file (written now, with a comment and a bad line)."""
         world = self.world
         outside = [
             world._add_person(f"swarm_{i}", start, rate=rng.choice((0.2, 1.0, 3.0)))
@@ -88,13 +108,15 @@ class Host(FinalChecks):
         self.use_file = bool(self.followed_file) or rng.random() < 0.3
         if self.use_file:
             self._write_follow_file([*self.followed_file, "# comment", "not a name!"])
-        self.token = 1
-        self.settings = PxlsSettings(
+
+    def _drawn_settings(self, rng: random.Random, cooldown: timedelta) -> PxlsSettings:
+        """The source's settings, drawn from the seed (the draws' order is the run's)."""
+        return PxlsSettings(
             base_url="http://simulated.invalid",
-            db_path=os.path.join(workdir, "pxls.sqlite3"),
+            db_path=os.path.join(self.workdir, "pxls.sqlite3"),
             token=Secret(f"sim-token-{self.token}"),
             cf_auth=None,
-            profile_endpoint=world.endpoint,
+            profile_endpoint=self.world.endpoint,
             delivery=rng.choice(("drain", "ack")),
             leaderboard_interval=rng.choice(
                 (timedelta(minutes=5), timedelta(minutes=20), timedelta(hours=1))
@@ -109,19 +131,6 @@ class Host(FinalChecks):
             follow_factions=(3680,) if rng.random() < 0.3 else (),
             follow_interval=rng.choice((timedelta(minutes=30), timedelta(hours=1))),
         )
-        self.source = self._new_source()
-        self.skew = timedelta(0)
-        self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
-        self.unacked: int = 0
-        self.handler = ErrorRecords()
-        self.ticks = 0
-        self.idle_due_streak = 0
-        self.restarts = 0
-        self.restart_times: list[datetime] = []
-        self.sent = False
-        self.cadence: tuple[timedelta, timedelta] | None = None
-        self._fifo = False
-        self.fifo_blocked = False
 
     def _new_source(self) -> PxlsSource:
         return PxlsSource(self.settings, client=self.world, rng=random.Random(self.rng.random()))
