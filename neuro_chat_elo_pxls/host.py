@@ -231,13 +231,27 @@ async def run_host(
 
 
 def _with_ack_delivery(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``config`` with ``delivery = "ack"`` in its ``[pxls]`` section (said once in the
-    log when the config asked for something else)."""
+    """``config`` with ``delivery = "ack"`` in its ``[pxls]`` section and in every
+    ``[pxls.instances.NAME]`` table (a table's own ``delivery`` would win over the
+    section's: a review's finding); said once in the log when the config asked for
+    something else."""
     section = config.get("pxls")
-    if isinstance(section, Mapping) and section.get("delivery", "drain") != "ack":
+    if not isinstance(section, Mapping):
+        return config
+    tables = section.get("instances")
+    asked = [section.get("delivery", "drain")]
+    if isinstance(tables, Mapping):
+        asked += [t.get("delivery") for t in tables.values() if isinstance(t, Mapping)]
+        tables = {
+            name: {**t, "delivery": "ack"} if isinstance(t, Mapping) else t
+            for name, t in tables.items()
+        }
+    if any(a not in (None, "ack") for a in asked):
         log.info("host: deltas are acknowledged once written and fsynced (delivery = ack)")
-        config = {**config, "pxls": {**section, "delivery": "ack"}}
-    return config
+    fixed: dict[str, Any] = {**section, "delivery": "ack"}
+    if tables is not None:
+        fixed["instances"] = tables
+    return {**config, "pxls": fixed}
 
 
 async def _shut_down(

@@ -58,6 +58,8 @@ class PxlsSource:
         self._db = StoreHandle(settings.db_path, self._restore)
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._handed_out = 0  # ack delivery: highest seq returned since open
+        #: ack delivery: the deltas handed out since open and not yet acknowledged, by seq
+        self._outstanding: dict[int, EloDelta] = {}
         self._empty_at = -1  # store commits when collect_deltas last found nothing
         self._bad_now_said = False  # a host's wrong ``now`` is reported once
 
@@ -129,6 +131,7 @@ class PxlsSource:
                     deltas = await store.peek_outbox(self._handed_out, instance)
                     if deltas:
                         self._handed_out = deltas[-1].seq
+                        self._outstanding.update((d.seq, d) for d in deltas)
                 if not deltas:
                     self._empty_at = commits
                 return deltas
@@ -143,24 +146,49 @@ class PxlsSource:
             store = await self._db.ensure()
             if store is not None and self.settings.delivery == "ack":
                 await store.ack_outbox(upto_seq)
+                for seq in [s for s in self._outstanding if s <= upto_seq]:
+                    del self._outstanding[seq]
 
     @hookimpl
     async def acknowledge(self, deltas: Sequence[Any]) -> None:
-        """The host has durably stored ``deltas`` (any sources'): this source
-        acknowledges the highest ``seq`` among those of its instance (the hook form of
-        :meth:`ack_deltas`, for a host that keeps no reference to its sources)."""
-        mine = self.settings.instance_name
-        seqs = [d.seq for d in deltas if getattr(d, "instance", None) == mine]
-        if not seqs:
+        """The host has durably stored ``deltas`` (any sources', in the order it got
+        them): this source acknowledges exactly those it handed out (equal to what it
+        handed out under that ``seq``: another source's seq 1 is not this one's, even
+        under one instance name), the hook form of :meth:`ack_deltas` for a host that
+        keeps no reference to its sources. Deltas handed out before the acknowledged
+        ones and never acknowledged (a host that cancelled ``collect_deltas`` while
+        another source ran loses the batch it had) are offered again by the next call:
+        at least once, never lost. Never raises (a failure is logged; the rows stay)."""
+        if self.settings.delivery != "ack":
+            return
+        mine = sorted({d.seq for d in deltas if self._outstanding.get(d.seq) == d})
+        if not mine:
             return
         try:
-            await self.ack_deltas(max(seqs))
+            async with self._hooks:
+                store = await self._db.ensure()
+                if store is None:
+                    return
+                await store.ack_seqs(mine)
+                for seq in mine:
+                    del self._outstanding[seq]
+                skipped = [seq for seq in self._outstanding if seq < mine[0]]
+                if skipped:  # handed out, never stored by the host: offer them again
+                    self._handed_out = min(skipped) - 1
+                    self._empty_at = -1
+                    log.info(
+                        "%d deltas handed out before seq %d were not acknowledged: they "
+                        "are offered again (the host de-duplicates on (instance, seq))",
+                        len(skipped),
+                        mine[0],
+                    )
         except Exception as exc:  # a hook never raises into the host (a full disk)
             log.error(
-                "acknowledging deltas up to seq %d failed (%s); they stay in the outbox: "
-                "acknowledged with the next batch, or handed out again after a restart "
-                "(same seq)",
-                max(seqs),
+                "acknowledging %d deltas up to seq %d failed (%s); they stay in the "
+                "outbox: acknowledged with the next batch, or handed out again after a "
+                "restart (same seq)",
+                len(mine),
+                mine[-1],
                 exc,
             )
 

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,3 +203,23 @@ def test_two_instances_on_one_database_are_refused() -> None:
         instances_from_config(section)
     (only,) = instances_from_config({"db_path": "one.sqlite3"})  # no tables: as before
     assert only.instance_name == "pxls.space"
+
+
+def test_run_forces_ack_delivery_in_every_instance_table() -> None:
+    """A review's finding: a table's own ``delivery = "drain"`` overrode the host's
+    forced ack mode, so a failed write lost that instance's deltas."""
+    from neuro_chat_elo_pxls.host import _with_ack_delivery
+    from neuro_chat_elo_pxls.settings import instances_from_config
+
+    config: dict[str, Any] = {
+        "pxls": {
+            "delivery": "drain",
+            "instances": {
+                "a": {"delivery": "drain", "db_path": "a.sqlite3"},
+                "b": {"db_path": "b.sqlite3"},
+            },
+        }
+    }
+    forced = _with_ack_delivery(config)
+    assert [s.delivery for s in instances_from_config(forced["pxls"])] == ["ack", "ack"]
+    assert config["pxls"]["instances"]["a"]["delivery"] == "drain"  # not changed in place

@@ -204,15 +204,18 @@ async def test_a_failed_acknowledgement_is_logged_not_raised_and_nothing_is_lost
     source = make_source(delivery="ack", token=None)
     await source.on_tick(clock.now)
     (delta,) = await source.collect_deltas()
-    real = source.ack_deltas
 
-    async def full_disk(upto_seq: int) -> None:
+    async def full_disk(seqs: Any) -> None:
         raise StoreError("database or disk is full")
 
-    source.ack_deltas = full_disk
+    store = source._db.store
+    real = store.ack_seqs
+    store.ack_seqs = full_disk
     await source.acknowledge([delta])  # no exception reaches the host
-    assert any("acknowledging deltas up to seq 1 failed" in r.getMessage() for r in caplog.records)
-    source.ack_deltas = real
+    assert any(
+        "acknowledging 1 deltas up to seq 1 failed" in r.getMessage() for r in caplog.records
+    )
+    store.ack_seqs = real
     await source.on_shutdown()
     again = make_source(delivery="ack", token=None)
     (redelivered,) = await again.collect_deltas()  # kept: handed out again, same seq
@@ -220,3 +223,87 @@ async def test_a_failed_acknowledgement_is_logged_not_raised_and_nothing_is_lost
     await again.acknowledge([redelivered])
     await again.on_shutdown()
     assert await make_source(delivery="ack", token=None).collect_deltas() == []
+
+
+async def _two_ack_sources(
+    tmp_path: Path, fake: Any, clock: Any, base_b: str
+) -> tuple[Any, Any, Any]:
+    import random
+
+    from .helpers import FakePxls
+
+    other = FakePxls(clock)
+    fake.add("grid_master", 120)
+    other.add("ironmouse_fan", 7)
+    a = PxlsSource(
+        PxlsSettings(
+            db_path=str(tmp_path / "a.sqlite3"),
+            token=None,
+            delivery="ack",
+            base_url="http://127.0.0.1:4001",
+        ),
+        client=fake,
+        rng=random.Random(1),
+    )
+    b = PxlsSource(
+        PxlsSettings(
+            db_path=str(tmp_path / "b.sqlite3"), token=None, delivery="ack", base_url=base_b
+        ),
+        client=other,
+        rng=random.Random(2),
+    )
+    pm = make_pm()
+    pm.register(a)
+    pm.register(b)
+    return pm, a, b
+
+
+async def test_a_collect_cancelled_while_another_source_runs_loses_nothing(
+    tmp_path: Path, fake: Any, clock: Any
+) -> None:
+    """A review's finding: the host cancels collect_deltas while the second source is
+    still busy; the first source's batch is lost to the host, and the next
+    acknowledgement (of later seqs) deleted it for good. Now the acknowledgement
+    deletes exactly what it names, and what was handed out before it and never
+    acknowledged is offered again."""
+    import asyncio
+
+    pm, a, b = await _two_ack_sources(tmp_path, fake, clock, "http://127.0.0.1:4002")
+    try:
+        await call_async_hook(pm.hook.on_tick, now=clock.now)
+        async with b._hooks:  # b is busy: the host's wait_for runs out during it
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call_async_hook(pm.hook.collect_deltas), 0.05)
+        fake.users["grid_master"].score = 130
+        clock.advance(hours=1, minutes=5)
+        fake.regenerate()
+        got: list[Any] = []
+        for _ in range(3):
+            await call_async_hook(pm.hook.on_tick, now=clock.now)
+            batch = [d for part in await call_async_hook(pm.hook.collect_deltas) for d in part]
+            got.extend(batch)
+            await call_async_hook(pm.hook.acknowledge, deltas=batch)
+        mine = sorted({(d.seq, d.delta) for d in got if d.user == "grid_master"})
+        assert mine == [(1, 120), (2, 10)], mine  # seq 1 came again; nothing lost
+        assert await a.collect_deltas() == []
+    finally:
+        await a.on_shutdown()
+        await b.on_shutdown()
+
+
+async def test_two_sources_under_one_instance_name_never_acknowledge_each_other(
+    tmp_path: Path, fake: Any, clock: Any
+) -> None:
+    """Two stand-ins on 127.0.0.1 (two ports): both instances are named "127.0.0.1"
+    and both start at seq 1. Acknowledging b's deltas deleted a's undelivered ones."""
+    pm, a, b = await _two_ack_sources(tmp_path, fake, clock, "http://127.0.0.1:4002")
+    try:
+        await call_async_hook(pm.hook.on_tick, now=clock.now)
+        (from_b,) = await b.collect_deltas()
+        await call_async_hook(pm.hook.acknowledge, deltas=[from_b])
+        (from_a,) = await a.collect_deltas()  # still there, never handed out before
+        assert (from_a.instance, from_a.seq) == (from_b.instance, from_b.seq) == ("127.0.0.1", 1)
+        assert from_a.user == "grid_master"
+    finally:
+        await a.on_shutdown()
+        await b.on_shutdown()

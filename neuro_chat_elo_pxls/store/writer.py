@@ -326,6 +326,27 @@ class Store(StoreReader):
         rows, self._drained = self._drained, []
         return rows
 
+    async def ack_seqs(self, seqs: Sequence[int]) -> int:
+        """Delete the outbox rows of exactly ``seqs`` (delivered), in one transaction, as
+        runs of consecutive seqs. Returns how many."""
+        runs: list[tuple[int, int]] = []
+        for seq in sorted(set(seqs)):
+            if runs and seq == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], seq)
+            else:
+                runs.append((seq, seq))
+
+        async def unit(conn: aiosqlite.Connection) -> int:
+            deleted = 0
+            for low, high in runs:
+                cur = await conn.execute(
+                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (low, high)
+                )
+                deleted += cur.rowcount
+            return deleted
+
+        return await self._db.write(unit)
+
     async def ack_outbox(self, upto_seq: int) -> int:
         """Delete outbox rows with ``seq <= upto_seq`` (delivered). Returns how many."""
 
