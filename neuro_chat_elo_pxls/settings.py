@@ -213,6 +213,9 @@ class PxlsSettings:
     user_agent: str = attrs.field(default=DEFAULT_USER_AGENT, validator=_header_text)
     #: the pxls instance's name, carried by every EloDelta (None: ``base_url``'s host)
     instance: str | None = attrs.field(default=None, validator=_instance)
+    #: the environment variables the secrets came from (messages name them; a
+    #: ``[pxls.instances.NAME]`` table's are ``PXLS_TOKEN_NAME``, ``PXLS_CF_AUTH_NAME``)
+    secret_envs: tuple[str, str] = (TOKEN_ENV, CF_AUTH_ENV)
     token: Secret | None = attrs.field(factory=lambda: _secret_from_env(TOKEN_ENV), repr=False)
     cf_auth: Secret | None = attrs.field(factory=lambda: _secret_from_env(CF_AUTH_ENV), repr=False)
 
@@ -249,7 +252,7 @@ class PxlsSettings:
         return (
             f"neuro-chat-elo-pxls {VERSION}, instance {self.instance_name} ({self.base_url}), "
             "profiles "
-            f"{'on' if self.profiles_enabled else f'off ({TOKEN_ENV} not set)'}, "
+            f"{'on' if self.profiles_enabled else f'off ({self.secret_envs[0]} not set)'}, "
             f"leaderboard every {_duration(self.leaderboard_interval)}, sweep every "
             f"{_duration(self.sweep_interval)}, profile cooldown "
             f"{_duration(self.profile_cooldown)}, delivery {self.delivery}"
@@ -258,7 +261,9 @@ class PxlsSettings:
     @classmethod
     def field_names(cls) -> list[str]:
         """Keys accepted by :meth:`from_mapping` (secrets excluded: they come from env)."""
-        return [f.name for f in attrs.fields(cls) if f.name not in ("token", "cf_auth")]
+        return [
+            f.name for f in attrs.fields(cls) if f.name not in ("token", "cf_auth", "secret_envs")
+        ]
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any]) -> PxlsSettings:
@@ -334,7 +339,10 @@ def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
         token_env, cf_env = instance_env(name)
         found.append(
             attrs.evolve(
-                settings, token=_secret_from_env(token_env), cf_auth=_secret_from_env(cf_env)
+                settings,
+                token=_secret_from_env(token_env),
+                cf_auth=_secret_from_env(cf_env),
+                secret_envs=(token_env, cf_env),
             )
         )
     names = [s.instance_name for s in found]
@@ -343,6 +351,11 @@ def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
         for j in range(i):
             if names[i] == names[j]:
                 raise ConfigError(f"two pxls instances are named {names[i]!r}")
+            if settings.secret_envs == found[j].secret_envs:
+                raise ConfigError(
+                    f"pxls instances {names[j]!r} and {names[i]!r} would read the same "
+                    f"secrets ({settings.secret_envs[0]}): rename one"
+                )
             if paths[i] == paths[j]:
                 raise ConfigError(
                     f"pxls instances {names[j]!r} and {names[i]!r} share db_path "

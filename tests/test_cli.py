@@ -290,3 +290,25 @@ def test_instance_name_defaults_to_the_host_of_base_url(
 def test_a_bad_instance_name_is_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="instance must be"):
         PxlsSettings(db_path="x", instance=bad)
+
+
+def test_an_instance_is_chosen_by_its_table_or_its_instance_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A review's finding: a table that sets ``instance`` (to keep an old database's
+    name) could be chosen by neither name, and ``status`` failed on the whole config."""
+    from neuro_chat_elo_pxls.cli.config import configured_instances, load_config
+    from neuro_chat_elo_pxls.cli.parser import build_parser
+
+    config = tmp_path / "host.toml"
+    config.write_text(
+        f'[pxls.instances.space]\ninstance = "pxls.space"\ndb_path = "{tmp_path / "s.db"}"\n'
+        f'[pxls.instances.ev]\nbase_url = "http://127.0.0.1:9"\ndb_path = "{tmp_path / "e.db"}"\n'
+    )
+    for chosen in ("space", "pxls.space"):
+        args = build_parser().parse_args(["status", "--config", str(config), "--instance", chosen])
+        (only,) = configured_instances(load_config(args))
+        assert only.instance_name == "pxls.space"
+    assert main(["status", "--json", "--config", str(config)]) == 2  # no databases yet
+    shown = json.loads(capsys.readouterr().out)
+    assert set(shown["instances"]) == {"pxls.space", "ev"} and shown["healthy"] is False

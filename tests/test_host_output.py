@@ -223,3 +223,27 @@ def test_run_forces_ack_delivery_in_every_instance_table() -> None:
     forced = _with_ack_delivery(config)
     assert [s.delivery for s in instances_from_config(forced["pxls"])] == ["ack", "ack"]
     assert config["pxls"]["instances"]["a"]["delivery"] == "drain"  # not changed in place
+
+
+def test_an_instance_table_names_its_own_secrets_in_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A review's finding: messages told a table instance's operator to set or renew
+    PXLS_TOKEN, which that instance never reads (it reads PXLS_TOKEN_NAME)."""
+    from neuro_chat_elo_pxls import ConfigError
+    from neuro_chat_elo_pxls.engine.state import KeyState, SchedulerState
+    from neuro_chat_elo_pxls.ops.health import health_problems
+    from neuro_chat_elo_pxls.settings import instances_from_config
+
+    monkeypatch.setenv("PXLS_TOKEN", "the-plain-one")
+    section = {"instances": {"ev-1": {"db_path": "e.sqlite3"}}}
+    (ev,) = instances_from_config(section)
+    assert ev.secret_envs == ("PXLS_TOKEN_EV_1", "PXLS_CF_AUTH_EV_1") and ev.token is None
+    assert "profiles off (PXLS_TOKEN_EV_1 not set)" in ev.summary()
+    paused = KeyState(T0 + timedelta(hours=1), "auth: HTTP 403", 0, auth_pauses=1)
+    state = SchedulerState(last_pull_at=T0, keys={"profile": paused})
+    (problem,) = health_problems(state, ev, T0, oldest_outbox=None, max_outbox_age=timedelta(1))
+    assert problem.endswith("renew PXLS_TOKEN_EV_1 / PXLS_CF_AUTH_EV_1")
+    clash = {"instances": {"ev-1": {"db_path": "a"}, "ev_1": {"db_path": "b"}}}
+    with pytest.raises(ConfigError, match="would read the same secrets"):
+        instances_from_config(clash)

@@ -58,11 +58,17 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, flag, None) is not None
     }
     if isinstance(tables, dict) and chosen is not None:
-        if chosen not in tables:
+        # by its table's name, or by the instance name the table sets
+        keys = [
+            key
+            for key, table in tables.items()
+            if chosen in (key, table.get("instance") if isinstance(table, dict) else None)
+        ]
+        if not keys:
             raise ConfigError(
                 f"no pxls instance {chosen!r} in the config (there are: {', '.join(tables)})"
             )
-        section["instances"] = {chosen: {**tables[chosen], **overrides}}
+        section["instances"] = {keys[0]: {**tables[keys[0]], **overrides}}
     elif isinstance(tables, dict) and overrides:
         raise ConfigError(
             f"--{'db' if 'db_path' in overrides else 'base-url'} with several pxls instances "
@@ -72,7 +78,7 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
         section.update(overrides)
     config["pxls"] = section
     instances = instances_from_config(section)  # fail fast, naming a bad key
-    if chosen is not None and [s.instance_name for s in instances] != [chosen]:
+    if chosen is not None and not isinstance(tables, dict) and instances[0].instance_name != chosen:
         raise ConfigError(
             f"no pxls instance {chosen!r} in the config (there is: {instances[0].instance_name})"
         )

@@ -22,7 +22,7 @@ import attrs
 
 from ..errors import StoreError
 from ..pxls.client import PxlsApi
-from ..settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings, credentials_fingerprint
+from ..settings import PxlsSettings, credentials_fingerprint
 from ..store.writer import Store
 from ..util.text import shown
 from .clockguard import ClockGuard
@@ -77,8 +77,9 @@ class Engine(Generic[J]):
         if recorded and recorded != instance:
             raise StoreError(
                 f"{self.settings.db_path} belongs to pxls instance {shown(recorded)}, not "
-                f"{shown(instance)}: give each instance its own db_path (seqs are per "
-                "database)"
+                f"{shown(instance)}: if it is the same pxls (a new base_url, a config "
+                f'moved into [pxls.instances.NAME]), set instance = "{shown(recorded)}" '
+                "there; if not, give this instance its own db_path (seqs are per database)"
             )
         keys, salt, fingerprints = self._restored_keys(self.state.current)
         self.queue.restore(keys)
@@ -96,9 +97,9 @@ class Engine(Generic[J]):
             log.warning(
                 "%s is not set: no profile is requested (no Discord names or factions); "
                 "new users' deltas are handed out at once. Set %s (and %s for pxls.space).",
-                TOKEN_ENV,
-                TOKEN_ENV,
-                CF_AUTH_ENV,
+                self.settings.secret_envs[0],
+                self.settings.secret_envs[0],
+                self.settings.secret_envs[1],
             )
         for job in self._jobs:
             await job.opened(store, self.settings.profiles_enabled)

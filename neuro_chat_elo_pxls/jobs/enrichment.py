@@ -17,7 +17,6 @@ from ..engine.job import Job, Visit
 from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..engine.window import Window
-from ..settings import TOKEN_ENV
 from ..store.writer import Store
 from ..util.times import fmt_duration
 
@@ -56,7 +55,7 @@ class EnrichmentWindow(Job):
         if profiles:
             await self.refresh_deadline(store)
         else:
-            await self.release_all(store, f"{TOKEN_ENV} is not set")
+            await self.release_all(store, "no PXLS_TOKEN (or an instance's PXLS_TOKEN_NAME)")
 
     async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
         await self._after_pull(store, queue)  # (a cancelled after() is finished here)

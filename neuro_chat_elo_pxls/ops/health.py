@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from ..engine.state import SchedulerState
 from ..jobs.pull import REGENERATION
-from ..settings import CF_AUTH_ENV, TOKEN_ENV, PxlsSettings
+from ..settings import PxlsSettings
 from ..util.text import shown
 from ..util.times import fmt_duration, ts
 
@@ -68,7 +68,7 @@ def health_problems(
         if key.paused_for_auth(now) and key.ready_at is not None:
             problems.append(
                 f"{name} requests paused for auth until {_when(key.ready_at)} "
-                f"({shown(key.reason)}): renew {TOKEN_ENV} / {CF_AUTH_ENV}"
+                f"({shown(key.reason)}): renew {' / '.join(settings.secret_envs)}"
             )
     started = state.sweep_started_at
     sweep_limit = settings.sweep_interval * 2
