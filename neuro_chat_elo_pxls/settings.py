@@ -345,6 +345,12 @@ def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
                 secret_envs=(token_env, cf_env),
             )
         )
+    _check_apart(found)
+    return found
+
+
+def _check_apart(found: list[PxlsSettings]) -> None:
+    """Instances of one config: distinct names, secrets and database files."""
     names = [s.instance_name for s in found]
     paths = [os.path.realpath(s.db_path) for s in found]
     for i, settings in enumerate(found):
@@ -361,7 +367,6 @@ def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
                     f"pxls instances {names[j]!r} and {names[i]!r} share db_path "
                     f"{settings.db_path!r}: each instance needs its own database"
                 )
-    return found
 
 
 def credentials_fingerprint(settings: PxlsSettings, salt: str, *, profiles: bool = True) -> str:

@@ -57,8 +57,21 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
         for flag, key in (("base_url", "base_url"), ("db", "db_path"))
         if getattr(args, flag, None) is not None
     }
+    _apply_flags(section, chosen, overrides)
+    config["pxls"] = section
+    instances = instances_from_config(section)  # fail fast, naming a bad key
+    if chosen is not None and not isinstance(tables, dict) and instances[0].instance_name != chosen:
+        raise ConfigError(
+            f"no pxls instance {chosen!r} in the config (there is: {instances[0].instance_name})"
+        )
+    return config
+
+
+def _apply_flags(section: dict[str, Any], chosen: str | None, overrides: dict[str, Any]) -> None:
+    """``--instance`` keeps that table only (chosen by its name or the instance name it
+    sets); ``--base-url``/``--db`` go into it, or into ``[pxls]`` without tables."""
+    tables = section.get("instances")
     if isinstance(tables, dict) and chosen is not None:
-        # by its table's name, or by the instance name the table sets
         keys = [
             key
             for key, table in tables.items()
@@ -76,13 +89,6 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
         )
     else:
         section.update(overrides)
-    config["pxls"] = section
-    instances = instances_from_config(section)  # fail fast, naming a bad key
-    if chosen is not None and not isinstance(tables, dict) and instances[0].instance_name != chosen:
-        raise ConfigError(
-            f"no pxls instance {chosen!r} in the config (there is: {instances[0].instance_name})"
-        )
-    return config
 
 
 def configured_instances(config: dict[str, Any]) -> list[PxlsSettings]:

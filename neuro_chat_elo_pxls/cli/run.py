@@ -164,12 +164,13 @@ def _log_demo_done(
     log.info("demo: %d JSON-lines deltas went to %s; the database is %s", totals.deltas, where, db)
 
 
-async def demo_command(args: argparse.Namespace) -> int:
+def _demo_standin(
+    args: argparse.Namespace, clock: SimClock, start: datetime, reset_hour: float
+) -> tuple[PxlsStandIn, str, str]:
+    """The demo's stand-in, its reset at ``reset_hour``, and someone the viewer sees
+    (the toplist's best) renamed five simulated hours in: (stand-in, old, new name)."""
     from ..testing.standin import FACTIONS, HOSTILE_FACTIONS, PxlsStandIn, Scenario
 
-    clock = SimClock(speed=args.speed)
-    start = clock.now()
-    reset_hour = args.hours * 0.7
     scenario = Scenario(
         users=args.users,
         seed=args.seed,
@@ -179,13 +180,20 @@ async def demo_command(args: argparse.Namespace) -> int:
         factions=[*FACTIONS, *HOSTILE_FACTIONS] if args.hostile_names else PLAIN_FACTIONS,
     )
     standin = PxlsStandIn(scenario, clock.now)
-    # rename someone the viewer sees (the toplist's best), five simulated hours in
     visible = standin.visible()
     victim = visible[0].name if visible else sorted(standin.users)[0]
     renamed = f"{victim[:24]}_renamed"
     standin.schedule_rename(start + timedelta(hours=5), victim, renamed)
+    return standin, victim, renamed
+
+
+async def demo_command(args: argparse.Namespace) -> int:
+    clock = SimClock(speed=args.speed)
+    start = clock.now()
+    reset_hour = args.hours * 0.7
+    standin, victim, renamed = _demo_standin(args, clock, start, reset_hour)
     url = await standin.start()
-    os.environ[TOKEN_ENV] = scenario.token  # the stand-in's session, not a real secret
+    os.environ[TOKEN_ENV] = standin.scenario.token  # the stand-in's session, not a real secret
     db, out_path, workdir = _demo_paths(args)
     swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
     config = _demo_config(url, db, swarm)

@@ -198,20 +198,28 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"sweep           #{sweep['number']} finished {when('finished_at', record=sweep)}"
         )
-    for key, st in status["keys"].items():
+    lines.extend(_key_lines(status["keys"], checked))
+    if status["healthy"]:
+        lines.append("health          OK")
+    else:
+        lines.extend(f"UNHEALTHY       {shown(problem)}" for problem in status["problems"])
+    return "\n".join(lines)
+
+
+def _key_lines(keys: dict[str, dict[str, Any]], checked_at: str | None) -> list[str]:
+    """One line per cooldown key: ready, or cooling until when and why."""
+    lines = []
+    for key, st in keys.items():
         state_text = (
-            f"cooling until {when('cooling_until', record=st)}: {shown(st['reason'])}"
+            f"cooling until {_when_text(st.get('cooling_until'), checked_at)}: "
+            f"{shown(st['reason'])}"
             if st.get("cooling_until")
             else "ready"
         )
         lines.append(
             f"key {key:<11} {state_text} ({st.get('consecutive_failures', 0)} consecutive failures)"
         )
-    if status["healthy"]:
-        lines.append("health          OK")
-    else:
-        lines.extend(f"UNHEALTHY       {shown(problem)}" for problem in status["problems"])
-    return "\n".join(lines)
+    return lines
 
 
 def _follow_lines(follow: dict[str, Any], checked_at: str | None) -> list[str]:
