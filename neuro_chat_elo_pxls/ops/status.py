@@ -103,13 +103,8 @@ async def build_status(
     counts = await reader.counts()
     sweep = await _sweep_status(reader, state, now, settings)
     oldest = await reader.oldest_outbox()
-    problems = health_problems(
-        state,
-        settings,
-        now,
-        oldest_outbox=oldest,
-        max_outbox_age=max_outbox_age or default_outbox_age(settings),
-    )
+    limit = max_outbox_age or default_outbox_age(settings)
+    problems = health_problems(state, settings, now, oldest_outbox=oldest, max_outbox_age=limit)
     return {
         "version": VERSION,
         "instance": settings.instance_name,
