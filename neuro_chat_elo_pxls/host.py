@@ -302,14 +302,13 @@ def install_signal_handlers(stop: asyncio.Event, reopen: Callable[[], None] | No
 
     def hangup() -> None:
         if reopen is None:
-            log.info("SIGHUP: no output file to reopen (deltas go to stdout); ignored")
+            log.info("SIGHUP: no --out file to reopen here; ignored")
         else:
             reopen()
 
-    for sig, handler in (
-        (signal.SIGINT, stop.set),
-        (signal.SIGTERM, stop.set),
-        (signal.SIGHUP, hangup),
-    ):
-        with contextlib.suppress(NotImplementedError, AttributeError):
-            loop.add_signal_handler(sig, handler)
+    handlers = {"SIGINT": stop.set, "SIGTERM": stop.set, "SIGHUP": hangup}
+    for name, handler in handlers.items():
+        sig = getattr(signal, name, None)  # (no SIGHUP on Windows)
+        if sig is not None:
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, handler)
