@@ -101,8 +101,9 @@ async def collect_deltas() -> list[Any]:  # type: ignore[empty-body]
 @hookspec
 async def acknowledge(deltas: Sequence[Any]) -> None:
     """Optional: the host has durably stored ``deltas`` (from any sources). Each source
-    acknowledges those of its own ``instance`` and ignores the rest, so a host needs no
-    reference to its sources; an at-most-once source does nothing."""
+    acknowledges exactly those it handed out and ignores the rest, so a host needs no
+    reference to its sources; what it handed out before them and never saw
+    acknowledged is offered again. An at-most-once source does nothing."""
 
 
 @hookspec
