@@ -113,7 +113,16 @@ def test_demo_on_a_terminal_writes_the_deltas_to_a_file_and_says_where(tmp_path:
         os.close(slave)
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"seq"' not in on_terminal  # no JSON lines on the terminal
-    last = result.stderr.strip().splitlines()[-1]
+    lines = result.stderr.strip().splitlines()
+    last = lines[-1]
+    # CI greps the wheel's `demo --hours 2` log for this line: a finished demo says so
+    assert "demo done: " in last, last
+    # two hours end before the rename (hour 5): the recap tells only what happened
+    recap = [line for line in lines if "demo recap: " in line]
+    assert recap and not [line for line in recap if "renamed to" in line], recap
+    for line in recap:
+        reset = re.search(r"canvas reset (\S+) -> (\S+):", line)
+        assert reset is None or reset.group(1) != reset.group(2), line
     match = re.search(r"(\d+) JSON-lines deltas went to (\S+deltas\.jsonl);", last)
     assert match, last
     written = Path(match.group(2)).read_text().splitlines()

@@ -126,29 +126,37 @@ def _log_demo_done(
     db: str,
     story: tuple[str, str, str, float],
 ) -> None:
-    """The closing recap: what happened when, the deltas by source, the requests."""
+    """The closing recap, in the order things happened: only what the run reached (a
+    short run ends before the rename or the reset), then the deltas and requests; its
+    last line starts with ``demo done:``."""
     victim, renamed, first_canvas, reset_hour = story
+    events = [
+        (
+            0.0,
+            f"hour 0: canvas {first_canvas} first seen, the first pull's users held for "
+            "their profiles (Discord name, faction)",
+        )
+    ]
+    if renamed in standin.users:
+        events.append(
+            (
+                5.0,
+                f"hour 5: {victim} renamed to {renamed}: "
+                f"{totals.by_user.get(victim, 0):+d} px on the old name, "
+                f"{totals.by_user.get(renamed, 0):+d} on the new (the score moved, counted once)",
+            )
+        )
+    if standin.canvas != first_canvas:
+        events.append(
+            (
+                reset_hour,
+                f"hour {reset_hour:.0f}: canvas reset {first_canvas} -> {standin.canvas}: "
+                "scores restart from 0, no negative delta from the reset",
+            )
+        )
+    for _, line in sorted(events):
+        log.info("demo recap: %s", line)
     profiles = sum(1 for r in standin.requests if "profile" in r.path)
-    log.info(
-        "demo recap: hour 0: canvas %s first seen, the first pull's users held for "
-        "their profiles (Discord name, faction)",
-        first_canvas,
-    )
-    log.info(
-        "demo recap: hour 5: %s renamed to %s: %+d px on the old name, %+d on the new "
-        "(the score moved, counted once)",
-        victim,
-        renamed,
-        totals.by_user.get(victim, 0),
-        totals.by_user.get(renamed, 0),
-    )
-    log.info(
-        "demo recap: hour %.0f: canvas reset %s -> %s: scores restart from 0, no negative "
-        "delta from the reset",
-        reset_hour,
-        first_canvas,
-        standin.canvas,
-    )
     log.info(
         "demo recap: %d deltas (%d via toplist, %d via profile) for %d users; %d requests "
         "to the stand-in (%d profiles), at most %d in flight",
@@ -161,7 +169,12 @@ def _log_demo_done(
         standin.max_in_flight,
     )
     where = "stdout" if out_path in (None, "-") else out_path
-    log.info("demo: %d JSON-lines deltas went to %s; the database is %s", totals.deltas, where, db)
+    log.info(
+        "demo done: %d JSON-lines deltas went to %s; the database is %s",
+        totals.deltas,
+        where,
+        db,
+    )
 
 
 def _demo_standin(
