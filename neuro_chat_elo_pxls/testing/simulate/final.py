@@ -148,21 +148,22 @@ class FinalChecks:
             and (first is None or first >= began)
         )
 
-    def _check_applied(self) -> None:
-        """What pxls answered in the calm end is applied by the end: the last score
-        handed out for a name is its count at that answer or a later one."""
+    def _answered_in_calm(self) -> dict[str, tuple[datetime, str]]:
+        """Per name, the last answer pxls gave in the calm end that a source can apply
+        by the end: (when, "toplist" or "profile")."""
         world, canvas = self.world, self.world.canvas
-        last: dict[str, int] = {}
-        for d in self.checker.ledger:
-            if d.canvas == canvas:
-                last[d.user] = d.score
-        seen: dict[str, tuple[datetime, str]] = {}
         horizon = self.end - timedelta(hours=1, minutes=30)
-        for g in self.checker.generations_served:
-            if world.calm_from <= g.at <= horizon and g.canvas == canvas:
-                for name, _ in g.rows:
-                    if name != "-snip-":
-                        seen[name] = (g.at, "toplist")
+        # a file generated after a reset but before /info first answered its code is not
+        # counted for the new canvas (DESIGN 3): no source can place it (seed 8852)
+        began = world.code_answered_at.get(canvas) if canvas in world.reset_at else world.calm_from
+        files = [
+            g
+            for g in self.checker.generations_served
+            if g.canvas == canvas
+            and began is not None
+            and max(began, world.calm_from) <= g.at <= horizon
+        ]
+        seen = {name: (g.at, "toplist") for g in files for name, _ in g.rows if name != "-snip-"}
         for name, answers in self.checker.profile_answers.items():
             # a count waiting for /info lives in memory: a restart before its /info drops
             # it (the next profile read observes it again), so those are not expected
@@ -174,6 +175,17 @@ class FinalChecks:
             ]
             if calm and (name not in seen or seen[name][0] < calm[-1]):
                 seen[name] = (calm[-1], "profile")
+        return seen
+
+    def _check_applied(self) -> None:
+        """What pxls answered in the calm end is applied by the end: the last score
+        handed out for a name is its count at that answer or a later one."""
+        world, canvas = self.world, self.world.canvas
+        last: dict[str, int] = {}
+        for d in self.checker.ledger:
+            if d.canvas == canvas:
+                last[d.user] = d.score
+        seen = self._answered_in_calm()
         for name, (at, via) in sorted(seen.items()):
             person = world.holder(name, self.end)
             if person is None or world.holder(name, at) is not person:

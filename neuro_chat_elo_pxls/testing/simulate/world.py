@@ -45,6 +45,7 @@ class World:
         self.canvases = [self.canvas]
         self.reset_at: dict[str, datetime] = {}  # canvas → when the reset began it
         self.first_info_at: datetime | None = None  # the first /info answered whole
+        self.code_answered_at: dict[str, datetime] = {}  # canvas → its first whole answer
         self.toplist_size = rng.choice((8, 15, 25))
         self.endpoint = rng.choice(("api", "api", "html"))
         self.people: list[Person] = []
@@ -290,6 +291,7 @@ class World:
         info = parse_info(body[:7] if fault in ("truncated", "absurd") else body)
         if code == self.canvas:  # answered whole: a truncated body told nobody (seed 266)
             self.new_code_answered = True
+            self.code_answered_at.setdefault(code, self.now)
         if self.first_info_at is None:
             self.first_info_at = self.now
         return info
