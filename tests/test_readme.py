@@ -212,3 +212,43 @@ def test_the_install_commands_shown_are_the_ones_ci_runs() -> None:
                 assert _normalised(args) in ci, f"{where}: not what .ci/run runs"
         builds[doc.name if doc == README else doc.parent.name] = [a[0] for a in calls]
     assert builds["systemd"].count("wheel") == 1 and "install" in builds["systemd"]
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    """CI must run the README's test command, word for word (and fail the build on it)."""
+    text = README.read_text(encoding="utf-8")
+    (setup,) = [line for line in text.splitlines() if "&& python -m pytest" in line]
+    command = setup.rsplit("&& ", 1)[1].strip()
+    assert command.startswith("python -m pytest -q")
+    assert f"`{command}`" in text, "the prose names the same command"
+    ci = CI.read_text(encoding="utf-8").splitlines()
+    assert command in ci, f"{command!r} is not a line of .ci/run"
+    assert "set -euo pipefail" in ci
+
+
+DEMO = [sys.executable, "-m", "neuro_chat_elo_pxls.cli", "demo"]
+
+
+@pytest.mark.integration
+def test_the_demo_is_reproducible_for_a_seed(tmp_path: Path) -> None:
+    """Simulated time from a fixed start: the same seed, the same deltas, byte for byte;
+    another seed, another run."""
+    runs = []
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        out = tmp_path / f"{name}.jsonl"
+        result = subprocess.run(
+            [*DEMO, "--hours", "7", "--users", "60", "--seed", seed, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "simulated time (the same seed, the same run)" in result.stderr
+        runs.append(out.read_bytes())
+    assert runs[0] and runs[0] == runs[1]
+    assert runs[2] != runs[0]
+    deltas = [jsonlines.loads(line) for line in runs[0].decode().splitlines()]
+    assert {d.via for d in deltas} == {"toplist", "profile"}
+    assert any(d.canvas != deltas[0].canvas for d in deltas), "the reset (hour 4.9) is in it"

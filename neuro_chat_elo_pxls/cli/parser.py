@@ -28,7 +28,7 @@ DESCRIPTION = """\
 pxls.space canvas activity as a neuro-chat-elo score source.
 
   run     the standalone host against pxls.space (or --base-url)
-  demo    the host against a local pxls.space stand-in, on an accelerated clock
+  demo    the host against a local pxls.space stand-in, in simulated time
   status  the source's state and health, read from its database (--check: exit 1
           when unhealthy)
   export  users and scores as the host's pxls.json (or CSV)
@@ -87,14 +87,15 @@ def _add_run(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
 
 def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
     demo = sub.add_parser(
-        "demo", parents=[flags], help="run the host against the local stand-in, accelerated"
+        "demo", parents=[flags], help="run the host against the local stand-in, in simulated time"
     )
     demo.add_argument("--db", help="database path (default: a new temporary file)")
     demo.add_argument(
         "--speed",
         type=float,
-        default=3600.0,
-        help="simulated seconds per real second (default 3600)",
+        default=None,
+        help="simulated seconds per real second, e.g. 3600 to watch it happen (default: "
+        "simulated time jumps to each next due time, so a seed gives the same run every time)",
     )
     demo.add_argument(
         "--hours", type=float, default=30.0, help="simulated hours to run (default 30)"

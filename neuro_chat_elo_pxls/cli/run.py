@@ -10,18 +10,22 @@ import os
 import shutil
 import sys
 import tempfile
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..host import OutputError, Totals, install_signal_handlers, run_host
+from ..host import Clock, OutputError, Totals, install_signal_handlers, run_host
 from ..settings import TOKEN_ENV
-from ..util.clock import SimClock
+from ..util.clock import JumpClock, SimClock
 from .config import OutputFile, load_config, open_output
 
 if TYPE_CHECKING:
     from ..testing.standin import PxlsStandIn
 
 log = logging.getLogger("neuro_chat_elo_pxls")
+
+#: where the demo's simulated time starts (without --speed): a fixed instant, so a seed's
+#: run is the same every time
+DEMO_START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 #: ``run``'s exit status when the deltas could not be written (EX_TEMPFAIL): a service
 #: manager restarts it (2 means a configuration mistake, and is not restarted)
@@ -95,7 +99,7 @@ PLAIN_FACTIONS = [
 class _SimHour(logging.Filter):
     """Prefixes the demo's log lines with the simulated hour (``[h 5.2]``)."""
 
-    def __init__(self, clock: SimClock, start: datetime) -> None:
+    def __init__(self, clock: Clock, start: datetime) -> None:
         super().__init__()
         self._clock, self._start = clock, start
 
@@ -107,12 +111,14 @@ class _SimHour(logging.Filter):
 
 def _log_demo_start(args: argparse.Namespace, url: str, victim: str, db: str) -> None:
     log.info(
-        "demo: stand-in %s with %d users; %gx time (1 simulated hour = %.1f s); "
+        "demo: stand-in %s with %d users, seed %d; %s; "
         "canvas reset at hour %.0f; %s (in the toplist) is renamed at hour 5; db %s",
         url,
         args.users,
-        args.speed,
-        3600 / args.speed,
+        args.seed,
+        f"{args.speed:g}x time (1 simulated hour = {3600 / args.speed:.1f} s)"
+        if args.speed
+        else "simulated time (the same seed, the same run)",
         args.hours * 0.7,
         victim,
         db,
@@ -178,7 +184,7 @@ def _log_demo_done(
 
 
 def _demo_standin(
-    args: argparse.Namespace, clock: SimClock, start: datetime, reset_hour: float
+    args: argparse.Namespace, clock: Clock, start: datetime, reset_hour: float
 ) -> tuple[PxlsStandIn, str, str]:
     """The demo's stand-in, its reset at ``reset_hour``, and someone the viewer sees
     (the toplist's best) renamed five simulated hours in: (stand-in, old, new name)."""
@@ -201,7 +207,9 @@ def _demo_standin(
 
 
 async def demo_command(args: argparse.Namespace) -> int:
-    clock = SimClock(speed=args.speed)
+    # simulated time from a fixed start: the same seed gives the same deltas, byte for
+    # byte (--speed: an accelerated real clock instead, to watch it happen)
+    clock: Clock = SimClock(speed=args.speed) if args.speed else JumpClock(DEMO_START)
     start = clock.now()
     reset_hour = args.hours * 0.7
     standin, victim, renamed = _demo_standin(args, clock, start, reset_hour)
