@@ -31,6 +31,7 @@ from .ops.status import build_status
 from .pxls.client import PxlsApi, PxlsClient
 from .settings import PxlsSettings
 from .store import Store, StoreHandle
+from .util.logs import tagged_hook
 from .util.times import check_now
 
 log = logging.getLogger("neuro_chat_elo_pxls")
@@ -63,11 +64,17 @@ class PxlsSource:
         self._empty_at = -1  # store commits when collect_deltas last found nothing
         self._bad_now_said = False  # a host's wrong ``now`` is reported once
 
+    @property
+    def log_instance(self) -> str | None:
+        """The tag of this source's log lines: an explicit ``instance`` (None: none)."""
+        return self.settings.instance
+
     def __repr__(self) -> str:
         return f"PxlsSource(base_url={self.settings.base_url!r}, db_path={self.settings.db_path!r})"
 
     # -- lifecycle -------------------------------------------------------------
 
+    @tagged_hook
     async def open(self) -> None:
         """Open the database and restore the scheduler state. Raises :class:`StoreError`."""
         async with self._hooks:
@@ -86,6 +93,7 @@ class PxlsSource:
     # -- hooks -----------------------------------------------------------------
 
     @hookimpl
+    @tagged_hook
     async def on_tick(self, now: datetime) -> None:
         """Do the work due at host time ``now`` (aware UTC): at most one request command."""
         try:
@@ -110,6 +118,7 @@ class PxlsSource:
             log.exception("pxls tick failed (nothing was lost; the next tick continues)")
 
     @hookimpl
+    @tagged_hook
     async def collect_deltas(self) -> list[EloDelta]:
         """Return every contribution since the last call.
 
@@ -139,6 +148,7 @@ class PxlsSource:
             log.exception("collect_deltas failed; the deltas stay in the outbox for next time")
             return []
 
+    @tagged_hook
     async def ack_deltas(self, upto_seq: int) -> None:
         """``delivery="ack"``: the host has stored every delta up to ``upto_seq``.
         (With ``"drain"`` they are gone already; this is then a no-op.)"""
@@ -150,6 +160,7 @@ class PxlsSource:
                     del self._outstanding[seq]
 
     @hookimpl
+    @tagged_hook
     async def acknowledge(self, deltas: Sequence[Any]) -> None:
         """The host has durably stored ``deltas`` (any sources', in the order it got
         them): this source acknowledges exactly those it handed out (equal to what it
@@ -193,6 +204,7 @@ class PxlsSource:
             )
 
     @hookimpl
+    @tagged_hook
     async def on_shutdown(self) -> None:
         """Close the HTTP session and the database. Idempotent."""
         async with self._hooks:
@@ -206,6 +218,7 @@ class PxlsSource:
             return self._db.next_due(now)
         return self._engine.next_due(now)
 
+    @tagged_hook
     async def follow(self, names: Iterable[str], now: datetime | None = None) -> int:
         """Follow ``names`` too (beyond the config's ``follow``/``follow_file``/
         ``follow_factions``): their profiles are read every ``follow_interval`` while
@@ -221,6 +234,7 @@ class PxlsSource:
 
     # -- operators -------------------------------------------------------------
 
+    @tagged_hook
     async def status(self, now: datetime | None = None) -> dict[str, Any]:
         """A snapshot of the source's state for operators (JSON-serialisable)."""
         async with self._hooks:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
+import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -19,6 +21,7 @@ from neuro_chat_elo_pxls import cli, jsonlines
 from neuro_chat_elo_pxls.cli import run as cli_run
 from neuro_chat_elo_pxls.host import OutputError, run_host
 from neuro_chat_elo_pxls.testing import JumpClock, PxlsStandIn, Scenario
+from neuro_chat_elo_pxls.util.logs import JsonLogFormatter
 
 from .helpers import T0, Ledger
 
@@ -123,13 +126,16 @@ async def test_start_up_says_version_and_settings_and_warns_once_without_a_token
 
 
 async def test_two_pxls_instances_in_one_config_run_side_by_side(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Issue 20: one [pxls] section of defaults and a table per instance: pxls.space
     (current page template) and an event canvas (the older template, another site
     name, read through the HTML page), each with its own database and token; every
     delta names its instance, each instance conserves and holds its toplist, and
-    ``status`` covers both."""
+    ``status`` covers both; every line a source logs names its instance."""
     from neuro_chat_elo_pxls.pxls.parsing import parse_stats
     from neuro_chat_elo_pxls.testing.standin import HOSTILE_FACTIONS
 
@@ -165,6 +171,7 @@ async def test_two_pxls_instances_in_one_config_run_side_by_side(
 
     config = tomllib.loads(toml.read_text())
     out = io.StringIO()
+    caplog.set_level(logging.INFO, logger="neuro_chat_elo_pxls")
     try:
         totals = await run_host(
             config, clock=clock, out=out, stop=asyncio.Event(), until=T0 + timedelta(hours=3)
@@ -172,6 +179,16 @@ async def test_two_pxls_instances_in_one_config_run_side_by_side(
     finally:
         await space.stop()
         await event.stop()
+    records = [r for r in caplog.records if r.name == "neuro_chat_elo_pxls"]
+    tags = ("[space] ", "[ironmouse] ")
+    untagged = [r.getMessage() for r in records if not r.getMessage().startswith(tags)]
+    assert records and not untagged, untagged[:5]
+    for name in ("space", "ironmouse"):
+        opened = [r.getMessage() for r in records if "pxls source open" in r.getMessage()]
+        assert any(m.startswith(f"[{name}] pxls source open: ") for m in opened), opened
+    as_json = json.loads(JsonLogFormatter().format(records[-1]))
+    assert as_json["instance"] in {"space", "ironmouse"}
+    assert as_json["message"].startswith(f"[{as_json['instance']}] ")
     deltas = [jsonlines.loads(line) for line in out.getvalue().splitlines()]
     assert totals.deltas == len(deltas)  # the host's table de-duplicates on (instance, seq)
     for name, server in (("space", space), ("ironmouse", event)):

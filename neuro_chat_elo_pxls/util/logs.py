@@ -8,21 +8,81 @@ and ``message``; :class:`TextLogFormatter` shows only the message, escaped to on
 line. Field names in use: ``canvas``, ``previous``, counts (``seen``, ``new``,
 ``deltas``, ``held``, ``unchanged``, ``done``, ``total``), ``wait_s``, ``eta_s``,
 ``reason``, ``key``, ``attempt``.
+
+A source with an explicit ``instance`` (every ``[pxls.instances.NAME]`` table has one)
+runs its hooks under :func:`tagged`: each record its work logs on the package logger
+starts with ``[NAME]`` and carries ``instance`` (a JSON key), so two instances in one
+host can be told apart. Without an explicit ``instance`` nothing changes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from .text import json_safe, shown
 
 #: LogRecord attributes that carry the structured part (set through ``extra=``)
 EVENT_ATTR = "pxls_event"
 FIELDS_ATTR = "pxls_fields"
+#: the instance a record was logged for (set by :class:`_InstanceTag`)
+INSTANCE_ATTR = "pxls_instance"
+
+_instance: ContextVar[str | None] = ContextVar("pxls_instance", default=None)
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S", bound="_HasInstance")
+
+
+class _HasInstance(Protocol):
+    @property
+    def log_instance(self) -> str | None: ...
+
+
+@contextlib.contextmanager
+def tagged(instance: str | None) -> Iterator[None]:
+    """Records logged inside (tasks started inside too) are tagged with ``instance``
+    (None: untagged). Sync; restores the previous tag on exit."""
+    token = _instance.set(instance)
+    try:
+        yield
+    finally:
+        _instance.reset(token)
+
+
+def tagged_hook(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """An async method of an object with ``log_instance``, run under :func:`tagged`."""
+
+    @functools.wraps(method)
+    async def run(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with tagged(self.log_instance):
+            return await method(self, *args, **kwargs)
+
+    return run
+
+
+class _InstanceTag(logging.Filter):
+    """Prefixes ``[instance] `` to the package logger's records made under
+    :func:`tagged` (instance names are ``[A-Za-z0-9._-]``: safe in a %-format)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = _instance.get()
+        if name is not None and getattr(record, INSTANCE_ATTR, None) is None:
+            setattr(record, INSTANCE_ATTR, name)
+            record.msg = f"[{name}] {record.msg}"
+        return True
+
+
+logging.getLogger("neuro_chat_elo_pxls").addFilter(_InstanceTag())
 
 
 def event(name: str, **fields: Any) -> dict[str, Any]:
@@ -40,6 +100,9 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        instance = getattr(record, INSTANCE_ATTR, None)
+        if instance is not None:
+            entry["instance"] = instance
         name = getattr(record, EVENT_ATTR, None)
         if name is not None:
             entry["event"] = name
