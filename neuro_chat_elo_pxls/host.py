@@ -70,12 +70,14 @@ class Totals:
     via: dict[str, int] = attrs.field(factory=lambda: defaultdict(int))  # deltas per source
     #: per instance, the highest seq counted (seqs are per source's database)
     last_seq: dict[str, int] = attrs.field(factory=dict)
+    per_instance: dict[str, int] = attrs.field(factory=lambda: defaultdict(int))  # deltas
 
     def add(self, delta: EloDelta) -> None:
         if delta.seq <= self.last_seq.get(delta.instance, 0):  # de-duplicate on
             return  # (instance, seq), as a host should
         self.last_seq[delta.instance] = delta.seq
         self.deltas += 1
+        self.per_instance[delta.instance] += 1
         self.via[delta.via] += 1
         self.by_user[delta.user] += delta.delta
         if delta.discord:

@@ -252,3 +252,37 @@ def test_the_demo_is_reproducible_for_a_seed(tmp_path: Path) -> None:
     deltas = [jsonlines.loads(line) for line in runs[0].decode().splitlines()]
     assert {d.via for d in deltas} == {"toplist", "profile"}
     assert any(d.canvas != deltas[0].canvas for d in deltas), "the reset (hour 4.9) is in it"
+
+
+@pytest.mark.integration
+def test_the_demo_shows_two_instances(tmp_path: Path) -> None:
+    """``demo --instances 2``: pxls.space's stand-in and an event canvas (another site
+    name, the older page template, profiles from HTML) as two instance tables; every
+    delta and every source log line names its instance, each conserves on its own."""
+    out = tmp_path / "two.jsonl"
+    result = subprocess.run(
+        [*DEMO, "--hours", "4", "--users", "60", "--instances", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    deltas = [jsonlines.loads(line) for line in out.read_text().splitlines()]
+    assert {d.instance for d in deltas} == {"space", "event"}
+    for name in ("space", "event"):
+        mine = [d for d in deltas if d.instance == name]
+        assert [d.seq for d in mine] == list(range(1, len(mine) + 1))  # its own seqs
+        total: dict[tuple[str, str], int] = {}
+        for d in mine:
+            total[(d.user, d.canvas)] = total.get((d.user, d.canvas), 0) + d.delta
+            assert total[(d.user, d.canvas)] == d.score, d
+    assert any(d.discord for d in deltas if d.instance == "event"), "read from HTML pages"
+    lines = [_TIMESTAMP.sub("", line) for line in result.stderr.splitlines()]
+    source = [line for line in lines if line.startswith("INFO neuro_chat_elo_pxls: [h")]
+    tagged = [line for line in source if re.search(r"\] \[(space|event)\] ", line)]
+    assert any("[event] pull at" in line for line in tagged)
+    recap = [line for line in lines if "demo recap: instance event (Ironmouse Canvas" in line]
+    assert recap and "at most 1 in flight" in recap[0]
+    assert lines[-1].startswith("INFO neuro_chat_elo_pxls: demo: its temporary database")

@@ -103,6 +103,14 @@ def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
     demo.add_argument("--users", type=int, default=150, help="simulated users (default 150)")
     demo.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
     demo.add_argument(
+        "--instances",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="2: also an event canvas on another pxls site (older page template), as "
+        "[pxls.instances] tables; every delta and source log line names its instance",
+    )
+    demo.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (database, deltas)"
     )
     demo.add_argument(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..host import Clock, OutputError, Totals, install_signal_handlers, run_host
-from ..settings import TOKEN_ENV
+from ..settings import TOKEN_ENV, instance_env
 from ..util.clock import JumpClock, SimClock
 from .config import OutputFile, load_config, open_output
 
@@ -131,10 +131,11 @@ def _log_demo_done(
     out_path: str | None,
     db: str,
     story: tuple[str, str, str, float],
+    event: PxlsStandIn | None = None,
 ) -> None:
     """The closing recap, in the order things happened: only what the run reached (a
-    short run ends before the rename or the reset), then the deltas and requests; its
-    last line starts with ``demo done:``."""
+    short run ends before the rename or the reset), then the event instance's figures
+    (``--instances 2``), the deltas and requests; its last line starts with ``demo done:``."""
     victim, renamed, first_canvas, reset_hour = story
     events = [
         (
@@ -162,6 +163,8 @@ def _log_demo_done(
         )
     for _, line in sorted(events):
         log.info("demo recap: %s", line)
+    if event is not None:
+        _log_event_recap(event, totals)
     profiles = sum(1 for r in standin.requests if "profile" in r.path)
     log.info(
         "demo recap: %d deltas (%d via toplist, %d via profile) for %d users; %d requests "
@@ -206,6 +209,52 @@ def _demo_standin(
     return standin, victim, renamed
 
 
+#: the demo's second instance (``--instances 2``): an event canvas on another pxls
+#: site, the older profile-page template, profiles read from the HTML page
+EVENT_SITE, EVENT_TOKEN = "Ironmouse Canvas", "event-token"
+
+
+def _event_standin(args: argparse.Namespace, clock: Clock) -> PxlsStandIn:
+    """The event canvas's stand-in: fewer users, another seed, site and page template."""
+    from ..testing.standin import PxlsStandIn, Scenario
+
+    users = max(10, args.users // 3)
+    scenario = Scenario(
+        users=users,
+        seed=args.seed + 1000,
+        site=EVENT_SITE,
+        page_template="older",
+        token=EVENT_TOKEN,
+        toplist_size=max(1, users * 2 // 3),
+        factions=PLAIN_FACTIONS,
+    )
+    return PxlsStandIn(scenario, clock.now)
+
+
+def _two_instances(config: dict[str, Any], event_url: str, event_db: str) -> dict[str, Any]:
+    """The demo's config as two ``[pxls.instances]`` tables, each with its own token
+    variable set to its stand-in's session: ``space`` (the pxls.space stand-in, the
+    swarm followed) and ``event`` (the event canvas, profiles from the HTML page)."""
+    space = dict(config["pxls"])
+    defaults = {key: space.pop(key) for key in ("request_timeout", "backoff_initial")}
+    event = {"base_url": event_url, "db_path": event_db, "profile_endpoint": "html"}
+    return {"pxls": {**defaults, "instances": {"space": space, "event": event}}}
+
+
+def _log_event_recap(event: PxlsStandIn, totals: Totals) -> None:
+    profiles = sum(1 for r in event.requests if r.path.startswith("/profile"))
+    log.info(
+        "demo recap: instance event (%s, the older page template): %d deltas, %d requests "
+        "to its stand-in (%d profile pages), at most %d in flight; instance space: %d deltas",
+        EVENT_SITE,
+        totals.per_instance.get("event", 0),
+        len(event.requests),
+        profiles,
+        event.max_in_flight,
+        totals.per_instance.get("space", 0),
+    )
+
+
 async def demo_command(args: argparse.Namespace) -> int:
     # simulated time from a fixed start: the same seed gives the same deltas, byte for
     # byte (--speed: an accelerated real clock instead, to watch it happen)
@@ -218,6 +267,12 @@ async def demo_command(args: argparse.Namespace) -> int:
     db, out_path, workdir = _demo_paths(args)
     swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
     config = _demo_config(url, db, swarm)
+    event = _event_standin(args, clock) if args.instances == 2 else None
+    if event is not None:
+        root, ext = os.path.splitext(db)
+        config = _two_instances(config, await event.start(), f"{root}-event{ext}")
+        os.environ[instance_env("space")[0]] = standin.scenario.token
+        os.environ[instance_env("event")[0]] = EVENT_TOKEN
     hour = _SimHour(clock, start)
     loggers = [log, logging.getLogger("neuro_chat_elo_pxls.host")]
     for each in loggers:
@@ -239,9 +294,12 @@ async def demo_command(args: argparse.Namespace) -> int:
             )
         finally:
             await standin.stop()
+            if event is not None:
+                await event.stop()
             if out is not sys.stdout:
                 out.close()
-        _log_demo_done(standin, totals, out_path, db, (victim, renamed, first_canvas, reset_hour))
+        story = (victim, renamed, first_canvas, reset_hour)
+        _log_demo_done(standin, totals, out_path, db, story, event)
     finally:
         for each in loggers:
             each.removeFilter(hour)
