@@ -312,3 +312,20 @@ def test_an_instance_is_chosen_by_its_table_or_its_instance_name(
     assert main(["status", "--json", "--config", str(config)]) == 2  # no databases yet
     shown = json.loads(capsys.readouterr().out)
     assert set(shown["instances"]) == {"pxls.space", "ev"} and shown["healthy"] is False
+
+
+def test_demo_refuses_a_used_database_and_a_speed_not_above_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Simulated time starts at a fixed instant: a database from an earlier run lies in
+    its future (it would look like a clock jumping back), so it is refused; --speed must
+    be positive (0 was taken as "simulated time", a negative one raised)."""
+    used = tmp_path / "demo.sqlite3"
+    used.write_bytes(b"")
+    assert main(["demo", "--db", str(used), "--hours", "1"]) == 2
+    assert "exists: simulated time starts at" in capsys.readouterr().err
+    for speed in ("0", "-5"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["demo", "--speed", speed])
+        assert exit_.value.code == 2
+    assert "--speed" in capsys.readouterr().err

@@ -92,7 +92,7 @@ def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
     demo.add_argument("--db", help="database path (default: a new temporary file)")
     demo.add_argument(
         "--speed",
-        type=float,
+        type=_positive_number,
         default=None,
         help="simulated seconds per real second, e.g. 3600 to watch it happen (default: "
         "simulated time jumps to each next due time, so a seed gives the same run every time)",

@@ -60,13 +60,14 @@ async def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_config(url: str, db: str, swarm: list[str]) -> dict[str, Any]:
-    """The demo's host config: the stand-in, and the casual board's people followed."""
+def _demo_config(url: str, db: str, swarm: list[str], timeout: float) -> dict[str, Any]:
+    """The demo's host config: the stand-in, and the casual board's people followed;
+    ``timeout`` real seconds per request."""
     return {
         "pxls": {
             "base_url": url,
             "db_path": db,
-            "request_timeout": 5,
+            "request_timeout": timeout,
             "backoff_initial": 30,
             "follow_factions": [3680],  # the casual board: the swarm, in or out of the toplist
             "follow": swarm,
@@ -125,17 +126,10 @@ def _log_demo_start(args: argparse.Namespace, url: str, victim: str, db: str) ->
     )
 
 
-def _log_demo_done(
-    standin: PxlsStandIn,
-    totals: Totals,
-    out_path: str | None,
-    db: str,
-    story: tuple[str, str, str, float],
-    event: PxlsStandIn | None = None,
-) -> None:
-    """The closing recap, in the order things happened: only what the run reached (a
-    short run ends before the rename or the reset), then the event instance's figures
-    (``--instances 2``), the deltas and requests; its last line starts with ``demo done:``."""
+def _story(
+    standin: PxlsStandIn, totals: Totals, story: tuple[str, str, str, float]
+) -> list[tuple[float, str]]:
+    """(hour, line) of what the run reached: the start, the rename, the reset."""
     victim, renamed, first_canvas, reset_hour = story
     events = [
         (
@@ -161,6 +155,22 @@ def _log_demo_done(
                 "scores restart from 0, no negative delta from the reset",
             )
         )
+    return events
+
+
+def _log_demo_done(
+    standin: PxlsStandIn,
+    totals: Totals,
+    out_path: str | None,
+    db: str,
+    story: tuple[str, str, str, float],
+    event: PxlsStandIn | None = None,
+) -> None:
+    """The closing recap, in the order things happened: only what the run reached (a
+    short run ends before the rename or the reset), then the event instance's figures
+    (``--instances 2``), the deltas and requests; the recap's last line starts with
+    ``demo done:`` (only the removal of a temporary folder may follow)."""
+    events = _story(standin, totals, story)
     for _, line in sorted(events):
         log.info("demo recap: %s", line)
     if event is not None:
@@ -241,6 +251,16 @@ def _two_instances(config: dict[str, Any], event_url: str, event_db: str) -> dic
     return {"pxls": {**defaults, "instances": {"space": space, "event": event}}}
 
 
+async def _with_event(config: dict[str, Any], event: PxlsStandIn, token: str) -> dict[str, Any]:
+    """Starts the event canvas's stand-in; the demo's config as two instances."""
+    db = config["pxls"]["db_path"]
+    root, ext = os.path.splitext(db)
+    config = _two_instances(config, await event.start(), f"{root}-event{ext}")
+    os.environ[instance_env("space")[0]] = token  # the stand-ins' sessions, not secrets
+    os.environ[instance_env("event")[0]] = EVENT_TOKEN
+    return config
+
+
 def _log_event_recap(event: PxlsStandIn, totals: Totals) -> None:
     profiles = sum(1 for r in event.requests if r.path.startswith("/profile"))
     log.info(
@@ -255,10 +275,26 @@ def _log_event_recap(event: PxlsStandIn, totals: Totals) -> None:
     )
 
 
+def _used_database(args: argparse.Namespace) -> bool:
+    """In simulated time, a ``--db`` that exists is refused (said in a log line): its
+    times lie after the fixed start, so the run would look like a clock jumping back."""
+    if args.speed is not None or not args.db or not os.path.exists(args.db):
+        return False
+    log.error(
+        "demo: %s exists: simulated time starts at %s, before what that database holds; "
+        "give a new --db (or --speed to run on the real clock)",
+        args.db,
+        DEMO_START.isoformat(),
+    )
+    return True
+
+
 async def demo_command(args: argparse.Namespace) -> int:
     # simulated time from a fixed start: the same seed gives the same deltas, byte for
     # byte (--speed: an accelerated real clock instead, to watch it happen)
     clock: Clock = SimClock(speed=args.speed) if args.speed else JumpClock(DEMO_START)
+    if _used_database(args):
+        return 2
     start = clock.now()
     reset_hour = args.hours * 0.7
     standin, victim, renamed = _demo_standin(args, clock, start, reset_hour)
@@ -266,13 +302,11 @@ async def demo_command(args: argparse.Namespace) -> int:
     os.environ[TOKEN_ENV] = standin.scenario.token  # the stand-in's session, not a real secret
     db, out_path, workdir = _demo_paths(args)
     swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
-    config = _demo_config(url, db, swarm)
+    # in simulated time no answer may time out on a busy machine (the run would differ)
+    config = _demo_config(url, db, swarm, 5 if args.speed else 120)
     event = _event_standin(args, clock) if args.instances == 2 else None
     if event is not None:
-        root, ext = os.path.splitext(db)
-        config = _two_instances(config, await event.start(), f"{root}-event{ext}")
-        os.environ[instance_env("space")[0]] = standin.scenario.token
-        os.environ[instance_env("event")[0]] = EVENT_TOKEN
+        config = await _with_event(config, event, standin.scenario.token)
     hour = _SimHour(clock, start)
     loggers = [log, logging.getLogger("neuro_chat_elo_pxls.host")]
     for each in loggers:
@@ -283,14 +317,10 @@ async def demo_command(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
         out = open_output(out_path)
+        until, every = start + timedelta(hours=args.hours), timedelta(hours=6)
         try:
             totals = await run_host(
-                config,
-                clock=clock,
-                out=out,
-                stop=stop,
-                until=start + timedelta(hours=args.hours),
-                table_every=timedelta(hours=6),
+                config, clock=clock, out=out, stop=stop, until=until, table_every=every
             )
         finally:
             await standin.stop()

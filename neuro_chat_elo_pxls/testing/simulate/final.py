@@ -45,6 +45,7 @@ class FinalChecks:
         handler: ErrorRecords
         host_times: dict[datetime, datetime]
         restart_times: list[datetime]
+        final_status: dict[str, Any]
         followed_config: list[str]
         followed_file: list[str]
 
@@ -65,6 +66,7 @@ class FinalChecks:
         give or take the time profile requests were paused by the model's faults; and
         the status at the end of the calm hours reports no problem."""
         status = await self._hook("status", lambda: self.source.status(self.end))
+        self.final_status = status or {}
         # status --check never cries wolf: after the calm hours (no faults, no jumps)
         # a source that did its work is healthy, whatever happened before
         for problem in (status or {}).get("problems", []):
@@ -153,9 +155,7 @@ class FinalChecks:
         by the end: (when, "toplist" or "profile")."""
         world, canvas = self.world, self.world.canvas
         horizon = self.end - timedelta(hours=1, minutes=30)
-        # a file generated after a reset but before /info first answered its code is not
-        # counted for the new canvas (DESIGN 3): no source can place it (seed 8852)
-        began = world.code_answered_at.get(canvas) if canvas in world.reset_at else world.calm_from
+        began = self._canvas_placeable_from(horizon)
         files = [
             g
             for g in self.checker.generations_served
@@ -176,6 +176,33 @@ class FinalChecks:
             if calm and (name not in seen or seen[name][0] < calm[-1]):
                 seen[name] = (calm[-1], "profile")
         return seen
+
+    def _canvas_placeable_from(self, horizon: datetime) -> datetime | None:
+        """From when on the current canvas's files can be placed on it (true time).
+
+        A file generated after a reset but before the source first saw the new code is
+        not counted for the new canvas (DESIGN 3; seed 8852): that is the later of
+        /info's first whole answer and the source's own first sight (a cancelled tick
+        or a crash may lose an answer; its next /info tells it again). A reset before
+        ``horizon`` that the source never saw is a violation: the calm end answers
+        /info whole, and every pull asks it."""
+        world, canvas = self.world, self.world.canvas
+        if canvas not in world.reset_at:
+            return world.calm_from
+        answered = world.code_answered_at.get(canvas)
+        status = self.final_status
+        shown = status.get("canvas_first_seen") if status.get("canvas") == canvas else None
+        seen = datetime.fromisoformat(shown) if shown else None
+        if answered is None or seen is None:
+            if world.reset_at[canvas] <= horizon:
+                self.checker.fail(
+                    "a canvas reset is seen",
+                    f"canvas {canvas} began at {world.reset_at[canvas]:%m-%d %H:%M}; /info "
+                    f"answered it {'never' if answered is None else f'at {answered:%H:%M}'}, "
+                    f"the source's status says canvas {status.get('canvas')}",
+                )
+            return None
+        return max(answered, self.host_times.get(seen, seen))
 
     def _check_applied(self) -> None:
         """What pxls answered in the calm end is applied by the end: the last score

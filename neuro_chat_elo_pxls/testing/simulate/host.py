@@ -86,6 +86,7 @@ class Host(FinalChecks):
         self.idle_due_streak = 0
         self.restarts = 0
         self.restart_times: list[datetime] = []
+        self.final_status: dict[str, Any] = {}  # the source's status at the end
         self.sent = False
         self.cadence: tuple[timedelta, timedelta] | None = None
         self._fifo = False
