@@ -1,6 +1,6 @@
 """A standalone neuro_chat_elo host running the pxls source.
 
-    python examples/standalone_host.py --demo          # local stand-in, accelerated
+    python examples/standalone_host.py --demo          # local stand-in, in simulated time
     python examples/standalone_host.py --config host.toml   # real pxls.space
 
 The host itself is ``neuro_chat_elo_pxls/host.py`` (pluggy PluginManager,
