@@ -42,29 +42,24 @@ def _pattern(line: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(out) + "$")
 
 
+DEMO = [sys.executable, "-m", "neuro_chat_elo_pxls.cli", "demo"]
+
+
+def _run_demo(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``neuro-chat-elo-pxls demo ARGS`` in a subprocess from ``cwd``; it must succeed."""
+    result = subprocess.run(
+        [*DEMO, *args], capture_output=True, text=True, timeout=300, check=False, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
 @pytest.mark.integration
 def test_demo_excerpt_matches_a_real_run(tmp_path: Path) -> None:
     excerpt = _excerpt()
     assert "demo --hours 8" in README.read_text(encoding="utf-8")
     out = tmp_path / "deltas.jsonl"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "neuro_chat_elo_pxls.cli",
-            "demo",
-            "--hours",
-            "8",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = _run_demo(tmp_path, "--hours", "8", "--out", str(out))
     real = [_TIMESTAMP.sub("", line) for line in result.stderr.splitlines()]
     missing = [line for line in excerpt if not any(_pattern(line).match(r) for r in real)]
     # the last line names where the deltas went: the --out file here
@@ -226,9 +221,6 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert "set -euo pipefail" in ci
 
 
-DEMO = [sys.executable, "-m", "neuro_chat_elo_pxls.cli", "demo"]
-
-
 @pytest.mark.integration
 def test_the_demo_is_reproducible_for_a_seed(tmp_path: Path) -> None:
     """Simulated time from a fixed start: the same seed, the same deltas, byte for byte;
@@ -236,15 +228,9 @@ def test_the_demo_is_reproducible_for_a_seed(tmp_path: Path) -> None:
     runs = []
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         out = tmp_path / f"{name}.jsonl"
-        result = subprocess.run(
-            [*DEMO, "--hours", "7", "--users", "60", "--seed", seed, "--out", str(out)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-            cwd=tmp_path,
+        result = _run_demo(
+            tmp_path, "--hours", "7", "--users", "60", "--seed", seed, "--out", str(out)
         )
-        assert result.returncode == 0, result.stderr[-2000:]
         assert "simulated time (the same seed, the same run)" in result.stderr
         runs.append(out.read_bytes())
     assert runs[0] and runs[0] == runs[1]
@@ -260,15 +246,9 @@ def test_the_demo_shows_two_instances(tmp_path: Path) -> None:
     name, the older page template, profiles from HTML) as two instance tables; every
     delta and every source log line names its instance, each conserves on its own."""
     out = tmp_path / "two.jsonl"
-    result = subprocess.run(
-        [*DEMO, "--hours", "4", "--users", "60", "--instances", "2", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=tmp_path,
+    result = _run_demo(
+        tmp_path, "--hours", "4", "--users", "60", "--instances", "2", "--out", str(out)
     )
-    assert result.returncode == 0, result.stderr[-2000:]
     deltas = [jsonlines.loads(line) for line in out.read_text().splitlines()]
     assert {d.instance for d in deltas} == {"space", "event"}
     for name in ("space", "event"):

@@ -126,6 +126,11 @@ def _log_demo_start(args: argparse.Namespace, url: str, victim: str, db: str) ->
     )
 
 
+def _profile_requests(standin: PxlsStandIn) -> int:
+    """Profile requests a stand-in answered (JSON or HTML page)."""
+    return sum(1 for r in standin.requests if "profile" in r.path)
+
+
 def _story(
     standin: PxlsStandIn, totals: Totals, story: tuple[str, str, str, float]
 ) -> list[tuple[float, str]]:
@@ -175,7 +180,7 @@ def _log_demo_done(
         log.info("demo recap: %s", line)
     if event is not None:
         _log_event_recap(event, totals)
-    profiles = sum(1 for r in standin.requests if "profile" in r.path)
+    profiles = _profile_requests(standin)
     log.info(
         "demo recap: %d deltas (%d via toplist, %d via profile) for %d users; %d requests "
         "to the stand-in (%d profiles), at most %d in flight",
@@ -262,7 +267,7 @@ async def _with_event(config: dict[str, Any], event: PxlsStandIn, token: str) ->
 
 
 def _log_event_recap(event: PxlsStandIn, totals: Totals) -> None:
-    profiles = sum(1 for r in event.requests if r.path.startswith("/profile"))
+    profiles = _profile_requests(event)
     log.info(
         "demo recap: instance event (%s, the older page template): %d deltas, %d requests "
         "to its stand-in (%d profile pages), at most %d in flight; instance space: %d deltas",
