@@ -80,7 +80,7 @@ class Host(FinalChecks):
         self.source = self._new_source()
         self.skew = timedelta(0)
         self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
-        self.unacked: int = 0
+        self.unacked: list[datetime] = []  # when a batch was stored and not acknowledged
         self.handler = ErrorRecords()
         self.ticks = 0
         self.idle_due_streak = 0
@@ -219,7 +219,8 @@ class Host(FinalChecks):
                 if self.rng.random() < 0.9:
                     await self._hook("ack", lambda: self.source.ack_deltas(deltas[-1].seq))
                 else:
-                    self.unacked += 1  # stored, not yet acknowledged (a crash brings them again)
+                    # stored, not yet acknowledged (a restart brings them again)
+                    self.unacked.append(self.true)
 
     async def _cancelled_tick(self, host_now: datetime) -> None:
         """``wait_for(on_tick, tiny)``: the tick is cancelled after 1-40 event-loop
