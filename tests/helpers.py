@@ -106,9 +106,15 @@ class Ledger:
     """What a host would have received: all deltas, checked for conservation."""
 
     deltas: list[EloDelta] = attrs.field(factory=list)
+    #: the last score handed out per (user, canvas), kept with ``add``
+    _last: dict[tuple[str, str], int] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self._last = {(d.user, d.canvas): d.score for d in self.deltas}
 
     def add(self, batch: list[EloDelta]) -> None:
         self.deltas.extend(batch)
+        self._last.update({(d.user, d.canvas): d.score for d in batch})
 
     def sums(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = defaultdict(int)
@@ -117,7 +123,7 @@ class Ledger:
         return dict(out)
 
     def last_scores(self) -> dict[tuple[str, str], int]:
-        return {(d.user, d.canvas): d.score for d in self.deltas}
+        return dict(self._last)
 
     def check_conservation(self) -> None:
         seqs = [d.seq for d in self.deltas]
@@ -128,7 +134,7 @@ class Ledger:
         assert not bad, f"sum of deltas != last score handed out: {bad}"
 
     def score(self, user: str, canvas: str) -> int | None:
-        return self.last_scores().get((user, canvas))
+        return self._last.get((user, canvas))
 
 
 async def drive(

@@ -25,6 +25,7 @@ from .helpers import T0, Ledger, check_holds_latest
 
 pytestmark = pytest.mark.integration
 SPEED = 3600.0  # one simulated hour per real second
+SWEEP_INTERVAL = timedelta(hours=6)
 
 
 @pytest.fixture
@@ -41,6 +42,9 @@ async def world(tmp_path: Path) -> AsyncIterator[tuple[PxlsStandIn, SimClock, li
     config.write_text(
         f'[pxls]\nbase_url = "{standin.base_url}"\ndb_path = "{tmp_path / "pxls.sqlite3"}"\n'
         'delivery = "ack"\nrequest_timeout = 5\n'
+        # a daily sweep every 6 simulated hours: several sweeps meet the kills, and the
+        # clean run needs only one interval to finish one
+        f"sweep_interval = {SWEEP_INTERVAL.total_seconds():.0f}\n"
     )
     cmd = [
         sys.executable,
@@ -131,7 +135,8 @@ async def test_sigkill_at_random_points_loses_and_repeats_nothing(
     killed_until = clock.now()
     # a last, clean run through the end of a daily sweep, then SIGTERM
     proc = await _spawn(cmd, log)
-    end = max(killed_until + timedelta(hours=1), T0 + timedelta(hours=49, minutes=30))
+    # one sweep interval and an hour after the kills, past the reset (20:05)
+    end = max(killed_until + SWEEP_INTERVAL + timedelta(hours=1), T0 + timedelta(hours=21))
     await asyncio.sleep(clock.real_seconds(end - clock.now()))
     # A sweep may have started shortly before `end`; how much simulated time it takes
     # depends on real request latency (one simulated hour is one real second here), so
@@ -163,7 +168,7 @@ async def test_sigkill_at_random_points_loses_and_repeats_nothing(
         == 0
     )
     state = dict(conn.execute("SELECT key, value FROM state").fetchall())
-    assert int(state["sweep_number"]) >= 2
+    assert int(state["sweep_number"]) >= 4  # sweeps every 6 h over at least 27 h
     assert state.get("sweep_finished_at"), "the daily sweep finished"
     assert standin.max_in_flight == 1
     assert "Traceback" not in log.read_text()

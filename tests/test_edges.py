@@ -7,6 +7,8 @@ import itertools
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
+
 from neuro_chat_elo_pxls import PxlsSource
 from neuro_chat_elo_pxls.errors import AuthError, RateLimitedError
 from neuro_chat_elo_pxls.settings import Secret
@@ -185,6 +187,7 @@ async def test_a_rename_withdrawal_found_by_a_profile_says_profile(
     assert withdrawal.observed_at == moved.observed_at
 
 
+@pytest.mark.no_cover  # a long run: see tests/conftest.py
 async def test_the_sweep_finishes_when_follows_exceed_the_budget(
     make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
 ) -> None:

@@ -83,17 +83,17 @@ async def test_fault_matrix(
         token=Secret(standin.scenario.token),
         cf_auth=None,
         profile_endpoint=profile_endpoint,
-        sweep_interval=timedelta(minutes=5),  # profiles every few minutes
+        sweep_interval=timedelta(minutes=10),  # a sweep (20 profiles) every 10 minutes
         request_timeout=timedelta(seconds=SLOW_TIMEOUT if fault is Fault.SLOW else TIMEOUT),
         leaderboard_interval=timedelta(minutes=1),  # a pull after every regeneration
     )
     source = PxlsSource(settings, rng=random.Random(1))
     ledger = Ledger()
     try:
-        await drive(source, clock, T0 + timedelta(minutes=50), ledger)  # warm: users enriched
+        await drive(source, clock, T0 + timedelta(minutes=20), ledger)  # warm: users enriched
         standin.inject(endpoint, fault)
         fault_from = len(standin.requests)
-        await drive(source, clock, T0 + timedelta(hours=1, minutes=45), ledger)
+        await drive(source, clock, T0 + timedelta(hours=1, minutes=15), ledger)
     finally:
         await source.on_shutdown()
 

@@ -231,3 +231,30 @@ async def test_a_followed_profile_that_keeps_failing_is_skipped_until_the_next_r
     tries = [at for name, at in fake.profile_requests() if name == "flaky_fan"]
     assert len(tries) <= 2 * 4, "about one give-up per round, no hammering"
     assert ticks < 2_000, "the host never spins"
+
+
+async def test_demand_beyond_the_profile_budget_is_warned_once(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """40 followed users outside the toplist every 10 minutes ask 240 profiles an hour
+    (and the daily sweep 2 more) of a budget of 60 (one a minute): one warning that says
+    so, and the requests keep the cooldown."""
+    fake.top = 1
+    fake.add("topper", 10_000)
+    fans = [f"fan_{i:02d}" for i in range(40)]
+    for name in fans:
+        fake.add(name, 3)
+    source = make_source(
+        follow=fans, follow_interval=timedelta(minutes=10), profile_cooldown=timedelta(minutes=1)
+    )
+    caplog.set_level(logging.INFO, logger="neuro_chat_elo_pxls")
+    await drive(source, clock, clock.now + 3 * H, Ledger())
+    warned = [r.getMessage() for r in caplog.records if "exceeds the capacity" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("profile demand 242 requests/h exceeds the capacity 60/h")
+    assert "40 followed users outside the toplist every 10m00s" in warned[0]
+    profiles = sorted(at for kind, _, at in fake.requests if kind == "profile")
+    assert all(b - a >= timedelta(minutes=1) for a, b in itertools.pairwise(profiles))

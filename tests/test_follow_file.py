@@ -73,6 +73,17 @@ async def test_a_hostile_follow_file_keeps_the_last_good_list(
     assert _followed_reads(fake, start, names) == names  # both still followed
     trouble = [r for r in caplog.records if "cannot be used" in r.getMessage()]
     assert len(trouble) == 1, [r.getMessage() for r in trouble]  # once, not every tick
+    # mended: said once, and the mended list is the one followed
+    if path.is_dir() and not path.is_symlink():
+        path.rmdir()
+    else:
+        path.unlink()
+    path.write_text("fan_one\n")
+    await _run(source, clock, 30, ledger)
+    mended = [r.getMessage() for r in caplog.records if "is readable again" in r.getMessage()]
+    assert len(mended) == 1, mended
+    status = await source.status(clock.now)
+    assert status["follow"]["followed"] == 1
     ledger.check_conservation()
 
 

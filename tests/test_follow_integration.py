@@ -22,6 +22,7 @@ from .helpers import T0, Ledger
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.no_cover  # a long run: see tests/conftest.py
 async def test_swarm_followed_beyond_the_top_1000(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

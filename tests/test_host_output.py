@@ -264,3 +264,36 @@ def test_an_instance_table_names_its_own_secrets_in_messages(
     clash = {"instances": {"ev-1": {"db_path": "a"}, "ev_1": {"db_path": "b"}}}
     with pytest.raises(ConfigError, match="would read the same secrets"):
         instances_from_config(clash)
+
+
+async def test_the_table_is_logged_every_interval_and_once_at_the_end(
+    standin: tuple[PxlsStandIn, JumpClock],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``table_every`` (``run --table-every``): the running table once per interval of
+    host time, the final table at shutdown, each line its own record, and the totals
+    line counts exactly the deltas written."""
+    server, clock = standin
+    monkeypatch.setenv("PXLS_TOKEN", server.scenario.token)
+    config = {"pxls": {"base_url": server.base_url, "db_path": str(tmp_path / "p.sqlite3")}}
+    out = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="neuro_chat_elo_pxls"):
+        await run_host(
+            config,
+            clock=clock,
+            out=out,
+            stop=asyncio.Event(),
+            until=T0 + timedelta(hours=3),
+            table_every=timedelta(hours=1),
+        )
+    messages = [r.getMessage() for r in caplog.records]
+    running = [m for m in messages if m.startswith("running table at ")]
+    assert running[0] == f"running table at {(T0 + timedelta(hours=1)).isoformat()}"
+    assert 2 <= len(running) <= 3, running
+    assert messages.count("final table") == 1
+    written = len(out.getvalue().splitlines())
+    assert written > 0
+    final = messages[messages.index("final table") :]
+    assert any(m.startswith(f"  {written} deltas (") for m in final), final[:14]

@@ -37,6 +37,7 @@ async def standin_and_clock() -> AsyncIterator[tuple[PxlsStandIn, JumpClock]]:
     await standin.stop()
 
 
+@pytest.mark.no_cover  # a long run: see tests/conftest.py
 async def test_fifty_hours_through_the_host(
     standin_and_clock: tuple[PxlsStandIn, JumpClock],
     tmp_path: Path,

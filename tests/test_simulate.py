@@ -10,6 +10,8 @@ on any machine.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import aiosqlite
@@ -51,6 +53,7 @@ REGRESSIONS = (
 )
 
 
+@pytest.mark.no_cover  # a long run: see tests/conftest.py
 @pytest.mark.parametrize("seed", REGRESSIONS)
 def test_seeds_that_once_failed(seed: int) -> None:
     violations = simulate.run_seed(seed, 48)
@@ -62,20 +65,23 @@ SWEEP_PARTS = 4
 
 
 @pytest.mark.parametrize("part", range(SWEEP_PARTS))
-def test_many_seeds_hold_every_promise(part: int, capsys: pytest.CaptureFixture[str]) -> None:
-    seeds = int(os.environ.get("PXLS_SIM_SEEDS", "200"))
+def test_many_seeds_hold_every_promise(part: int) -> None:
+    """A part of the sweep runs in one process of its own, as ``python -m
+    neuro_chat_elo_pxls.testing.simulate`` (untraced by coverage, which doubled its
+    time; one process, so ``pytest -n`` never runs more simulators than workers)."""
+    seeds = int(os.environ.get("PXLS_SIM_SEEDS", "100"))
     share = seeds // SWEEP_PARTS  # seeds 1000.. in consecutive parts, the rest in the last
     first, count = 1000 + part * share, share
     if part == SWEEP_PARTS - 1:
         count = seeds - (SWEEP_PARTS - 1) * share
     if count <= 0:
         pytest.skip(f"PXLS_SIM_SEEDS={seeds}: fewer seeds than parts")
-    status = simulate.main(
-        ["--seeds", str(count), "--first", str(first), "--hours", "48", "--jobs", "2"]
-    )
-    out = capsys.readouterr().out
+    command = [sys.executable, "-m", "neuro_chat_elo_pxls.testing.simulate"]
+    command += ["--seeds", str(count), "--first", str(first), "--hours", "48", "--jobs", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    out = done.stdout
     assert out.splitlines()[-1].startswith(f"{count} seeds, 48 simulated hours each: 0 violations")
-    assert status == 0, out
+    assert done.returncode == 0, out + done.stderr
 
 
 def test_a_violation_is_reported_with_its_replay(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,6 +93,29 @@ def test_a_violation_is_reported_with_its_replay(capsys: pytest.CaptureFixture[s
     assert len(checker.violations) == 1
     line = checker.violations[0].line(48)
     assert "--seed 5 --hours 48" in line and "conservation" in line
+
+
+def test_the_command_line_runs_seeds_in_processes_and_exits_1_on_a_violation(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m neuro_chat_elo_pxls.testing.simulate``: per-seed figures with ``-v``
+    from two worker processes, the summary line, status 0; one process, a violation:
+    its replay line, and status 1."""
+    assert simulate.main(["--seeds", "2", "--first", "7", "--hours", "2", "--jobs", "2", "-v"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out[:2]] == ["seed 7", "seed 8"]
+    assert out[-1].startswith("2 seeds, 2 simulated hours each: 0 violations")
+
+    def broken(
+        seed: int, hours: float, *, sqlite: str
+    ) -> tuple[list[simulate.Violation], dict[str, int]]:
+        return [simulate.Violation(seed, "conservation", "x: 3 != 2")], {}
+
+    monkeypatch.setattr(simulate.run, "run_seed_with_stats", broken)
+    assert simulate.main(["--seed", "4", "--hours", "2"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("seed 4: conservation: x: 3 != 2 (replay: python -m")
+    assert out[-1].startswith("1 seeds, 2 simulated hours each: 1 violations")
 
 
 def test_the_simulator_catches_absurd_profile_counts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,6 +166,7 @@ def test_a_seed_replays_exactly() -> None:
     assert first[1]["requests"] > 100 and first[1]["deltas"] > 100
 
 
+@pytest.mark.no_cover
 def test_aiosqlite_worker_thread_holds_every_promise_too() -> None:
     """The inline mode's patch is undone on exit, and the seeds also hold with
     aiosqlite's own worker thread (real interleavings, not reproducible)."""

@@ -11,6 +11,7 @@ from benchmarks.soak import run_soak
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.no_cover  # a long run: see tests/conftest.py
 async def test_soak_conserves_and_stays_polite(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PXLS_TOKEN", "standin-token")
     days = int(os.environ.get("SOAK_DAYS", "4"))

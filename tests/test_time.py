@@ -14,6 +14,7 @@ import pytest
 
 from neuro_chat_elo_pxls import PxlsSource
 from neuro_chat_elo_pxls.engine.state import SchedulerState, StateKeeper
+from neuro_chat_elo_pxls.errors import AuthError
 from neuro_chat_elo_pxls.jobs.pull import Pull
 from neuro_chat_elo_pxls.models import CanvasInfo, Snapshot
 from neuro_chat_elo_pxls.pxls.parsing import parse_stats
@@ -311,3 +312,35 @@ def test_a_repeated_hour_reading_is_placed_only_when_it_can_be() -> None:
     assert pull(before, None)._ambiguous(snapshot) is None  # no reset: the newer fits
     plain = Snapshot(generated_at=first, toplist=b"{}", size=0)
     assert pull(first, reset_seen)._ambiguous(plain) is None  # left to _skip_reason
+
+
+@pytest.mark.parametrize("profiles", ["answered", "forbidden"])
+async def test_holds_begun_on_a_clock_a_year_ahead_begin_now(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    profiles: str,
+) -> None:
+    """The first pull runs on a tick a year ahead, so its new users' holds begin a
+    year ahead; back on the right clock they begin now (said once), and every user's
+    count arrives within the hour's hold, not a year later: with its profile, or, with
+    every profile answered 403, when the hold ends (fails without the pull-back)."""
+    for i in range(5):
+        fake.add(f"user_{i}", 10 + i, discord=f"user_{i}#1")
+    if profiles == "forbidden":
+        fake.failures["profile"] = [AuthError("HTTP 403", challenge=False) for _ in range(50)]
+    source = make_source(profile_cooldown=timedelta(seconds=1))
+    caplog.set_level(logging.INFO, logger="neuro_chat_elo_pxls")
+    ledger = Ledger()
+    await source.on_tick(clock.now + timedelta(days=365))  # the pull: all five held
+    ledger.add(await source.collect_deltas())
+    await drive(source, clock, clock.now + timedelta(minutes=70), ledger)
+    pulled = [r.getMessage() for r in caplog.records if "began in the future" in r.getMessage()]
+    assert pulled == ["host clock: 5 holds began in the future: pulled back to now"], pulled
+    ledger.check_conservation()
+    assert {u: s for (u, _), s in ledger.last_scores().items()} == {
+        n: u.score for n, u in fake.users.items()
+    }
+    discords = {f"user_{i}#1" for i in range(5)} if profiles == "answered" else {None}
+    assert {d.discord for d in ledger.deltas} == discords
