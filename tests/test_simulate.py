@@ -1,8 +1,8 @@
 """The simulator (``neuro_chat_elo_pxls.testing.simulate``): every promise, as an
 invariant, over many seeds of 48 simulated hours; and the seeds that once failed.
 
-``PXLS_SIM_SEEDS`` sets how many seeds the sweep runs (default 200, ~1 min on 2
-cores, in four parts; CI's matrix lanes run fewer). Two worker processes; simulated
+``PXLS_SIM_SEEDS`` sets how many seeds the sweep runs (default 100, in four parts,
+one subprocess each; CI's matrix lanes run fewer, its simulator lane 1,100 more); simulated
 time only and SQLite inline, so a seed's whole run, not only its outcome, is the same
 on any machine.
 """
