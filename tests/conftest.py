@@ -16,17 +16,17 @@ from neuro_chat_elo_pxls.store.writer import Store
 from . import aiohttp_compat
 from .helpers import FakeClock, FakePxls
 
-# Long runs (simulated hours of a whole source: the regression seeds, the follow and
-# soak runs) carry ``@pytest.mark.no_cover``: what they prove is in their assertions,
-# coverage tracing doubled their time, and the unit tests reach every line they reach
-# (the branch coverage of a run with and without their tracing is compared in the
-# closing note of issue 21).
+# Long runs (simulated hours of a whole source: the regression seeds, the follow, soak
+# and 50-hour runs) carry ``@pytest.mark.no_cover``: what they prove is in their
+# assertions, and coverage tracing doubled their time. Unit tests were added for the
+# package's paths that only they reached (the branch coverage of the package with and
+# without their tracing is compared in the closing note of issue 21).
 
 #: the tests that take longest (seconds, real time or CPU), started first so that
 #: ``pytest -n``'s workers finish together instead of one waiting on a late long test
 LONGEST_FIRST = (
     "tests/test_crash.py::test_sigkill_at_random_points_loses_and_repeats_nothing",  # waits
-    "tests/test_simulate.py::test_many_seeds_hold_every_promise",  # 2 processes: both cores
+    "tests/test_simulate.py::test_many_seeds_hold_every_promise",  # a subprocess each
     "tests/test_follow_integration.py::",
 )
 
