@@ -31,9 +31,14 @@ LONGEST_FIRST = (
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Longest first (the rest keep pytest's order): a deterministic order, the same
-    in every xdist worker, as xdist requires."""
+    in every xdist worker, as xdist requires. Under ``--no-cov`` the ``no_cover``
+    marks are dropped: pytest-cov 7.1 pauses a coverage it never started there
+    (``AttributeError: 'NoneType' object has no attribute 'pause'``)."""
+    if config.getoption("no_cov", default=False):
+        for item in items:
+            item.own_markers = [m for m in item.own_markers if m.name != "no_cover"]
 
     def rank(item: pytest.Item) -> int:
         return next(
