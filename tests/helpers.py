@@ -106,15 +106,9 @@ class Ledger:
     """What a host would have received: all deltas, checked for conservation."""
 
     deltas: list[EloDelta] = attrs.field(factory=list)
-    #: the last score handed out per (user, canvas), kept with ``add``
-    _last: dict[tuple[str, str], int] = attrs.field(init=False, factory=dict)
-
-    def __attrs_post_init__(self) -> None:
-        self._last = {(d.user, d.canvas): d.score for d in self.deltas}
 
     def add(self, batch: list[EloDelta]) -> None:
         self.deltas.extend(batch)
-        self._last.update({(d.user, d.canvas): d.score for d in batch})
 
     def sums(self) -> dict[tuple[str, str], int]:
         out: dict[tuple[str, str], int] = defaultdict(int)
@@ -123,7 +117,7 @@ class Ledger:
         return dict(out)
 
     def last_scores(self) -> dict[tuple[str, str], int]:
-        return dict(self._last)
+        return {(d.user, d.canvas): d.score for d in self.deltas}
 
     def check_conservation(self) -> None:
         seqs = [d.seq for d in self.deltas]
@@ -134,7 +128,7 @@ class Ledger:
         assert not bad, f"sum of deltas != last score handed out: {bad}"
 
     def score(self, user: str, canvas: str) -> int | None:
-        return self._last.get((user, canvas))
+        return self.last_scores().get((user, canvas))
 
 
 async def drive(
