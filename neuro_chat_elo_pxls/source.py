@@ -96,17 +96,10 @@ class PxlsSource:
     @tagged_hook
     async def on_tick(self, now: datetime) -> None:
         """Do the work due at host time ``now`` (aware UTC): at most one request command."""
-        try:
-            now = check_now(now)
-        except TypeError as exc:  # the host's bug: said once, plainly, never raised
-            if not self._bad_now_said:
-                self._bad_now_said = True
-                log.error(
-                    "on_tick: %s; nothing runs until the host passes "
-                    "datetime.now(timezone.utc) (said once)",
-                    exc,
-                )
+        checked = self._host_now(now, "on_tick")
+        if checked is None:
             return
+        now = checked
         try:
             async with self._hooks:
                 store = await self._db.ensure(now)
@@ -172,7 +165,10 @@ class PxlsSource:
         at least once, never lost. Never raises (a failure is logged; the rows stay)."""
         if self.settings.delivery != "ack":
             return
-        mine = sorted({d.seq for d in deltas if self._outstanding.get(d.seq) == d})
+        # (another plugin's deltas are of other types, with or without a seq: skipped)
+        mine = sorted(
+            {d.seq for d in deltas if isinstance(d, EloDelta) and self._outstanding.get(d.seq) == d}
+        )
         if not mine:
             return
         try:
@@ -213,10 +209,35 @@ class PxlsSource:
 
     @hookimpl
     def next_due_at(self, now: datetime) -> datetime | None:
-        """Earliest host time at which a tick has work (``now`` if it has some now)."""
+        """Earliest host time at which a tick has work (``now`` if it has some now).
+
+        A ``now`` that is not an aware datetime is refused as ``on_tick`` refuses it
+        (one ERROR line, once; never raised): the answer is then None (nothing
+        scheduled), so a host sleeps its own poll interval instead of spinning."""
+        checked = self._host_now(now, "next_due_at")
+        if checked is None:
+            return None
+        now = checked
         if self._db.store is None:
             return self._db.next_due(now)
         return self._engine.next_due(now)
+
+    def _host_now(self, now: object, hook: str) -> datetime | None:
+        """The host's ``now`` as aware UTC, or None after saying (once, for every hook
+        together) that the host passes a wrong one. Never raises: the host's bug must
+        not crash its loop, and a host that keeps passing it sees one line, not many."""
+        try:
+            return check_now(now)
+        except TypeError as exc:
+            if not self._bad_now_said:
+                self._bad_now_said = True
+                log.error(
+                    "%s: %s; nothing runs until the host passes "
+                    "datetime.now(timezone.utc) (said once)",
+                    hook,
+                    exc,
+                )
+            return None
 
     @tagged_hook
     async def follow(self, names: Iterable[str], now: datetime | None = None) -> int:

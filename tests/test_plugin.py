@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pluggy
 import pytest
 
@@ -307,3 +308,72 @@ async def test_two_sources_under_one_instance_name_never_acknowledge_each_other(
     finally:
         await a.on_shutdown()
         await b.on_shutdown()
+
+
+class _ForeignSource:
+    """Another plugin's source, as a host registers it beside ours: its deltas are of
+    its own type (one without ``seq``, one with a ``seq`` that collides with ours)."""
+
+    @attrs.frozen
+    class ChatDelta:
+        user: str
+        delta: int
+
+    @attrs.frozen
+    class SeqDelta:
+        seq: int
+        user: str
+
+    @hookspecs.hookimpl
+    async def collect_deltas(self) -> list[Any]:
+        return [self.ChatDelta("chatter", 3), self.SeqDelta(1, "chatter")]
+
+
+async def test_acknowledge_ignores_another_plugins_deltas(
+    tmp_path: Path, fake: Any, clock: Any
+) -> None:
+    """Issue 27, item 6: given every delta the host stored, ``acknowledge`` raised
+    AttributeError ('ChatDelta' object has no attribute 'seq') on another plugin's
+    delta, so ours were never acknowledged. Now what is not its own is skipped."""
+    pm, a, b = await _two_ack_sources(tmp_path, fake, clock, "http://127.0.0.1:4002")
+    pm.register(_ForeignSource())
+    try:
+        await call_async_hook(pm.hook.on_tick, now=clock.now)
+        stored = [d for batch in await call_async_hook(pm.hook.collect_deltas) for d in batch]
+        assert len(stored) == 4  # ours (one per source) and the foreign plugin's two
+        await call_async_hook(pm.hook.acknowledge, deltas=stored)
+        await a.on_shutdown()
+        await b.on_shutdown()
+        for settings in (a.settings, b.settings):  # acknowledged: not offered again
+            again = PxlsSource(settings, client=fake)
+            assert await again.collect_deltas() == []
+            await again.on_shutdown()
+    finally:
+        await a.on_shutdown()
+        await b.on_shutdown()
+
+
+async def test_a_naive_now_is_refused_the_same_way_by_every_hook(
+    make_source: Callable[..., PxlsSource], clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 27, item 7: through the host guide's loop, a naive ``now`` made
+    ``next_due_at`` answer ``now`` itself (the host spun: 2,462 ticks in 2 s), and
+    after one aware tick it raised TypeError. Every hook now refuses it the same way:
+    one ERROR line in all, nothing raised, and no due time that makes a host spin."""
+    import logging
+
+    source = make_source(token=None)
+    naive = clock.now.replace(tzinfo=None)
+    pm = make_pm()
+    pm.register(source)
+    try:
+        for _ in range(3):
+            await call_async_hook(pm.hook.on_tick, now=naive)
+            assert pm.hook.next_due_at(now=naive) == []  # None: sleep the host's poll
+        await source.on_tick(clock.now)  # one aware tick opens the store
+        assert source.next_due_at(clock.now) is not None
+        assert pm.hook.next_due_at(now=naive) == []  # no TypeError after it either
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "datetime.now(timezone.utc)" in errors[0].getMessage()
+    finally:
+        await source.on_shutdown()
