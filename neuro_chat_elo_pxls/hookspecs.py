@@ -119,6 +119,11 @@ def next_due_at(now: datetime) -> datetime | None:
     host takes ``min(results, default=...)``, never a bare ``min``."""
 
 
+#: results of a call that was cancelled (or raised) after some sources had returned,
+#: by ``id(hook)`` (with the hook, so the id stays its own): the next call returns them
+_carried: dict[int, tuple[Any, list[Any]]] = {}
+
+
 async def call_async_hook(hook: Any, **kwargs: Any) -> list[Any]:
     """Call an async hook and await each result in registration order.
 
@@ -128,11 +133,25 @@ async def call_async_hook(hook: Any, **kwargs: Any) -> list[Any]:
     order, so sources never run concurrently, and returns the awaited results in
     that order. A result that is not awaitable (a sync implementation) is passed
     through.
+
+    Cancellation loses nothing: when the call is cancelled (``asyncio.wait_for``
+    around it) or a source raises, the non-empty results of the sources that had
+    already returned (a drain source's batch, removed from its outbox) are kept here
+    and come first in the list of the next call of the same hook; the sources not yet
+    reached are not called. So ``[d for batch in results for d in batch]`` gets every
+    delta once, whichever call it was made by.
     """
-    results: list[Any] = []
-    for result in reversed(hook(**kwargs)):
-        if isinstance(result, Awaitable):
-            results.append(await result)
-        else:
-            results.append(result)
+    results = _carried.pop(id(hook), (hook, []))[1]  # a cancelled call's, first
+    pending = list(reversed(hook(**kwargs)))
+    try:
+        while pending:
+            result = pending.pop(0)
+            results.append(await result if isinstance(result, Awaitable) else result)
+    except BaseException:
+        for never_started in pending:
+            if hasattr(never_started, "close"):
+                never_started.close()  # (no "coroutine was never awaited" warning)
+        if kept := [r for r in results if r]:
+            _carried[id(hook)] = (hook, kept)
+        raise
     return results

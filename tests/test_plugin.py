@@ -377,3 +377,63 @@ async def test_a_naive_now_is_refused_the_same_way_by_every_hook(
         assert len(errors) == 1 and "datetime.now(timezone.utc)" in errors[0].getMessage()
     finally:
         await source.on_shutdown()
+
+
+async def test_a_drain_cancelled_while_another_source_runs_loses_nothing(
+    tmp_path: Path, fake: Any, clock: Any
+) -> None:
+    """Issue 27, item 1: in the default ``drain`` mode the host's ``wait_for`` ran out
+    while the second source was busy: the first source had already drained its batch
+    (committed) and it was never handed out again. ``call_async_hook`` now keeps what
+    the sources that had returned gave, and the next call returns it first."""
+    import asyncio
+
+    pm, a, b = await _two_ack_sources(tmp_path, fake, clock, "http://127.0.0.1:4002")
+    for source in (a, b):
+        source.settings = attrs.evolve(source.settings, delivery="drain")
+    try:
+        await call_async_hook(pm.hook.on_tick, now=clock.now)
+        async with b._hooks:  # b is busy: the host's wait_for runs out during it
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(call_async_hook(pm.hook.collect_deltas), 0.05)
+        assert await a.collect_deltas() == []  # a's batch left its outbox (drained)
+        batches = await call_async_hook(pm.hook.collect_deltas)
+        got = sorted((d.user, d.seq, d.delta) for batch in batches for d in batch)
+        assert got == [("grid_master", 1, 120), ("ironmouse_fan", 1, 7)]
+        assert [d for batch in await call_async_hook(pm.hook.collect_deltas) for d in batch] == []
+    finally:
+        await a.on_shutdown()
+        await b.on_shutdown()
+
+
+async def test_sources_not_reached_by_a_cancelled_call_are_never_awaited() -> None:
+    """The coroutines of sources after the cancelled one are closed, not left to warn
+    'never awaited'; results that are empty (nothing to hand out) are not carried."""
+    import asyncio
+
+    calls: list[str] = []
+
+    class Slow:
+        @hookspecs.hookimpl
+        async def collect_deltas(self) -> list[Any]:
+            calls.append("slow")
+            await asyncio.sleep(3600)
+            return []
+
+    class Quick:
+        def __init__(self, batch: list[Any]) -> None:
+            self.batch = batch
+
+        @hookspecs.hookimpl
+        async def collect_deltas(self) -> list[Any]:
+            calls.append("quick")
+            return self.batch
+
+    pm = make_pm()
+    for plugin in (Quick([]), Slow(), Quick(["x"])):
+        pm.register(plugin)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(call_async_hook(pm.hook.collect_deltas), 0.01)
+    assert calls == ["quick", "slow"]
+    pm.unregister(next(p for p in pm.get_plugins() if isinstance(p, Slow)))
+    assert await call_async_hook(pm.hook.collect_deltas) == [[], ["x"]]  # nothing carried
