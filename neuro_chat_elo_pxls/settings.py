@@ -332,6 +332,11 @@ def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
     for name, table in tables.items():
         if not isinstance(table, Mapping):
             raise ConfigError(f"pxls.instances.{name} must be a table, got {table!r:.40}")
+        if len(tables) > 1 and "base_url" not in table:  # (else its token goes to
+            raise ConfigError(  # the inherited site, in the name of another instance)
+                f"pxls.instances.{name} sets no base_url: with several instances, each "
+                "table names its own site"
+            )
         try:
             settings = PxlsSettings.from_mapping({**defaults, "instance": name, **table})
         except ConfigError as exc:
@@ -349,14 +354,30 @@ def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
     return found
 
 
+def site_of(base_url: str) -> tuple[str, int]:
+    """The site a ``base_url`` names: its host (lower case) and port (the scheme's
+    default if none). One site gets one source: its politeness budget (one request in
+    flight, one profile a second) is per site, not per table."""
+    parts = urllib.parse.urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return (parts.hostname or "").lower(), port
+
+
 def _check_apart(found: list[PxlsSettings]) -> None:
-    """Instances of one config: distinct names, secrets and database files."""
+    """Instances of one config: distinct names, sites, secrets and database files."""
     names = [s.instance_name for s in found]
     paths = [os.path.realpath(s.db_path) for s in found]
+    sites = [site_of(s.base_url) for s in found]
     for i, settings in enumerate(found):
         for j in range(i):
             if names[i] == names[j]:
                 raise ConfigError(f"two pxls instances are named {names[i]!r}")
+            if sites[i] == sites[j]:
+                raise ConfigError(
+                    f"pxls instances {names[j]!r} and {names[i]!r} are one site "
+                    f"({found[j].base_url} and {settings.base_url}): two sources would "
+                    "double the requests its admins allowed; keep one"
+                )
             if settings.secret_envs == found[j].secret_envs:
                 raise ConfigError(
                     f"pxls instances {names[j]!r} and {names[i]!r} would read the same "

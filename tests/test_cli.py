@@ -302,7 +302,8 @@ def test_an_instance_is_chosen_by_its_table_or_its_instance_name(
 
     config = tmp_path / "host.toml"
     config.write_text(
-        f'[pxls.instances.space]\ninstance = "pxls.space"\ndb_path = "{tmp_path / "s.db"}"\n'
+        f'[pxls.instances.space]\ninstance = "pxls.space"\nbase_url = "https://pxls.space"\n'
+        f'db_path = "{tmp_path / "s.db"}"\n'
         f'[pxls.instances.ev]\nbase_url = "http://127.0.0.1:9"\ndb_path = "{tmp_path / "e.db"}"\n'
     )
     for chosen in ("space", "pxls.space"):

@@ -215,11 +215,50 @@ def test_two_instances_on_one_database_are_refused() -> None:
     from neuro_chat_elo_pxls import ConfigError
     from neuro_chat_elo_pxls.settings import instances_from_config
 
-    section = {"db_path": "same.sqlite3", "instances": {"a": {}, "b": {}}}
+    section = {
+        "db_path": "same.sqlite3",
+        "instances": {"a": {"base_url": "http://a.example"}, "b": {"base_url": "http://b.example"}},
+    }
     with pytest.raises(ConfigError, match="'a' and 'b' share db_path"):
         instances_from_config(section)
     (only,) = instances_from_config({"db_path": "one.sqlite3"})  # no tables: as before
     assert only.instance_name == "pxls.space"
+
+
+def test_two_instances_on_one_site_are_refused() -> None:
+    """Issue 27, item 2: two tables that both forgot ``base_url`` inherited ``[pxls]``'s
+    one site and were accepted: profile requests went out less than 1 s apart (two
+    budgets for one site) and every user counted under both names. A site is a site
+    (host and port) whatever table names it; and with several tables, each names its
+    own (a table without one sent its own token to the inherited site)."""
+    from neuro_chat_elo_pxls import ConfigError
+    from neuro_chat_elo_pxls.settings import instances_from_config
+
+    forgot = {"instances": {"a": {"db_path": "a.db"}, "b": {"db_path": "b.db"}}}
+    with pytest.raises(ConfigError, match="pxls.instances.a sets no base_url"):
+        instances_from_config(forgot)
+    for first, second in [
+        ("https://pxls.space", "https://PXLS.space/"),
+        ("https://pxls.space", "https://pxls.space:443/x"),
+        ("http://127.0.0.1:4001", "http://127.0.0.1:4001"),
+    ]:
+        same = {
+            "instances": {
+                "a": {"db_path": "a.db", "base_url": first},
+                "b": {"db_path": "b.db", "base_url": second},
+            }
+        }
+        with pytest.raises(ConfigError, match="'a' and 'b' are one site"):
+            instances_from_config(same)
+    ports = {
+        "instances": {
+            "a": {"db_path": "a.db", "base_url": "http://127.0.0.1:4001"},
+            "b": {"db_path": "b.db", "base_url": "http://127.0.0.1:4002"},
+        }
+    }
+    assert len(instances_from_config(ports)) == 2  # two servers: two sites
+    (one,) = instances_from_config({"instances": {"space": {"db_path": "s.db"}}})
+    assert one.base_url == "https://pxls.space"  # one table may inherit (a migration)
 
 
 def test_run_forces_ack_delivery_in_every_instance_table() -> None:
@@ -232,8 +271,8 @@ def test_run_forces_ack_delivery_in_every_instance_table() -> None:
         "pxls": {
             "delivery": "drain",
             "instances": {
-                "a": {"delivery": "drain", "db_path": "a.sqlite3"},
-                "b": {"db_path": "b.sqlite3"},
+                "a": {"delivery": "drain", "db_path": "a.sqlite3", "base_url": "http://a.example"},
+                "b": {"db_path": "b.sqlite3", "base_url": "http://b.example"},
             },
         }
     }
@@ -261,7 +300,12 @@ def test_an_instance_table_names_its_own_secrets_in_messages(
     state = SchedulerState(last_pull_at=T0, keys={"profile": paused})
     (problem,) = health_problems(state, ev, T0, oldest_outbox=None, max_outbox_age=timedelta(1))
     assert problem.endswith("renew PXLS_TOKEN_EV_1 / PXLS_CF_AUTH_EV_1")
-    clash = {"instances": {"ev-1": {"db_path": "a"}, "ev_1": {"db_path": "b"}}}
+    clash = {
+        "instances": {
+            "ev-1": {"db_path": "a", "base_url": "http://a.example"},
+            "ev_1": {"db_path": "b", "base_url": "http://b.example"},
+        }
+    }
     with pytest.raises(ConfigError, match="would read the same secrets"):
         instances_from_config(clash)
 
