@@ -235,7 +235,7 @@ def test_two_instances_on_one_site_are_refused() -> None:
     from neuro_chat_elo_pxls.settings import instances_from_config
 
     forgot = {"instances": {"a": {"db_path": "a.db"}, "b": {"db_path": "b.db"}}}
-    with pytest.raises(ConfigError, match="pxls.instances.a sets no base_url"):
+    with pytest.raises(ConfigError, match=r"pxls\.instances\.a sets no base_url"):
         instances_from_config(forgot)
     for first, second in [
         ("https://pxls.space", "https://PXLS.space/"),
