@@ -19,7 +19,8 @@ from typing import Any
 
 import attrs
 
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
+from .util.text import shown
 from .util.times import fmt_duration
 from .version import VERSION
 
@@ -401,3 +402,17 @@ def credentials_fingerprint(settings: PxlsSettings, salt: str, *, profiles: bool
         return ""
     material = "\0".join(s.reveal() if s is not None else "" for s in secrets)
     return hmac.new(salt.encode(), material.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def check_database_instance(recorded: str, settings: PxlsSettings) -> None:
+    """Every command (``run``, ``status``, ``export``) refuses a database that belongs to
+    another pxls instance than ``settings`` names (``recorded``: the instance the
+    database remembers, "" if none yet). Raises :class:`StoreError` saying what to do."""
+    instance = settings.instance_name
+    if recorded and recorded != instance:
+        raise StoreError(
+            f"{settings.db_path} belongs to pxls instance {shown(recorded)}, not "
+            f"{shown(instance)}: if it is the same pxls (a new base_url, a config "
+            f'moved into [pxls.instances.NAME]), set instance = "{shown(recorded)}" '
+            "there; if not, give this instance its own db_path (seqs are per database)"
+        )

@@ -330,3 +330,41 @@ def test_demo_refuses_a_used_database_and_a_speed_not_above_zero(
             main(["demo", "--speed", speed])
         assert exit_.value.code == 2
     assert "--speed" in capsys.readouterr().err
+
+
+async def test_every_command_refuses_another_instances_database(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 27, item 3: two instances' ``db_path``s swapped in the config after both
+    had data: ``run`` refused, but ``status --check`` said OK for both and ``export
+    --instance event`` wrote the other instance's users into the event board's
+    pxls.json. A database remembers its instance for every command."""
+    from datetime import timedelta
+
+    fake.add("grid_master", 120)
+    dbs = {name: tmp_path / f"{name}.sqlite3" for name in ("space", "event")}
+    for name, db in dbs.items():
+        source = make_source(instance=name, db_path=str(db), token=None)
+        await drive(source, clock, clock.now + timedelta(minutes=2))
+        await source.on_shutdown()
+    config = tmp_path / "host.toml"
+    config.write_text(  # the two db_paths swapped
+        f'[pxls.instances.space]\nbase_url = "https://pxls.space"\ndb_path = "{dbs["event"]}"\n'
+        f'[pxls.instances.event]\nbase_url = "http://127.0.0.1:9"\ndb_path = "{dbs["space"]}"\n'
+    )
+    out = tmp_path / "pxls.json"
+    export = ["export", "--config", str(config), "--instance", "event", "-o", str(out)]
+    assert await _main_async(export) == 2
+    assert not out.exists()
+    assert "belongs to pxls instance space, not event" in capsys.readouterr().err
+    assert await _main_async(["status", "--check", "--config", str(config)]) == 2
+    assert "belongs to pxls instance" in capsys.readouterr().err
+    config.write_text(  # put right: both commands work again
+        f'[pxls.instances.space]\nbase_url = "https://pxls.space"\ndb_path = "{dbs["space"]}"\n'
+        f'[pxls.instances.event]\nbase_url = "http://127.0.0.1:9"\ndb_path = "{dbs["event"]}"\n'
+    )
+    assert await _main_async(export) == 0 and json.loads(out.read_text())["users"]

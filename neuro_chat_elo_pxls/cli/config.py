@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from ..engine.state import SchedulerState
 from ..errors import ConfigError
-from ..settings import PxlsSettings, instances_from_config
+from ..settings import PxlsSettings, check_database_instance, instances_from_config
 from ..store.reader import StoreReader
 
 log = logging.getLogger("neuro_chat_elo_pxls")
@@ -165,7 +165,9 @@ async def open_database(
     args: argparse.Namespace,
 ) -> tuple[StoreReader, SchedulerState, PxlsSettings]:
     """The configured database, opened read-only, with its persisted state (closed
-    again if loading the state fails)."""
+    again if loading the state fails). A database of another instance than the config
+    (or ``--instance``) names is refused (:class:`StoreError`); ``--db`` alone names
+    no instance, so it reads any."""
     config = load_config(args)
     instances = configured_instances(config)
     if len(instances) > 1:
@@ -174,7 +176,10 @@ async def open_database(
     settings = instances[0]
     reader = await StoreReader.open(settings.db_path)
     try:
-        return reader, SchedulerState.from_rows(await reader.load_state_rows()), settings
+        state = SchedulerState.from_rows(await reader.load_state_rows())
+        if getattr(args, "config", None) or getattr(args, "instance", None):
+            check_database_instance(state.instance, settings)  # (--db alone claims none)
+        return reader, state, settings
     except BaseException:
         await reader.close()
         raise

@@ -20,9 +20,8 @@ from typing import Generic, Protocol, TypeVar
 
 import attrs
 
-from ..errors import StoreError
 from ..pxls.client import PxlsApi
-from ..settings import PxlsSettings, credentials_fingerprint
+from ..settings import PxlsSettings, check_database_instance, credentials_fingerprint
 from ..store.writer import Store
 from ..util.text import shown
 from .clockguard import ClockGuard
@@ -73,14 +72,8 @@ class Engine(Generic[J]):
     async def restore(self, store: Store) -> None:
         """The database just opened: restore the engine state and the key states."""
         self.state.adopt(SchedulerState.from_rows(await store.load_state_rows()))
-        recorded, instance = self.state.current.instance, self.settings.instance_name
-        if recorded and recorded != instance:
-            raise StoreError(
-                f"{self.settings.db_path} belongs to pxls instance {shown(recorded)}, not "
-                f"{shown(instance)}: if it is the same pxls (a new base_url, a config "
-                f'moved into [pxls.instances.NAME]), set instance = "{shown(recorded)}" '
-                "there; if not, give this instance its own db_path (seqs are per database)"
-            )
+        check_database_instance(self.state.current.instance, self.settings)
+        instance = self.settings.instance_name
         keys, salt, fingerprints = self._restored_keys(self.state.current)
         self.queue.restore(keys)
         # what this source runs with, for ``status`` from another process
