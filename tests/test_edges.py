@@ -261,3 +261,30 @@ async def test_new_credentials_keep_the_profile_cooldown(
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps and min(gaps) >= cooldown, f"profile requests {min(gaps)} apart"
     assert _profiles_since(fake, start) >= 2  # tried again once the pacing was over
+
+
+async def test_a_secret_set_after_a_pause_without_any_retries_at_once(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """Issue 27, item 10: a source running with no secrets at all met a Cloudflare
+    challenge on /info; the operator set PXLS_CF_AUTH and restarted: no request in
+    5 minutes, and status still said "paused for auth ... renew" (with PXLS_TOKEN set
+    the same path retried at once). A renewed secret of either kind retries at once."""
+    fake.add("painter", 10)
+    source = make_source(token=None, cf_auth=None)
+    await drive(source, clock, clock.now + 10 * MIN)
+    fake.failures["info"] = [AuthError("HTTP 403 challenge", challenge=True)]
+    clock.now += 61 * MIN  # the next pull meets the challenge
+    await drive(source, clock, clock.now + 1 * MIN)
+    await source.on_shutdown()
+    start = len(fake.requests)
+    source = make_source(token=None, cf_auth=None)  # the same (none): stays paused
+    await drive(source, clock, clock.now + 2 * MIN)
+    assert not [e for e, _, _ in fake.requests[start:] if e in ("info", "stats")]
+    await source.on_shutdown()
+    source = make_source(token=None, cf_auth=Secret("cf-set-now"))
+    await drive(source, clock, clock.now + 1 * MIN)
+    assert [e for e, _, _ in fake.requests[start:] if e == "info"], "PXLS_CF_AUTH: at once"
+    status = await source.status(clock.now)
+    assert status["keys"]["leaderboard"]["auth_pauses"] == 0
+    await source.on_shutdown()

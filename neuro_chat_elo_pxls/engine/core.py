@@ -135,7 +135,10 @@ class Engine(Generic[J]):
             or fingerprints[Key.LEADERBOARD.value],
         }
         keys = dict(state.keys)
-        if not state.credentials:  # never recorded: nothing to compare with
+        if not state.credentials and not state.leaderboard_credentials:
+            # never recorded (a database from before the fingerprints): nothing to
+            # compare with. (A recorded profile "" is "no secrets": a token set since
+            # is new credentials, as a PXLS_CF_AUTH set since is for every key.)
             return keys, salt, fingerprints
         for name, key in keys.items():
             if earned.get(name, "") == fingerprints.get(name, ""):
