@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiosqlite
 import pytest
@@ -47,9 +48,13 @@ from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 #: expected on the new canvas (a checker fix: DESIGN 3 skips such a file); 30548 status
 #: rightly flagged an old outbox row the model host had left unacknowledged (a checker
 #: fix: that is no wolf)
+#: With the host widened to a real PluginManager and another plugin's source (issue
+#: 27), reverting a fix: 179 and 185 (conservation) and 181 (seq order) a collect_deltas
+#: cancelled while the other plugin ran lost the drained batch; 103 acknowledge raised
+#: AttributeError on the other plugin's delta
 REGRESSIONS = (
-    *(3, 15, 16, 18, 23, 28, 30, 55, 85, 109, 129, 179, 213, 266, 318, 521, 554, 586),
-    *(1170, 1176, 1438, 3235, 3650, 4959, 8852, 9305, 30548),
+    *(3, 15, 16, 18, 23, 28, 30, 55, 85, 103, 109, 129, 179, 181, 185, 213, 266, 318),
+    *(521, 554, 586, 1170, 1176, 1438, 3235, 3650, 4959, 8852, 9305, 30548),
 )
 
 
@@ -178,3 +183,31 @@ def test_aiosqlite_worker_thread_holds_every_promise_too() -> None:
     for seed in (3, 1001):
         violations = simulate.run_seed(seed, 48, sqlite="thread")
         assert not violations, "\n".join(v.line(48) for v in violations)
+
+
+def test_a_seed_that_does_not_finish_is_a_violation_not_a_hang(tmp_path: Path) -> None:
+    """Issue 27: two planted bugs made a seed spin forever and the simulator hung. A
+    seed past its real-time limit now stops with a violation and its replay command."""
+    import asyncio
+
+    with simulate.inline_sqlite():
+        host = simulate.Host(7, 48, str(tmp_path), real_limit=0.0)
+        asyncio.run(host.run())
+    (violation,) = [v for v in host.checker.violations if v.invariant == "a seed finishes"]
+    assert "still running after 0 real seconds" in violation.line(48)
+    assert "--seed 7 --hours 48" in violation.line(48)
+
+
+def test_the_host_calls_every_hook_through_a_plugin_manager(tmp_path: Path) -> None:
+    """The model host finds the pxls plugin through its entry point, registers another
+    plugin's source beside the pxls one, and calls the hooks through ``pm.hook``."""
+    import asyncio
+
+    with simulate.inline_sqlite():
+        host = simulate.Host(11, 6, str(tmp_path))
+        assert host.pm.get_plugin("pxls") is not None
+        assert host.source in host.pm.get_plugins() and host.foreign in host.pm.get_plugins()
+        asyncio.run(host.run())
+    assert not host.checker.violations
+    assert host.foreign.handed_out > 0  # the other plugin's deltas went through the hooks
+    assert host.checker.ledger

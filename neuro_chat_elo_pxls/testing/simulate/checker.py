@@ -123,6 +123,8 @@ class Checker:
 
     def collected(self, deltas: Iterable[EloDelta]) -> None:
         for delta in deltas:
+            if delta.delta == 0:  # DESIGN 1: a zero delta is not emitted
+                self.fail("no zero delta", f"seq {delta.seq}: {delta}")
             seen = self.seqs.get(delta.seq)
             if seen is not None:
                 if seen != delta:

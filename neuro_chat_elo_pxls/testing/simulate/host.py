@@ -10,16 +10,20 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 
+from ...hookspecs import call_async_hook
+from ...models import EloDelta
 from ...settings import PxlsSettings, Secret
 from ...source import PxlsSource
 from .checker import Checker
 from .final import ErrorRecords, FinalChecks
+from .plugins import ForeignSource, plugin_manager
 from .world import World
 
 #: Where a run can start: ordinary days and the nights the clocks change in Berlin.
@@ -56,8 +60,11 @@ def _kill(source: PxlsSource) -> Awaitable[None]:
 class Host(FinalChecks):
     """Drives sources like a real host would, and sometimes like a hostile one."""
 
-    def __init__(self, seed: int, hours: float, workdir: str) -> None:
+    def __init__(self, seed: int, hours: float, workdir: str, *, real_limit: float = 600.0) -> None:
         self.seed = seed
+        #: real seconds a seed may run: past them the run stops with a violation (a
+        #: seed that spins forever is reported with its replay command, not hung)
+        self.real_limit = real_limit
         rng = self.rng = random.Random(seed)
         start = rng.choice(STARTS) + timedelta(minutes=rng.randint(0, 120), seconds=rng.random())
         self.true = start
@@ -77,6 +84,7 @@ class Host(FinalChecks):
         self._add_followed_people(rng, start)
         self.token = 1
         self.settings = self._drawn_settings(rng, cooldown)
+        self._plugins(seed)
         self.source = self._new_source()
         self.skew = timedelta(0)
         self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
@@ -133,8 +141,34 @@ class Host(FinalChecks):
             follow_interval=rng.choice((timedelta(minutes=30), timedelta(hours=1))),
         )
 
+    def _plugins(self, seed: int) -> None:
+        """The host's PluginManager (the pxls plugin found through its entry point) and
+        another plugin's source, registered before or after the pxls one. Drawn from a
+        generator of their own, so the run's other draws stay what they were."""
+        self.pm = plugin_manager()
+        self.plugins_rng = random.Random(f"plugins-{seed}")
+        registered: list[object] = []
+        self.pm.hook.register_sources(register=registered.append, config={})
+        if registered:  # opt-in: no [pxls] section, no source
+            self.checker.fail("nothing starts by accident", f"registered {registered}")
+        self.foreign = ForeignSource(random.Random(f"foreign-{seed}"))
+        self.foreign_first = self.plugins_rng.random() < 0.5
+        #: ack delivery: the acknowledge hook with every stored delta (else ack_deltas)
+        self.ack_by_hook = self.plugins_rng.random() < 0.7
+        if self.foreign_first:
+            self.pm.register(self.foreign)
+
     def _new_source(self) -> PxlsSource:
-        return PxlsSource(self.settings, client=self.world, rng=random.Random(self.rng.random()))
+        """A new source, registered with the host's PluginManager (the one it replaces,
+        if any, unregistered: its hooks are never called again)."""
+        old = getattr(self, "source", None)
+        if old is not None:
+            self.pm.unregister(old)
+        source = PxlsSource(self.settings, client=self.world, rng=random.Random(self.rng.random()))
+        self.pm.register(source)
+        if old is None and not self.foreign_first:
+            self.pm.register(self.foreign)
+        return source
 
     def _write_follow_file(self, lines: list[str]) -> None:
         tmp = self.follow_path + ".new"
@@ -170,13 +204,15 @@ class Host(FinalChecks):
         calls: list[Awaitable[Any]] = [
             self._cancelled_tick(host_now)  # a host that waits a few loop steps only
             if rng.random() < 0.03
-            else self._hook("on_tick", lambda: self.source.on_tick(host_now))
+            else self._hook("on_tick", lambda: call_async_hook(self.pm.hook.on_tick, now=host_now))
         ]
         if rng.random() < 0.05:  # an overlapping call
             calls.append(
                 self._collect()
                 if rng.random() < 0.5
-                else self._hook("on_tick", lambda: self.source.on_tick(host_now))
+                else self._hook(
+                    "on_tick", lambda: call_async_hook(self.pm.hook.on_tick, now=host_now)
+                )
             )
         before = len(self.world.requests)
         await self._guarded(asyncio.gather(*calls), "on_tick")
@@ -212,21 +248,37 @@ class Host(FinalChecks):
             self._restore_file()
 
     async def _collect(self) -> None:
-        deltas = await self._hook("collect_deltas", self.source.collect_deltas)
-        if deltas:
-            self.checker.collected(deltas)
-            if self.settings.delivery == "ack":
-                if self.rng.random() < 0.9:
-                    await self._hook("ack", lambda: self.source.ack_deltas(deltas[-1].seq))
-                else:
-                    # stored, not yet acknowledged (a restart brings them again)
-                    self.unacked.append(self.true)
+        batches = await self._hook(
+            "collect_deltas", lambda: call_async_hook(self.pm.hook.collect_deltas)
+        )
+        await self._stored(batches)
+
+    async def _stored(self, batches: list[list[Any]] | None) -> None:
+        """What a host does with the batches of one ``collect_deltas`` call: store them
+        (the checker's ledger), then acknowledge (ack delivery) with the hook, every
+        plugin's deltas together, or with the source's ``ack_deltas``."""
+        stored = [d for batch in batches or [] for d in batch]
+        deltas = [d for d in stored if isinstance(d, EloDelta)]
+        if not deltas:
+            return
+        self.checker.collected(deltas)
+        if self.settings.delivery != "ack":
+            return
+        if self.rng.random() >= 0.9:
+            # stored, not yet acknowledged (a restart brings them again)
+            self.unacked.append(self.true)
+        elif self.ack_by_hook:
+            await self._hook(
+                "acknowledge", lambda: call_async_hook(self.pm.hook.acknowledge, deltas=stored)
+            )
+        else:
+            await self._hook("ack", lambda: self.source.ack_deltas(deltas[-1].seq))
 
     async def _cancelled_tick(self, host_now: datetime) -> None:
         """``wait_for(on_tick, tiny)``: the tick is cancelled after 1-40 event-loop
         steps, at whatever await it has reached (a database statement, a request, a
         thread): nothing may be lost, no pause shortened."""
-        task = asyncio.ensure_future(self.source.on_tick(host_now))
+        task = asyncio.ensure_future(call_async_hook(self.pm.hook.on_tick, now=host_now))
         for _ in range(self.rng.randint(1, 40)):
             if task.done():
                 break
@@ -236,18 +288,18 @@ class Host(FinalChecks):
             await task
 
     async def _cancel_collect(self) -> None:
-        """A host that gives collect_deltas a few event-loop steps only: where the
-        cancellation lands inside the database call depends on the machine."""
-        task = asyncio.ensure_future(self.source.collect_deltas())
-        for _ in range(self.rng.randint(1, 6)):
+        """A host that gives the whole collect_deltas call a few event-loop steps only:
+        the cancellation lands inside the pxls source's database call, or in the other
+        plugin's slow call after the pxls source has handed its batch out."""
+        task = asyncio.ensure_future(call_async_hook(self.pm.hook.collect_deltas))
+        steps = self.rng.randint(1, 6) + self.plugins_rng.choice((0, 0, 10, 20, 40))
+        for _ in range(steps):
             await asyncio.sleep(0)
         task.cancel()
+        batches = None
         with contextlib.suppress(asyncio.CancelledError):
-            deltas = await task
-            if deltas:
-                self.checker.collected(deltas)
-                if self.settings.delivery == "ack":
-                    await self.source.ack_deltas(deltas[-1].seq)
+            batches = await task
+        await self._stored(batches)
         await self._collect()  # the next call hands out what the cancelled one took
 
     # -- the run -------------------------------------------------------------------
@@ -262,7 +314,7 @@ class Host(FinalChecks):
             await self._loop()
             await self._finish()
         finally:
-            await self.source.on_shutdown()
+            await call_async_hook(self.pm.hook.on_shutdown)
             logger.removeHandler(self.handler)
             logger.setLevel(previous_level)
             logger.propagate = True
@@ -272,7 +324,15 @@ class Host(FinalChecks):
         cadence_until = self.true
         step = timedelta(seconds=30)
         next_event = self.true + timedelta(minutes=rng.randint(10, 90))
+        deadline = time.monotonic() + self.real_limit
         while self.true < self.end:
+            if time.monotonic() > deadline:  # (real time: a guard, never a simulated input)
+                self.checker.fail(
+                    "a seed finishes",
+                    f"still running after {self.real_limit:g} real seconds, at simulated "
+                    f"{self.true:%m-%d %H:%M:%S} of {self.end:%m-%d %H:%M} ({self.ticks} ticks)",
+                )
+                return
             if self.true >= next_event:
                 await self._event()
                 next_event = self.true + timedelta(minutes=rng.randint(10, 180))
@@ -284,7 +344,7 @@ class Host(FinalChecks):
             host_now = self.true + self.skew
             if self.skew:  # one tick from a wrong clock, then back
                 self.skew = timedelta(0)
-            due = self.source.next_due_at(host_now)
+            due = min(self.pm.hook.next_due_at(now=host_now), default=None)
             if self.true < cadence_until:
                 self.true += step  # a host with its own cadence
                 continue
