@@ -21,17 +21,22 @@ the host collects what its outbox still holds, and per user and canvas:
 * the deltas the host durably holds, de-duplicated on ``seq`` (a seq never comes with
   other content), plus those collected after the restart, add up to the score the
   database holds for the user's canvas, and to the last score handed out on any other
-  canvas: nothing lost, nothing doubled;
+  canvas, and to 0 for a name it does not hold: nothing lost, nothing doubled;
 * in drain mode the batch drained and not yet fsynced by the host at the crash may be
   missing: drain is at most once across a host crash (``collect_deltas``); no other
   delta may.
 
 With ``PRAGMA synchronous=NORMAL`` (the earlier setting, run here too to show the test
-bites) a commit the host's copy depends on may roll back, and states violate; with
-``FULL`` none may. fsyncs of the run, per simulated hour, on a 40-user source (first
-three hours, each profile read is a commit): drain about 47 with FULL, 13 with NORMAL
-(of which the host file's about 8 an hour in both); ack (``run --out``) about 55 with
-FULL and 13 with NORMAL. See the module note in ``neuro_chat_elo_pxls/store/schema.py``.
+bites) a commit the host's copy depends on may roll back after the host stored its
+deltas, and most states violate (drain: 62 of 79, ack: 60 of 77); with ``FULL`` none
+may (0 of 285 and 0 of 333: every fsync of the run cut before and after).
+
+The price, counted in these traces (fsync and fdatasync of the run's files, host file
+included): over these 3 hours (every user's first profile read is a commit) drain 142
+with FULL against 38 with NORMAL (47 against 13 an hour), ack 166 against 38 (55 against
+13 an hour); over 24 simulated hours drain 273 against 74 (11 against 3 an hour; the
+database's own 204 against 5) and ack 694 against 128 (29 against 5 an hour; the
+database's own 574 against 8). See ``SYNCHRONOUS`` in ``neuro_chat_elo_pxls/store/schema.py``.
 """
 
 from __future__ import annotations

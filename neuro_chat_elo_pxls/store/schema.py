@@ -23,10 +23,12 @@ from ..errors import SchemaTooNewError, StoreError
 #: the disk before the next unit (a drain, a peek for ``run --out``) can hand out what it
 #: made. It is set for every commit rather than only the ones that hand out: a score
 #: update is handed out by the next drain, the drain's removal must be durable before it
-#: returns, and telling the others apart would save little. Cost, measured by
-#: tests/test_power_loss.py (syscalls traced): about 100 fsyncs per simulated hour of a
-#: 40-user source instead of about 3 (a commit per profile read, one a second during a
-#: sweep, and one per pull, drain or acknowledgement).
+#: returns, and telling the others apart would save little. Cost: one WAL fsync per
+#: commit (a pull, a profile read, a drain or acknowledgement, a state save). Counted
+#: in traced runs of tests/power_loss_workload.py (40 users, 24 simulated hours): the
+#: database's fsyncs went from 5 to 204 (drain host) and from 8 to 574 (``run --out``
+#: loop, following a faction), i.e. 8.5 and 24 an hour instead of well under 1; they
+#: grow with profile reads (a daily sweep reads every user once).
 SYNCHRONOUS = "FULL"
 
 
