@@ -479,3 +479,34 @@ async def test_power_loss_at_any_fsync_loses_and_doubles_nothing(mode: str, tmp_
     assert full.states > 100
     assert full.violating == 0, "\n".join(full.examples)
     assert normal.violating > 0, "the exploration no longer finds what NORMAL loses"
+
+
+def _hex(text: str) -> str:
+    return "".join(f"\\x{b:02x}" for b in text.encode())
+
+
+def test_the_disk_model_keeps_only_what_was_fsynced() -> None:
+    """The replay the test relies on: a write is kept after a crash once its file was
+    fsynced, a new name once its folder was; a call strace split over two lines (another
+    thread's call between) counts when it completed."""
+    root, path = "/w", "/w/f"
+    fd, dir_fd = f"3<{_hex(path)}>", f"4<{_hex(root)}>"
+    trace = "\n".join(
+        [
+            f'7 openat(AT_FDCWD<{_hex(root)}>, "{_hex(path)}", O_RDWR|O_CREAT, 0644) = {fd}',
+            f'7 pwrite64({fd}, "{_hex("ab")}", 2, 0) = 2',
+            f"7 fsync({fd}) = 0",
+            f'7 pwrite64({fd}, "{_hex("cd")}", 2, 2 <unfinished ...>',
+            f'8 openat(AT_FDCWD<{_hex(root)}>, "{_hex(root)}", O_RDONLY) = {dir_fd}',
+            "7 <... pwrite64 resumed>) = 2",
+            "9 --- SIGCHLD {si_signo=SIGCHLD} ---",
+        ]
+    )
+    disk = Disk(root)
+    synced = [disk.replay(call) for call in _calls(trace)]
+    assert synced == [False, False, True, False, False]
+    assert disk.after_crash(None) == {}  # the folder was never fsynced: no name
+    assert disk.replay(Call("fsync", [dir_fd], 0, None))
+    assert disk.after_crash(None) == {"f": b"ab"}
+    kept = {disk.after_crash(random.Random(seed))["f"] for seed in range(20)}
+    assert kept == {b"ab", b"abcd"}
