@@ -28,6 +28,7 @@ LONGEST_FIRST = (
     "tests/test_crash.py::test_sigkill_at_random_points_loses_and_repeats_nothing",  # waits
     "tests/test_simulate.py::test_many_seeds_hold_every_promise",  # a subprocess each
     "tests/test_follow_integration.py::",
+    "tests/test_power_loss.py::",  # four traced runs, some 600 crash states
 )
 
 

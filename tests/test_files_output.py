@@ -320,3 +320,31 @@ async def test_disk_full_reports_the_real_cause_and_keeps_the_store_usable(
         assert result.deltas == 1
     finally:
         await store.close()
+
+
+def test_out_file_created_has_its_directory_fsynced_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --out FILE`` creating FILE fsyncs its directory before any delta is written
+    (a power loss must not take the file's name, and the acknowledged deltas with it);
+    an existing file is appended to without it, a partial last line closed off."""
+    from neuro_chat_elo_pxls.cli.config import OutputFile
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "deltas.jsonl"
+    out = OutputFile(str(path))
+    out.write("line\n")
+    out.close()
+    assert synced == [str(tmp_path)]
+    path.write_text("whole\npartial")
+    synced.clear()
+    OutputFile(str(path)).close()
+    assert synced == []
+    assert path.read_text() == "whole\npartial\n"

@@ -96,13 +96,31 @@ def configured_instances(config: dict[str, Any]) -> list[PxlsSettings]:
     return instances_from_config(config["pxls"])
 
 
+def _sync_directory(path: str) -> None:
+    """fsync the directory holding ``path``: a file just created there survives a power
+    loss only once its directory entry is on disk (fsyncing the file is not enough on
+    every file system), and the deltas fsynced into it are acknowledged."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _append(path: str) -> TextIO:
-    """``path`` opened for appending on a fresh line.
+    """``path`` opened for appending on a fresh line; a file it creates has its
+    directory fsynced before any delta is written to it (DESIGN 3).
 
     A host killed in the middle of a write may leave a partial last line; its
     deltas were not acknowledged (``delivery = "ack"``) and come again, so the
     partial line is just closed off here and readers skip it as malformed.
     """
+    try:  # created here (exclusively: never through a name that appeared meanwhile)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+    except FileExistsError:
+        pass
+    else:
+        _sync_directory(path)
     with open(path, "ab+") as raw:
         if raw.seek(0, os.SEEK_END) > 0:
             raw.seek(-1, os.SEEK_END)
