@@ -66,7 +66,7 @@ async def _prepare(db: str, followed: int) -> None:
     async with await Store.open(db) as store:
         scores = {f"user_{i:06d}": 10 + i for i in range(USERS)}
         await store.ingest("86", Snapshot.from_scores(NOW, scores), NOW, hold_new=False, state=None)
-        await store.drain_outbox()
+        await store.outbox().drain()
         names = [f"user_{i:06d}" for i in range(USERS - followed, USERS)]
         await store.follows.set_followed_names(names, 1, NOW)
 

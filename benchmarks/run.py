@@ -143,7 +143,7 @@ async def bench_ingest(n: int, repeat: int) -> tuple[dict[str, float], dict[str,
         path = os.path.join(tmp, f"ours{i}.sqlite3")
         store = await Store.open(path)
         await store.ingest("86", first, NOW, hold_new=False, state=None)
-        await store.drain_outbox()
+        await store.outbox().drain()
         await store.close()
         copy = os.path.join(tmp, f"schema{i}.sqlite3")
         src = sqlite3.connect(path)
@@ -202,7 +202,7 @@ async def bench_collect(n: int, repeat: int) -> dict[str, float]:
         store = await Store.open(path)
         gc.collect()
         start = time.perf_counter()
-        deltas = await store.drain_outbox()
+        deltas = await store.outbox().drain()
         ours.append(time.perf_counter() - start)
         assert len(deltas) == n
         del deltas

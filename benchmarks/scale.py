@@ -134,7 +134,7 @@ async def measure(n: int, repeat: int, tmp: str) -> dict[str, Any]:
             await store.ingest("86", snapshot, NOW, hold_new=False, state=None)
             times["first pull"].append(time.perf_counter() - start)
             del snapshot, body
-            await store.drain_outbox()
+            await store.outbox().drain()
     async with await Store.open(path) as store:
         from neuro_chat_elo_pxls.engine.state import SchedulerState
 
@@ -150,7 +150,7 @@ async def measure(n: int, repeat: int, tmp: str) -> dict[str, Any]:
             times["steady pull"].append(time.perf_counter() - start)
             assert result.deltas == STEADY_ROWS, result
             start = time.perf_counter()
-            deltas = await store.drain_outbox()
+            deltas = await store.outbox().drain()
             times["collect_deltas"].append(time.perf_counter() - start)
             assert len(deltas) == STEADY_ROWS
     settings = PxlsSettings(db_path=path, token=None)

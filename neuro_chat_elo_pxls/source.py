@@ -58,10 +58,6 @@ class PxlsSource:
         self._last_now: datetime | None = None
         self._db = StoreHandle(settings.db_path, self._restore)
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
-        self._handed_out = 0  # ack delivery: highest seq returned since open
-        #: ack delivery: the deltas handed out since open and not yet acknowledged, by seq
-        self._outstanding: dict[int, EloDelta] = {}
-        self._empty_at = -1  # store commits when collect_deltas last found nothing
         self._bad_now_said = False  # a host's wrong ``now`` is reported once
 
     @property
@@ -123,20 +119,11 @@ class PxlsSource:
         try:
             async with self._hooks:
                 store = await self._db.ensure()
-                if store is None or store.commits == self._empty_at:
-                    return []  # (no write since the last empty call: no delta either)
-                commits = store.commits
-                instance = self.settings.instance_name
-                if self.settings.delivery == "drain":
-                    deltas = await store.drain_outbox(instance)
-                else:
-                    deltas = await store.peek_outbox(self._handed_out, instance)
-                    if deltas:
-                        self._handed_out = deltas[-1].seq
-                        self._outstanding.update((d.seq, d) for d in deltas)
-                if not deltas:
-                    self._empty_at = commits
-                return deltas
+                if store is None:
+                    return []
+                return await store.outbox(self.settings.instance_name).collect(
+                    self.settings.delivery
+                )
         except Exception:
             log.exception("collect_deltas failed; the deltas stay in the outbox for next time")
             return []
@@ -148,9 +135,7 @@ class PxlsSource:
         async with self._hooks:
             store = await self._db.ensure()
             if store is not None and self.settings.delivery == "ack":
-                await store.ack_outbox(upto_seq)
-                for seq in [s for s in self._outstanding if s <= upto_seq]:
-                    del self._outstanding[seq]
+                await store.outbox(self.settings.instance_name).ack_upto(upto_seq)
 
     @hookimpl
     @tagged_hook
@@ -165,37 +150,17 @@ class PxlsSource:
         at least once, never lost. Never raises (a failure is logged; the rows stay)."""
         if self.settings.delivery != "ack":
             return
-        # (another plugin's deltas are of other types, with or without a seq: skipped)
-        mine = sorted(
-            {d.seq for d in deltas if isinstance(d, EloDelta) and self._outstanding.get(d.seq) == d}
-        )
-        if not mine:
-            return
         try:
             async with self._hooks:
                 store = await self._db.ensure()
-                if store is None:
-                    return
-                await store.ack_seqs(mine)
-                for seq in mine:
-                    del self._outstanding[seq]
-                skipped = [seq for seq in self._outstanding if seq < mine[0]]
-                if skipped:  # handed out, never stored by the host: offer them again
-                    self._handed_out = min(skipped) - 1
-                    self._empty_at = -1
-                    log.info(
-                        "%d deltas handed out before seq %d were not acknowledged: they "
-                        "are offered again (the host de-duplicates on (instance, seq))",
-                        len(skipped),
-                        mine[0],
-                    )
+                if store is not None:
+                    await store.outbox(self.settings.instance_name).acknowledge(deltas)
         except Exception as exc:  # a hook never raises into the host (a full disk)
             log.error(
-                "acknowledging %d deltas up to seq %d failed (%s); they stay in the "
-                "outbox: acknowledged with the next batch, or handed out again after a "
-                "restart (same seq)",
-                len(mine),
-                mine[-1],
+                "acknowledging %d deltas failed (%s); they stay in the outbox: "
+                "acknowledged with the next batch, or handed out again after a restart "
+                "(same seq)",
+                len(deltas),
                 exc,
             )
 

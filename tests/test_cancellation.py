@@ -128,7 +128,7 @@ async def test_cancelled_drain_hands_its_rows_to_the_next_call(
             cancelled += 1
             store = source._db.store
             assert store is not None
-            handed_over += bool(store._drained)  # committed, but the caller was gone
+            handed_over += bool(store.outbox()._drained)  # committed, but the caller was gone
         book.add(batch)
     book.add(await source.collect_deltas())
     book.ledger.check_conservation()

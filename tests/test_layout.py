@@ -70,7 +70,7 @@ async def test_reader_has_only_read_methods_and_cannot_write(tmp_path: Path) -> 
     path = tmp_path / "db.sqlite3"
     async with await Store.open(str(path)) as store:
         await store.save_state(SchedulerState(canvas="86", sweep_number=2))
-    for writer in ("ingest", "save_state", "drain_outbox", "ack_outbox", "apply_profile"):
+    for writer in ("ingest", "save_state", "outbox", "apply_profile"):
         assert not hasattr(StoreReader, writer), writer
     async with await StoreReader.open(str(path)) as reader:
         state = SchedulerState.from_rows(await reader.load_state_rows())

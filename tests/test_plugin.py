@@ -209,14 +209,15 @@ async def test_a_failed_acknowledgement_is_logged_not_raised_and_nothing_is_lost
     async def full_disk(seqs: Any) -> None:
         raise StoreError("database or disk is full")
 
-    store = source._db.store
-    real = store.ack_seqs
-    store.ack_seqs = full_disk
+    outbox = source._db.store.outbox()
+    real = outbox._delete_seqs
+    outbox._delete_seqs = full_disk
     await source.acknowledge([delta])  # no exception reaches the host
     assert any(
-        "acknowledging 1 deltas up to seq 1 failed" in r.getMessage() for r in caplog.records
+        "acknowledging 1 deltas failed (database or disk is full)" in r.getMessage()
+        for r in caplog.records
     )
-    store.ack_seqs = real
+    outbox._delete_seqs = real
     await source.on_shutdown()
     again = make_source(delivery="ack", token=None)
     (redelivered,) = await again.collect_deltas()  # kept: handed out again, same seq

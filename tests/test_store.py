@@ -39,9 +39,9 @@ async def test_reopen_keeps_data(tmp_path: Path) -> None:
     )
     await store.close()
     store = await Store.open(path)
-    deltas = await store.drain_outbox()
+    deltas = await store.outbox().drain()
     assert [(d.user, d.delta) for d in deltas] == [("a", 5)]
-    assert await store.drain_outbox() == []
+    assert await store.outbox().drain() == []
     await store.close()
 
 
@@ -79,7 +79,7 @@ async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
     await store.ingest(
         "86", Snapshot.from_rows(T0, (ToplistRow("a", 5),)), T0, hold_new=False, state=None
     )
-    await store.drain_outbox()
+    await store.outbox().drain()
 
     class Unbindable(SchedulerState):
         def to_rows(self) -> dict[str, Any]:
@@ -94,7 +94,7 @@ async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
             hold_new=False,
             state=Unbindable(),
         )
-    assert await store.drain_outbox() == []
+    assert await store.outbox().drain() == []
     counts = await store.counts()
     assert counts["users"] == 1
     await store.close()
@@ -116,9 +116,9 @@ async def test_held_user_seen_again_keeps_only_the_latest_held_score(tmp_path: P
         state=None,
     )
     assert (second.new, second.deltas, second.held) == (1, 0, 2)
-    assert await store.drain_outbox() == []
+    assert await store.outbox().drain() == []
     assert await store.release_held(None) == 2
-    released = {d.user: (d.delta, d.score, d.observed_at) for d in await store.drain_outbox()}
+    released = {d.user: (d.delta, d.score, d.observed_at) for d in await store.outbox().drain()}
     assert released == {"a": (8, 8, later), "b": (2, 2, later)}
     third = await store.ingest(
         "86",
@@ -128,7 +128,7 @@ async def test_held_user_seen_again_keeps_only_the_latest_held_score(tmp_path: P
         state=None,
     )
     assert (third.new, third.deltas, third.held) == (0, 1, 0)
-    assert [(d.user, d.delta, d.score) for d in await store.drain_outbox()] == [("a", -2, 6)]
+    assert [(d.user, d.delta, d.score) for d in await store.outbox().drain()] == [("a", -2, 6)]
     await store.close()
 
 
@@ -165,10 +165,10 @@ async def test_migration_3_converts_times_exactly_and_keeps_seq(tmp_path: Path) 
 
     store = await Store.open(path)
     assert await store.earliest_hold() == seen
-    pending = await store.drain_outbox()
+    pending = await store.outbox().drain()
     assert [(d.seq, d.user, d.delta, d.observed_at) for d in pending] == [(2, "known", 4, seen)]
     assert await store.release_held(None) == 1
-    released = await store.drain_outbox()
+    released = await store.outbox().drain()
     assert [(d.seq, d.user, d.delta, d.observed_at) for d in released] == [(3, "held", 7, obs)]
     await store.close()
     conn = sqlite3.connect(path)
@@ -196,7 +196,7 @@ async def test_migration_3_with_drained_outbox_does_not_reuse_seq(tmp_path: Path
     await store.ingest(
         "86", Snapshot.from_rows(T0, (ToplistRow("a", 10),)), T0, hold_new=False, state=None
     )
-    assert [(d.seq, d.delta, d.score) for d in await store.drain_outbox()] == [(4, 7, 10)]
+    assert [(d.seq, d.delta, d.score) for d in await store.outbox().drain()] == [(4, 7, 10)]
     await store.close()
 
 

@@ -17,11 +17,10 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 
 from ..errors import SchemaTooNewError, StoreError
-from ..models import EloDelta
 from ..util.times import from_us, us
 from . import schema
 from .connection import Database, scalar
-from .rows import DIRTY, EXPORT_FIELDS, UserRow, fetch_users, outbox_rows
+from .rows import DIRTY, EXPORT_FIELDS, UserRow, fetch_users
 
 T = TypeVar("T")
 
@@ -212,11 +211,6 @@ class StoreReader:
 
     async def count_outbox(self) -> int:
         return await self._db.read(lambda conn: scalar(conn, "SELECT COUNT(*) FROM outbox"))
-
-    async def peek_outbox(self, after_seq: int, instance: str = "") -> list[EloDelta]:
-        """Committed outbox rows with ``seq > after_seq``, in order, not removed (each
-        delta carries ``instance``)."""
-        return await self._db.read(lambda conn: outbox_rows(conn, after_seq, instance))
 
     async def counts(self) -> dict[str, int]:
         """Users total / dirty / held / missing / never enriched, and the outbox size."""

@@ -11,9 +11,8 @@ Contracts:
 * WAL journal; every write is one ``BEGIN IMMEDIATE`` … ``COMMIT`` unit. A score
   update and the outbox rows it produces commit together (conservation across
   crashes). Units and reads are serialised and run shielded from the caller's
-  cancellation: a cancelled hook never leaves a transaction open, never sees
-  another unit's uncommitted rows, and what a cancelled drain took is handed out
-  by the next one.
+  cancellation: a cancelled hook never leaves a transaction open and never sees
+  another unit's uncommitted rows. Handing the outbox out is :mod:`.outbox`'s.
 * Schema and migrations live in :mod:`.schema`.
 * Accounting: ``users.score`` is the last score handed out on ``users.canvas``; the
   sum of the outbox deltas of a user on a canvas always equals it. A new user's
@@ -30,12 +29,13 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 
 from ..errors import StoreError
-from ..models import EloDelta, Profile, Snapshot
+from ..models import Profile, Snapshot
 from ..util.times import us
 from . import schema
 from .connection import Database, scalar
 from .follows import BY_FACTION, FollowWrites
 from .lockfile import DatabaseLock
+from .outbox import Outbox
 from .reader import StoreReader
 from .rows import (
     UPSERT_HOLD,
@@ -45,7 +45,6 @@ from .rows import (
     StateRows,
     UserRow,
     fetch_users,
-    outbox_rows,
     save_users,
 )
 
@@ -61,7 +60,7 @@ class Store(StoreReader):
         super().__init__(Database(conn, path))
         self.follows = FollowWrites(self._db)
         self._lock = lock
-        self._drained: list[EloDelta] = []  # taken by a drain whose caller was cancelled
+        self._outbox: Outbox | None = None
 
     @classmethod
     async def open(cls, path: str) -> Self:
@@ -307,51 +306,9 @@ class Store(StoreReader):
 
     # -- outbox --------------------------------------------------------------
 
-    async def drain_outbox(self, instance: str = "") -> list[EloDelta]:
-        """Return and delete every outbox row, in ``seq`` order, in one transaction
-        (each delta carries ``instance``).
-
-        If the caller is cancelled after the delete committed, the rows are kept
-        here and returned first by the next call: nothing is lost.
-        """
-
-        async def unit(conn: aiosqlite.Connection) -> list[EloDelta]:
-            rows = await outbox_rows(conn, 0, instance)
-            if rows:
-                await conn.execute("DELETE FROM outbox WHERE seq <= ?", (rows[-1].seq,))
-            return rows
-
-        # once committed the rows live only here, until a caller receives them
-        await self._db.write(unit, on_commit=self._drained.extend)
-        rows, self._drained = self._drained, []
-        return rows
-
-    async def ack_seqs(self, seqs: Sequence[int]) -> int:
-        """Delete the outbox rows of exactly ``seqs`` (delivered), in one transaction, as
-        runs of consecutive seqs. Returns how many."""
-        runs: list[tuple[int, int]] = []
-        for seq in sorted(set(seqs)):
-            if runs and seq == runs[-1][1] + 1:
-                runs[-1] = (runs[-1][0], seq)
-            else:
-                runs.append((seq, seq))
-
-        async def unit(conn: aiosqlite.Connection) -> int:
-            deleted = 0
-            for low, high in runs:
-                cur = await conn.execute(
-                    "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (low, high)
-                )
-                deleted += cur.rowcount
-            return deleted
-
-        return await self._db.write(unit)
-
-    async def ack_outbox(self, upto_seq: int) -> int:
-        """Delete outbox rows with ``seq <= upto_seq`` (delivered). Returns how many."""
-
-        async def unit(conn: aiosqlite.Connection) -> int:
-            cur = await conn.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
-            return cur.rowcount
-
-        return await self._db.write(unit)
+    def outbox(self, instance: str = "") -> Outbox:
+        """The delivery of this database's outbox (:mod:`.outbox`), one per open store:
+        made at the first call, with the instance every delta it hands out names."""
+        if self._outbox is None:
+            self._outbox = Outbox(self._db, instance)
+        return self._outbox
