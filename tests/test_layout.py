@@ -103,7 +103,10 @@ def test_state_round_trips_through_the_state_table_rows() -> None:
     assert state.sweep_active
 
 
-async def test_state_keeper_adopts_a_change_only_after_it_was_saved() -> None:
+async def test_state_keeper_puts_the_old_state_back_when_a_save_fails() -> None:
+    """Memory and database agree once a save has ended: a failed save leaves the old
+    state, a successful one the new, and while a save runs memory already holds what
+    it commits (a cancelled caller's shielded save still commits it)."""
     keeper = StateKeeper()
 
     async def failing_save(state: SchedulerState) -> None:
@@ -115,6 +118,7 @@ async def test_state_keeper_adopts_a_change_only_after_it_was_saved() -> None:
     saved: list[SchedulerState] = []
 
     async def save(state: SchedulerState) -> None:
+        assert keeper.current is state  # adopted as the save starts
         saved.append(state)
 
     await keeper.commit(save, canvas="87")

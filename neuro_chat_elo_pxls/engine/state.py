@@ -172,10 +172,12 @@ _BOOL_FIELDS = frozenset({"profiles_enabled"})
 class StateKeeper:
     """Holds the committed :class:`SchedulerState`; the only way to change it.
 
-    ``save`` persists a whole state (e.g. ``Store.save_state``). :meth:`commit`
-    saves the changed copy and adopts it only after the save succeeded, so memory
-    never runs ahead of the database. A store operation that writes the state in
-    its own transaction takes :meth:`propose`'s copy and :meth:`adopt`\\ s it after.
+    ``save`` persists a whole state (e.g. ``Store.save_state``). :meth:`commit` adopts
+    the changed copy as the save starts and puts the previous one back if the save
+    fails: memory and database agree once the save has ended, also for a caller
+    cancelled while it runs (the shielded save still commits, and memory already holds
+    what it commits). A store operation that writes the state in its own transaction
+    takes :meth:`propose`'s copy and :meth:`adopt`\\ s it after.
 
     The key states are the queue's (:meth:`track_keys`): every proposal carries them as
     they are now, so no save writes older ones (a save whose caller was cancelled
