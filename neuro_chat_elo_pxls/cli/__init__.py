@@ -12,6 +12,10 @@ Secrets come only from the environment (``PXLS_TOKEN``, ``PXLS_CF_AUTH``).
 
 from __future__ import annotations
 
+# isort: off
+from . import hangup  # first: SIGHUP is recorded from here on, not fatal (issue 8)
+
+# isort: on
 import asyncio
 import sqlite3
 import sys
@@ -58,3 +62,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        hangup.hold()  # the loop's handlers are gone: a SIGHUP while exiting is harmless

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..host import Clock, OutputError, Totals, install_signal_handlers, run_host
 from ..settings import TOKEN_ENV, instance_env
 from ..util.clock import JumpClock, SimClock
+from . import hangup
 from .config import OutputFile, load_config, open_output
 
 if TYPE_CHECKING:
@@ -38,6 +39,13 @@ async def run_command(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     out = open_output(args.out)
     install_signal_handlers(stop, out.reopen if isinstance(out, OutputFile) else None)
+    early = hangup.take()
+    if early:  # recorded while importing (cli/hangup.py): a reopen of a file just opened
+        log.info(
+            "SIGHUP during start-up (%d): %s was only just opened; nothing to reopen",
+            early,
+            args.out or "stdout",
+        )
     try:
         clock = SimClock(
             start=datetime.fromisoformat(args.sim_start) if args.sim_start else None,
