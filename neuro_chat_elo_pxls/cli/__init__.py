@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import PxlsError
+from ..host import OutputError
 from ..util.logs import setup_logging
 from .config import load_config
 from .export import csv_cell, export_command
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return asyncio.run(handler(args))
+    except OutputError as exc:  # the demo's deltas (run says it itself, and returns 75)
+        print(f"neuro-chat-elo-pxls {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     except (PxlsError, RuntimeError) as exc:
         print(f"neuro-chat-elo-pxls {args.command}: error: {exc}", file=sys.stderr)
         return 2
