@@ -33,7 +33,8 @@ pxls.space canvas activity as a neuro-chat-elo score source.
           when unhealthy)
   export  users and scores as the host's pxls.json (or CSV)
 
-Secrets come only from the environment: PXLS_TOKEN, PXLS_CF_AUTH.
+Secrets come only from the environment: PXLS_TOKEN, PXLS_CF_AUTH (an instance
+table [pxls.instances.NAME] reads PXLS_TOKEN_NAME, PXLS_CF_AUTH_NAME instead).
 """
 
 
