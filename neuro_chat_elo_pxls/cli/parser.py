@@ -37,9 +37,8 @@ def _number(above: float, at_most: float) -> Callable[[str], float]:
         except ValueError:
             value = math.nan
         if not above < value <= at_most:  # (false for nan)
-            raise argparse.ArgumentTypeError(
-                f"expected a number above {above:g} and at most {at_most:g}, got {text!r}"
-            )
+            what = "a positive number" if above == 0 else f"a number above {above:g}"
+            raise argparse.ArgumentTypeError(f"expected {what} at most {at_most:g}, got {text!r}")
         return value
 
     return parse
