@@ -204,7 +204,8 @@ async def run_host(
     ``table_every``: log the running table at this host-time interval (None: never).
     Every source runs with ``delivery = "ack"`` whatever the config says: a delta
     leaves its database only once written to ``out`` and fsynced (DESIGN 4).
-    Raises :class:`OutputError` when ``out`` cannot be written.
+    Raises :class:`OutputError` when ``out`` cannot be written, in the loop or in the
+    last delivery at shutdown (the rows stay in the source's outbox either way).
     """
     config = _with_ack_delivery(config)
     pm = make_plugin_manager()
@@ -214,13 +215,18 @@ async def run_host(
     totals = Totals()
     far = datetime.max.replace(tzinfo=UTC)
     next_table = clock.now() + table_every if table_every else far
+    out_failed = False  # a failed sink is not written to again (the last delivery)
     try:
         while not stop.is_set():
             now = clock.now()
             if until is not None and now >= until:
                 break
             await call_async_hook(pm.hook.on_tick, now=now)
-            await deliver(pm, out, totals)
+            try:
+                await deliver(pm, out, totals)
+            except OutputError:
+                out_failed = True
+                raise
             now = clock.now()
             if table_every is not None and now >= next_table:
                 _log_table(f"running table at {now.isoformat(timespec='seconds')}", totals)
@@ -228,7 +234,16 @@ async def run_host(
             dues = [d for d in pm.hook.next_due_at(now=now) if d is not None]
             await _sleep(clock, min([*dues, next_table] + ([until] if until else [])), now, stop)
     finally:
-        await _shut_down(pm, sources, out, totals, clock, final_table=table_every is not None)
+        failed = await _shut_down(
+            pm,
+            sources,
+            None if out_failed else out,
+            totals,
+            clock,
+            final_table=table_every is not None,
+        )
+    if failed is not None:  # the last delivery could not be written: rows kept, say so
+        raise failed
     return totals
 
 
@@ -259,16 +274,24 @@ def _with_ack_delivery(config: Mapping[str, Any]) -> Mapping[str, Any]:
 async def _shut_down(
     pm: pluggy.PluginManager,
     sources: list[Source],
-    out: LineSink,
+    out: LineSink | None,
     totals: Totals,
     clock: Clock,
     *,
     final_table: bool,
-) -> None:
-    """The end of a run, however it ended: a last delivery (its failure swallowed),
-    what each database holds, ``on_shutdown``, the final table, the shutdown line."""
-    with contextlib.suppress(Exception):
-        await deliver(pm, out, totals)
+) -> OutputError | None:
+    """The end of a run, however it ended: a last delivery (none when ``out`` already
+    failed), what each database holds, ``on_shutdown``, the final table, the shutdown
+    line. Returns the last delivery's :class:`OutputError` (its rows stay in the
+    outbox; the caller raises it), any other failure of it is swallowed."""
+    failed = None
+    if out is not None:
+        try:
+            await deliver(pm, out, totals)
+        except OutputError as exc:
+            failed = exc
+        except Exception:  # noqa: S110 (a source's failure: the shutdown goes on)
+            pass
     holdings = [await _holding(source, clock.now()) for source in sources]
     await call_async_hook(pm.hook.on_shutdown)
     if final_table:
@@ -280,6 +303,7 @@ async def _shut_down(
         "; ".join(holdings) or "no source",
         extra=event("host_stopped", deltas=totals.deltas, users=len(totals.by_user)),
     )
+    return failed
 
 
 async def _holding(source: Source, now: datetime) -> str:

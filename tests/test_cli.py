@@ -368,3 +368,58 @@ async def test_every_command_refuses_another_instances_database(
         f'[pxls.instances.event]\nbase_url = "http://127.0.0.1:9"\ndb_path = "{dbs["event"]}"\n'
     )
     assert await _main_async(export) == 0 and json.loads(out.read_text())["users"]
+
+
+#: every numeric flag of every subcommand, with values that must be a usage error
+BAD_NUMBERS = [
+    *[("demo", "--hours", v) for v in ("nan", "inf", "-inf", "1e9", "-1", "0", "ten")],
+    *[("demo", "--users", v) for v in ("0", "-5", "1.5", "1e9", "nan")],
+    *[("demo", "--speed", v) for v in ("0", "-5", "nan", "inf")],
+    *[("demo", "--seed", v) for v in ("1.5", "nan")],
+    *[("demo", "--instances", v) for v in ("0", "3")],
+    *[("run", "--table-every", v) for v in ("0", "-1", "nan", "inf", "1e9")],
+    *[("run", "--speed", v) for v in ("0", "-1", "nan", "inf")],
+    *[("run", "--sim-epoch", v) for v in ("nan", "inf", "-1")],
+    *[("run", "--sim-start", v) for v in ("yesterday", "2026-01-01T00:00:00")],
+    *[("status", "--max-outbox-age", v) for v in ("0", "-1", "nan", "inf", "1e300")],
+]
+
+
+@pytest.mark.parametrize(("command", "flag", "value"), BAD_NUMBERS)
+def test_numeric_flags_out_of_range_are_usage_errors(
+    command: str, flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue item 12: ``demo --hours nan``/``inf``/``1e9`` and ``--users 0``/``-5`` were
+    tracebacks (exit 1), ``--hours -1`` exited 0; every numeric flag now gets the usage
+    error ``--speed 0`` got (exit 2, naming the flag), before anything runs."""
+    argv = [command, f"{flag}={value}"]
+    if command == "run":
+        argv += ["--base-url", "http://127.0.0.1:9"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err
+
+
+def test_the_standalone_host_s_numeric_flags_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """examples/standalone_host.py passes its flags to the console script's parser."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "examples" / "standalone_host.py"
+    spec = importlib.util.spec_from_file_location("standalone_host", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cases = {
+        "--hours": ["--demo", "--hours", "nan"],
+        "--users": ["--demo", "--users", "0"],
+        "--table-every": ["--table-every=0", "--base-url", "http://127.0.0.1:9"],
+    }
+    for flag, argv in cases.items():
+        with pytest.raises(SystemExit) as exit_:
+            main(module.host_argv(argv))
+        assert exit_.value.code == 2
+        assert f"argument {flag}" in capsys.readouterr().err

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import attrs
 import pytest
 from aioresponses import aioresponses
 
@@ -196,6 +198,70 @@ async def test_cloudflare_challenge(client: PxlsClient, mocked: aioresponses) ->
         await client.fetch_info()
     assert info.value.challenge
     assert "PXLS_CF_AUTH" in str(info.value)
+
+
+#: a bare PXLS_TOKEN / PXLS_CF_AUTH, not the ironmouse instance's own variables
+BARE = re.compile(r"PXLS_(TOKEN|CF_AUTH)(?!_IRONMOUSE)")
+
+
+async def test_auth_messages_name_the_variables_the_instance_reads(
+    tmp_path: Path, mocked: aioresponses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue item 11: instance ``ironmouse`` reads only ``PXLS_TOKEN_IRONMOUSE`` (and
+    ``PXLS_CF_AUTH_IRONMOUSE``), but its 403 said "check PXLS_TOKEN and PXLS_CF_AUTH"."""
+    from neuro_chat_elo_pxls.settings import instances_from_config
+
+    monkeypatch.setenv("PXLS_TOKEN_IRONMOUSE", TOKEN)
+    section = {"db_path": str(tmp_path / "p.sqlite3"), "instances": {"ironmouse": {}}}
+    (settings,) = instances_from_config({"base_url": BASE, **section})
+    mocked.get(PROFILE_URL, status=403, body=b"<html>403</html>", headers=HTML)
+    mocked.get(f"{BASE}/info", status=403, headers={"cf-mitigated": "challenge", **HTML})
+    messages = []
+    async with PxlsClient(settings) as client:
+        with pytest.raises(AuthError) as forbidden:
+            await client.fetch_profile("someone")
+        with pytest.raises(AuthError) as challenge:
+            await client.fetch_info()
+        messages += [str(forbidden.value), str(challenge.value)]
+    async with PxlsClient(attrs.evolve(settings, token=None)) as client:
+        with pytest.raises(AuthError) as no_token:
+            await client.fetch_profile("someone")
+        messages.append(str(no_token.value))
+    assert "check PXLS_TOKEN_IRONMOUSE" in messages[0] and "PXLS_CF_AUTH_IRONMOUSE" in messages[0]
+    assert "ironmouse refused the session" in messages[0]
+    assert "check PXLS_CF_AUTH_IRONMOUSE" in messages[1]
+    assert "PXLS_TOKEN_IRONMOUSE is not set" in messages[2]
+    assert not [m for m in messages if BARE.search(m)], messages
+
+
+def test_no_message_names_a_fixed_secret_variable() -> None:
+    """Every message takes the variable names from the settings (``secret_envs``): no
+    string in the package but the settings' own and the help text spells them out."""
+    import ast
+
+    root = Path(__file__).parent.parent / "neuro_chat_elo_pxls"
+    allowed = {root / "settings.py", root / "cli" / "parser.py"}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path in allowed:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        found += [
+            f"{path.relative_to(root)}:{node.lineno}: {node.value!r}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and re.search(r"PXLS_(TOKEN|CF_AUTH)", node.value)
+        ]
+    assert not found, found
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 520])

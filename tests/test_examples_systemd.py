@@ -119,7 +119,9 @@ def test_logrotate_moves_the_file_and_reloads_not_copytruncate() -> None:
 @pytest.mark.integration
 async def test_the_minimal_host_runs_against_the_stand_in_and_stops_on_sigterm() -> None:
     """docs/hosts.md's host, as shipped: aimed at a local stand-in (not pxls.space),
-    JSON lines with their instance on stdout, a clean exit 0 on SIGTERM."""
+    JSON lines with their instance on stdout, a clean exit 0 on SIGTERM; it gives the
+    source the stand-in's session, so profiles are read (issue item 4: it started
+    without it, warned and never read a profile)."""
     import asyncio
     import os
     import signal
@@ -136,8 +138,12 @@ async def test_the_minimal_host_runs_against_the_stand_in_and_stops_on_sigterm()
         env=env,
     )
     assert proc.stdout is not None and proc.stderr is not None
-    try:
-        first = await asyncio.wait_for(proc.stdout.readline(), 60)  # a hang guard only
+    first = b""
+    try:  # until a delta carries a Discord name: the stand-in's profiles were read
+        while b'"discord":"' not in first:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)  # a hang guard only
+            assert line
+            first += line
     finally:
         proc.send_signal(signal.SIGTERM)
     rest, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -147,3 +153,70 @@ async def test_the_minimal_host_runs_against_the_stand_in_and_stops_on_sigterm()
     assert [d.seq for d in deltas] == list(range(1, len(deltas) + 1))
     text = err.decode()
     assert "a local pxls stand-in at http://127.0.0.1:" in text and "Traceback" not in text
+    # it runs with the stand-in's session: profiles are read (Discord names are seen)
+    assert "profiles on" in text and "PXLS_TOKEN is not set" not in text
+    assert any(d.discord for d in deltas)
+
+
+async def _minimal_host_once(
+    script: Path, cwd: Path, env: dict[str, str], base_url: str, first: bytes
+) -> tuple[bytes, str]:
+    """Runs the minimal host with ``--base-url`` (no ``--db``) in ``cwd`` until its
+    stderr shows ``first``, then SIGTERM; (stdout, stderr) of its clean exit."""
+    import asyncio
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        "--base-url",
+        base_url,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    seen = b""
+    try:
+        while first not in seen:
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)  # a hang guard only
+            assert line, seen.decode()
+            seen += line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (seen + err).decode()
+    return out, (seen + err).decode()
+
+
+@pytest.mark.integration
+async def test_the_minimal_host_keeps_its_database_across_restarts(tmp_path: Path) -> None:
+    """Issue item 4: run twice with ``--base-url`` and no ``--db``, the minimal host
+    credited every user twice (its database lived in a temporary folder). Its default
+    database is a file in the current directory that outlives the process, and a
+    second run counts nothing again: each user's deltas add up to their score."""
+    import os
+    from datetime import UTC, datetime
+
+    from neuro_chat_elo_pxls import jsonlines
+    from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario
+
+    script = Path(__file__).parent.parent / "examples" / "minimal_host.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("PXLS_TOKEN", "PXLS_CF_AUTH")}
+    standin = PxlsStandIn(Scenario(users=10, seed=3), lambda: datetime.now(UTC))
+    url = await standin.start()
+    try:
+        out1, err1 = await _minimal_host_once(script, tmp_path, env, url, b"pull at ")
+        assert (tmp_path / "pxls.sqlite3").is_file(), err1  # it outlives the run
+        out2, err2 = await _minimal_host_once(script, tmp_path, env, url, b"source open")
+    finally:
+        await standin.stop()
+    assert f"database {tmp_path / 'pxls.sqlite3'}" in err2
+    first = [jsonlines.loads(line) for line in out1.decode().splitlines()]
+    again = [jsonlines.loads(line) for line in out2.decode().splitlines()]
+    assert first, err1
+    total: dict[str, int] = {}
+    for delta in first + again:
+        total[delta.user] = total.get(delta.user, 0) + delta.delta
+        assert total[delta.user] == delta.score, (delta, err2)  # never counted twice

@@ -144,6 +144,27 @@ async def test_status_shows_the_running_source_view_not_its_own_env(
     assert "None" not in text
 
 
+async def test_status_names_the_token_variable_of_its_instance(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Issue item 11: an instance table ``space`` reads ``PXLS_TOKEN_SPACE``; status said
+    "profiles DISABLED: the source runs without PXLS_TOKEN"."""
+    envs = ("PXLS_TOKEN_SPACE", "PXLS_CF_AUTH_SPACE")
+    fake.add("grid_master", 120)
+    source = make_source(token=None, instance="space", secret_envs=envs)
+    await drive(source, clock, clock.now + timedelta(minutes=2))
+    await source.on_shutdown()
+    db = str(tmp_path / "pxls.sqlite3")
+    reader = await StoreReader.open(db)
+    async with reader:
+        state = SchedulerState.from_rows(await reader.load_state_rows())
+        settings = PxlsSettings(db_path=db, token=None, instance="space", secret_envs=envs)
+        status = await build_status(reader, state, clock.now, settings)
+    assert status["secret_envs"] == list(envs)
+    text = format_status(status)
+    assert "DISABLED: the source runs without PXLS_TOKEN_SPACE\n" in text
+
+
 async def test_next_pull_is_not_shown_before_the_key_cools_down(
     make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock, tmp_path: Path
 ) -> None:

@@ -99,6 +99,131 @@ def test_run_exits_with_a_status_systemd_restarts(
     assert "Restart=on-failure" in text and "RestartPreventExitStatus=2\n" in text
 
 
+def _env_without_secrets() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PXLS_TOKEN", "PXLS_CF"))}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+async def test_run_out_on_a_full_disk_exits_75_and_keeps_the_rows(tmp_path: Path) -> None:
+    """Issue item 9: ``run --out /dev/full`` logged "exiting 75", then closing the file
+    re-raised the buffered ENOSPC and ``main`` exited 2 (which the shipped unit does not
+    restart). Now the real process exits 75 and the rows are still in the outbox."""
+    import subprocess
+    import sys
+    from datetime import UTC, datetime
+
+    server = PxlsStandIn(Scenario(users=10, seed=6), lambda: datetime.now(UTC))
+    url = await server.start()
+    db = str(tmp_path / "pxls.sqlite3")
+    cmd = [sys.executable, "-m", "neuro_chat_elo_pxls.cli", "run", "--base-url", url]
+    try:  # without a token the first pull's deltas are handed out at once: it ends by itself
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            "--db",
+            db,
+            "--out",
+            "/dev/full",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_env_without_secrets(),
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 120)  # a hang guard only
+    finally:
+        await server.stop()
+    text = err.decode()
+    assert proc.returncode == cli.EXIT_OUTPUT_FAILED, text  # was 2
+    assert "No space left on device" in text and "Traceback" not in text
+    assert _outbox(db) > 0
+
+
+class NoRoom:
+    """A real file that cannot grow: every write fails as on a full disk."""
+
+    def __init__(self, path: str, mode: str = "r", **kwargs: Any) -> None:
+        self._file = open(path, mode, **kwargs)  # noqa: SIM115 (closed by its owner)
+
+    def write(self, data: Any, /) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def __enter__(self) -> NoRoom:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+async def test_run_exits_75_when_the_first_batch_cannot_be_written(
+    standin: tuple[PxlsStandIn, JumpClock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue item 9: an ``--out`` file with a partial last line that cannot grow (the
+    newline that closes the line off fails) made ``run`` exit 2. Now 75, with nothing
+    taken from the database."""
+    from neuro_chat_elo_pxls.cli import config as cli_config
+
+    server, _ = standin
+    out = tmp_path / "deltas.jsonl"
+    out.write_text('{"v":1,"seq":1,"user":"torn')  # a crash in the middle of a line
+    monkeypatch.setattr(cli_config, "open", NoRoom, raising=False)  # _append's open
+    db = str(tmp_path / "pxls.sqlite3")
+    args = cli.build_parser().parse_args(
+        ["run", "--base-url", server.base_url, "--db", db, "--out", str(out)]
+    )
+    assert await cli_run.run_command(args) == cli.EXIT_OUTPUT_FAILED  # raised OSError: 2
+    assert out.read_text() == '{"v":1,"seq":1,"user":"torn'
+
+
+def test_run_exits_75_when_closing_the_out_file_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A close that fails (an NFS server gone at the end) is an output failure too: 75."""
+    from neuro_chat_elo_pxls.cli import config as cli_config
+    from neuro_chat_elo_pxls.host import Totals
+
+    async def done(*args: object, **kwargs: object) -> Totals:
+        return Totals()
+
+    def failing_close(self: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(cli_run, "run_host", done)
+    monkeypatch.setattr(cli_config.OutputFile, "close", failing_close)
+    argv = ["run", "--base-url", "http://127.0.0.1:9", "--out", str(tmp_path / "d.jsonl")]
+    assert cli.main(argv) == cli.EXIT_OUTPUT_FAILED  # was 2
+    assert "Input/output error" in capsys.readouterr().err
+
+
+async def test_a_failed_last_delivery_at_shutdown_is_an_output_error(
+    standin: tuple[PxlsStandIn, JumpClock], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last delivery at shutdown used to swallow a failed write (exit 0); its rows
+    stay in the outbox, and ``run_host`` raises :class:`OutputError` (``run``: 75)."""
+    from neuro_chat_elo_pxls import host
+
+    server, clock = standin
+    monkeypatch.delenv("PXLS_TOKEN", raising=False)
+    db = str(tmp_path / "pxls.sqlite3")
+    config = {"pxls": {"base_url": server.base_url, "db_path": db}}
+    stop = asyncio.Event()
+    real, calls = host.deliver, []
+
+    async def then_full(pm: Any, out: Any, totals: Any) -> None:
+        calls.append(out)
+        if len(calls) > 1:  # the last delivery, at shutdown
+            await real(pm, FullDisk(), totals)
+        else:
+            stop.set()  # the loop's first delivery writes nothing: all is left for the last
+
+    monkeypatch.setattr(host, "deliver", then_full)
+    with pytest.raises(OutputError, match="No space left on device"):
+        await run_host(config, clock=clock, out=io.StringIO(), stop=stop)
+    assert len(calls) == 2 and _outbox(db) > 0
+
+
 async def test_start_up_says_version_and_settings_and_warns_once_without_a_token(
     standin: tuple[PxlsStandIn, JumpClock],
     tmp_path: Path,

@@ -285,6 +285,36 @@ def test_html_and_json_give_the_same_faction_for_hostile_tags(
     assert from_html.canvas_pixels == from_json.canvas_pixels == 4821
 
 
+#: legacy Discord tags (``^.{2,32}#\d{4}$``) with leading or double spaces, entities
+SPACED_DISCORD = [" lead#0001", "ab  cd#1234", "  two lead#0002", "a&amp; <b>  x#0003", "vedal."]
+
+
+@pytest.mark.parametrize("discord", SPACED_DISCORD)
+@pytest.mark.parametrize("template", ["current", "older"])
+def test_html_and_json_give_the_same_discord_name(discord: str, template: str) -> None:
+    """Issue item 13: ``profile_endpoint = "html"`` handed out ``'lead#0001'`` and
+    ``'ab cd#1234'`` where the JSON says ``' lead#0001'`` and ``'ab  cd#1234'``: the
+    page's cell was whitespace-collapsed. Now the cell is read as written (unescaped
+    once), as the stand-in's page renders it."""
+    user = SimUser(184467, "vedal987", discord, None, score=4821)
+    from_json = parse_profile_json(gson_json(profile_dict(user)), "vedal987")
+    from_html = parse_profile_html(profile_page(user, "pxls.space", template), "vedal987")
+    assert from_html.discord == from_json.discord == discord
+
+
+def test_the_discord_cell_of_the_real_template_is_exact() -> None:
+    """The captured page's markup (API.md section 7.3), with a spaced legacy tag: the
+    cell's text as written; a template that put the value on a line of its own would
+    lose only that line's indentation and breaks."""
+    page = fixture_bytes("profile_with_discord_and_faction.html").decode()
+    cell = '<td class="text-left">example.painter</td>'
+    assert cell in page
+    spaced = page.replace(cell, '<td class="text-left"> lead  x&#x27;s#0001</td>')
+    assert parse_profile_html(spaced, "example_painter").discord == " lead  x's#0001"
+    own_line = page.replace(cell, '<td class="text-left">\n    lead#0001\n  </td>')
+    assert parse_profile_html(own_line, "example_painter").discord == "lead#0001"
+
+
 def test_a_page_of_another_instance_with_the_older_template() -> None:
     """The Ironmouse Canvas capture's shape (API.md section 9): title ``{name} -
     Ironmouse Canvas``, the pixel row labelled ``Canvas Pixels``, no all-time row.

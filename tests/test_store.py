@@ -240,3 +240,90 @@ async def test_a_database_serves_one_instance(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match=r"belongs to pxls instance pxls\.space, not event\."):
         await other.open()
     await other.on_shutdown()
+
+
+#: migrations 1 and 2 as commits edea021 and 3fc6975 wrote them (their migration 2 was
+#: rewritten later under the same number), literally
+EARLY_SCHEMA_2 = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    pxls_id INTEGER UNIQUE,
+    discord TEXT,
+    faction_id INTEGER,
+    faction_tag TEXT,
+    faction_name TEXT,
+    faction_color INTEGER,
+    score INTEGER NOT NULL DEFAULT 0,
+    canvas TEXT,
+    held_score INTEGER,
+    held_canvas TEXT,
+    held_observed_at TEXT,
+    held_since TEXT,
+    dirty INTEGER NOT NULL DEFAULT 1,
+    missing INTEGER NOT NULL DEFAULT 0,
+    enriched INTEGER NOT NULL DEFAULT 0,
+    last_profile_check TEXT,
+    swept_in INTEGER NOT NULL DEFAULT 0,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE INDEX users_sweep ON users (swept_in, dirty, id);
+CREATE INDEX users_held ON users (held_since) WHERE held_score IS NOT NULL;
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    pxls_id INTEGER,
+    discord TEXT,
+    faction_id INTEGER,
+    faction_tag TEXT,
+    faction_name TEXT,
+    faction_color INTEGER,
+    delta INTEGER NOT NULL,
+    score INTEGER NOT NULL,
+    canvas TEXT NOT NULL,
+    observed_at TEXT NOT NULL
+);
+CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
+DROP INDEX IF EXISTS users_sweep;
+CREATE INDEX users_dirty ON users (dirty, id);
+"""
+
+
+async def test_an_early_schema_2_database_is_migrated(tmp_path: Path) -> None:
+    """Issue item 14: a ``user_version`` 2 file of the early migration 2 (schema 1's
+    tables plus an index on ``dirty``) was refused with the bare SQL error "no such
+    column: observed_at". It is recognised and migrated: the users, their scores, the
+    pending outbox row and the seq all survive, and the next pull counts only what
+    changed."""
+    path = str(tmp_path / "db.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in split_sql(EARLY_SCHEMA_2):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version=2")
+    conn.execute(
+        "INSERT INTO users (name, score, canvas, dirty, first_seen, last_seen) "
+        "VALUES ('a', 5, '86', 0, ?, ?)",
+        (ts(T0), ts(T0)),
+    )
+    old_row = "INSERT INTO outbox (user, delta, score, canvas, observed_at) VALUES (?,?,?,?,?)"
+    conn.execute(old_row, ("gone", 3, 3, "86", ts(T0)))  # seq 1, delivered
+    conn.execute(old_row, ("a", 5, 5, "86", ts(T0)))  # seq 2, not yet collected
+    conn.execute("DELETE FROM outbox WHERE seq = 1")
+    conn.close()
+
+    store = await Store.open(path)  # raised StoreError: no such column: observed_at
+    try:
+        pending = await store.outbox().drain()
+        assert [(d.seq, d.user, d.delta, d.score) for d in pending] == [(2, "a", 5, 5)]
+        await store.ingest(
+            "86", Snapshot.from_rows(T0, (ToplistRow("a", 9),)), T0, hold_new=False, state=None
+        )
+        later = await store.outbox().drain()
+        assert [(d.seq, d.user, d.delta, d.score) for d in later] == [(3, "a", 4, 9)]
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()

@@ -12,12 +12,17 @@ Secrets come only from the environment (``PXLS_TOKEN``, ``PXLS_CF_AUTH``).
 
 from __future__ import annotations
 
+# isort: off
+from . import hangup  # first: SIGHUP is recorded from here on, not fatal (issue 8)
+
+# isort: on
 import asyncio
 import sqlite3
 import sys
 from collections.abc import Sequence
 
 from ..errors import PxlsError
+from ..host import OutputError
 from ..util.logs import setup_logging
 from .config import load_config
 from .export import csv_cell, export_command
@@ -39,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return asyncio.run(handler(args))
+    except OutputError as exc:  # the demo's deltas (run says it itself, and returns 75)
+        print(f"neuro-chat-elo-pxls {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
     except (PxlsError, RuntimeError) as exc:
         print(f"neuro-chat-elo-pxls {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -58,3 +66,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        hangup.hold()  # the loop's handlers are gone: a SIGHUP while exiting is harmless

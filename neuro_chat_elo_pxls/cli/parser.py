@@ -4,6 +4,9 @@ function per subcommand (``run``, ``demo``, ``status``, ``export``)."""
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..version import VERSION
@@ -14,14 +17,66 @@ if TYPE_CHECKING:
 
 
 def _positive_number(text: str) -> float:
-    """A positive, finite number (seconds, hours: argparse type)."""
+    """A positive, finite number (seconds, a speed: argparse type)."""
+    return _number(0, 10**9)(text)
+
+
+#: the longest a run's hour-valued flags may say: a year (a date beyond 9999 overflows)
+MAX_HOURS = 24 * 366
+#: the demo's stand-in population, at most
+MAX_USERS = 100_000
+
+
+def _number(above: float, at_most: float) -> Callable[[str], float]:
+    """argparse type: a finite number with ``above < value <= at_most`` (nan, inf and
+    out-of-range values are a usage error, exit 2, not a traceback later)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not above < value <= at_most:  # (false for nan)
+            what = "a positive number" if above == 0 else f"a number above {above:g}"
+            raise argparse.ArgumentTypeError(f"expected {what} at most {at_most:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _count(least: int, most: int) -> Callable[[str], int]:
+    """argparse type: a whole number from ``least`` to ``most``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {least} to {most}, got {text!r}"
+            ) from None
+        if not least <= value <= most:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {least} to {most}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _epoch(text: str) -> float:
+    """argparse type: a ``time.time()`` value (finite, not negative)."""
+    return _number(-1e-9, 1e11)(text)
+
+
+def _aware_time(text: str) -> str:
+    """argparse type: an ISO 8601 time with its UTC offset (kept as text)."""
     try:
-        value = float(text)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
-        value = float("nan")
-    if not 0 < value < 10**9:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+        parsed = None
+    if parsed is None or parsed.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"expected an ISO time with its offset, got {text!r}")
+    return text
 
 
 DESCRIPTION = """\
@@ -33,7 +88,8 @@ pxls.space canvas activity as a neuro-chat-elo score source.
           when unhealthy)
   export  users and scores as the host's pxls.json (or CSV)
 
-Secrets come only from the environment: PXLS_TOKEN, PXLS_CF_AUTH.
+Secrets come only from the environment: PXLS_TOKEN, PXLS_CF_AUTH (an instance
+table [pxls.instances.NAME] reads PXLS_TOKEN_NAME, PXLS_CF_AUTH_NAME instead).
 """
 
 
@@ -75,14 +131,14 @@ def _add_run(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
     run.add_argument("--out", help="append JSON-lines deltas to this file (default stdout)")
     run.add_argument(
         "--table-every",
-        type=_positive_number,
+        type=_number(0, MAX_HOURS),
         metavar="HOURS",
         help="log a running table of totals this often, in hours (default: never)",
     )
     # testing aids: run on a simulated clock shared with a stand-in in another process
-    run.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
-    run.add_argument("--sim-start", help=argparse.SUPPRESS)
-    run.add_argument("--sim-epoch", type=float, help=argparse.SUPPRESS)
+    run.add_argument("--speed", type=_positive_number, default=1.0, help=argparse.SUPPRESS)
+    run.add_argument("--sim-start", type=_aware_time, help=argparse.SUPPRESS)
+    run.add_argument("--sim-epoch", type=_epoch, help=argparse.SUPPRESS)
 
 
 def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
@@ -98,9 +154,17 @@ def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
         "simulated time jumps to each next due time, so a seed gives the same run every time)",
     )
     demo.add_argument(
-        "--hours", type=float, default=30.0, help="simulated hours to run (default 30)"
+        "--hours",
+        type=_number(0, MAX_HOURS),
+        default=30.0,
+        help=f"simulated hours to run, at most {MAX_HOURS} (default 30)",
     )
-    demo.add_argument("--users", type=int, default=150, help="simulated users (default 150)")
+    demo.add_argument(
+        "--users",
+        type=_count(1, MAX_USERS),
+        default=150,
+        help=f"simulated users, 1 to {MAX_USERS} (default 150)",
+    )
     demo.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
     demo.add_argument(
         "--instances",

@@ -11,11 +11,12 @@ import shutil
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..host import Clock, OutputError, Totals, install_signal_handlers, run_host
 from ..settings import TOKEN_ENV, instance_env
 from ..util.clock import JumpClock, SimClock
+from . import hangup
 from .config import OutputFile, load_config, open_output
 
 if TYPE_CHECKING:
@@ -36,8 +37,21 @@ async def run_command(args: argparse.Namespace) -> int:
     config = load_config(args)
     # (no warning here when PXLS_TOKEN is unset: the source's own start-up says it once)
     stop = asyncio.Event()
-    out = open_output(args.out)
+    try:
+        out = open_output(args.out)
+    except OSError as exc:  # e.g. the file cannot grow to close off a partial last line
+        return _output_failed(
+            args, f"cannot open it: {exc.strerror or exc}; every delta stays in the database"
+        )
     install_signal_handlers(stop, out.reopen if isinstance(out, OutputFile) else None)
+    early = hangup.take()
+    if early:  # recorded while importing (cli/hangup.py): a reopen of a file just opened
+        log.info(
+            "SIGHUP during start-up (%d): %s was only just opened; nothing to reopen",
+            early,
+            args.out or "stdout",
+        )
+    status = 0
     try:
         clock = SimClock(
             start=datetime.fromisoformat(args.sim_start) if args.sim_start else None,
@@ -47,17 +61,40 @@ async def run_command(args: argparse.Namespace) -> int:
         every = None if args.table_every is None else timedelta(hours=args.table_every)
         await run_host(config, clock=clock, out=out, stop=stop, table_every=every)
     except OutputError as exc:
-        log.error(
-            "run: %s (%s); exiting %d to be restarted",
-            exc,
-            args.out or "stdout",
-            EXIT_OUTPUT_FAILED,
-        )
-        return EXIT_OUTPUT_FAILED
+        status = _output_failed(args, str(exc))
     finally:
-        if out is not sys.stdout:
-            out.close()
-    return 0
+        closed = _close_output(out)
+    if closed is not None and status == 0:
+        # every delta handed out was flushed and fsynced before it was acknowledged
+        status = _output_failed(
+            args,
+            f"closing it failed: {closed.strerror or closed} (each delta handed out was "
+            "written and fsynced first)",
+        )
+    return status
+
+
+def _output_failed(args: argparse.Namespace, why: str) -> int:
+    """Says why the deltas' output failed; the status a service manager restarts."""
+    log.error(
+        "run: %s (%s); exiting %d to be restarted",
+        why,
+        args.out or "stdout",
+        EXIT_OUTPUT_FAILED,
+    )
+    return EXIT_OUTPUT_FAILED
+
+
+def _close_output(out: TextIO | OutputFile) -> OSError | None:
+    """Closes ``--out`` (not stdout); its error, if any (after a failed write, closing
+    fails again on the same unwritten buffer: nothing of it was acknowledged)."""
+    if out is sys.stdout:
+        return None
+    try:
+        out.close()
+    except OSError as exc:
+        return exc
+    return None
 
 
 def _demo_config(url: str, db: str, swarm: list[str], timeout: float) -> dict[str, Any]:
@@ -331,8 +368,9 @@ async def demo_command(args: argparse.Namespace) -> int:
             await standin.stop()
             if event is not None:
                 await event.stop()
-            if out is not sys.stdout:
-                out.close()
+            closed = _close_output(out)
+        if closed is not None:
+            raise OutputError(f"closing {out_path} failed: {closed.strerror or closed}")
         story = (victim, renamed, first_canvas, reset_hour)
         _log_demo_done(standin, totals, out_path, db, story, event)
     finally:

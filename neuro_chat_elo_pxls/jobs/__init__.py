@@ -41,7 +41,7 @@ def build_jobs(settings: PxlsSettings, state: StateKeeper, queue: CommandQueue) 
     pull = Pull(
         state, settings.leaderboard_interval, observations, hold_new=settings.profiles_enabled
     )
-    enrich = EnrichmentWindow(settings.enrichment_hold, state)
+    enrich = EnrichmentWindow(settings.enrichment_hold, state, settings.secret_envs[0])
     follow = FollowList(settings, state)
     sweep = Sweep(state, settings.sweep_interval, settings.profile_cooldown)
     # the listeners that do not await first: a read cancelled at enrichment's await

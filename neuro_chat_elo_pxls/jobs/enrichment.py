@@ -42,6 +42,7 @@ class EnrichmentWindow(Job):
 
     hold: timedelta
     state: StateKeeper  # read only: a pull that ingested shows in last_pull_at
+    token_env: str  # the token variable this instance reads (settings.secret_envs[0])
     _given_up: set[int] = attrs.field(factory=set)  # retried after the next pull
     _backlog: bool = False  # maybe more held users in the database than queued
     _next_release: datetime | None = None  # earliest hold that runs out
@@ -55,7 +56,7 @@ class EnrichmentWindow(Job):
         if profiles:
             await self.refresh_deadline(store)
         else:
-            await self.release_all(store, "no PXLS_TOKEN (or an instance's PXLS_TOKEN_NAME)")
+            await self.release_all(store, f"{self.token_env} is not set")
 
     async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
         await self._after_pull(store, queue)  # (a cancelled after() is finished here)

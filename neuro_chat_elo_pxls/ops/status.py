@@ -14,7 +14,7 @@ from ..engine.queue import Key
 from ..engine.state import KeyState, SchedulerState
 from ..jobs.follow import profile_capacity_per_hour, profile_demand_per_hour
 from ..jobs.sweep import sweep_eta, sweep_possible
-from ..settings import PxlsSettings
+from ..settings import TOKEN_ENV, PxlsSettings
 from ..store.reader import StoreReader
 from ..util.text import shown
 from ..util.times import fmt_duration, ts, us
@@ -118,6 +118,7 @@ async def build_status(
         "last_generated_at": _ts(state.last_generated_at),
         "next_pull_at": _ts(_next_pull(state)),
         "profiles_enabled": state.profiles_enabled,
+        "secret_envs": list(settings.secret_envs),  # what this instance reads
         "last_error": state.last_error or None,
         "last_error_at": _ts(state.last_error_at),
         "oldest_outbox_at": _ts(oldest),
@@ -176,7 +177,7 @@ def format_status(status: dict[str, Any]) -> str:
         f" {status['never_enriched']} never enriched",
         f"outbox          {status['outbox']} deltas not yet collected"
         + (f" (oldest observed {when('oldest_outbox_at')})" if status["outbox"] else ""),
-        f"profiles        {_profiles_text(status['profiles_enabled'])}",
+        f"profiles        {_profiles_text(status['profiles_enabled'], status.get('secret_envs'))}",
     ]
     if status["last_error"]:
         lines.append(f"last error      {when('last_error_at')}: {shown(status['last_error'])}")
@@ -231,10 +232,13 @@ def _follow_lines(follow: dict[str, Any], checked_at: str | None) -> list[str]:
     return lines
 
 
-def _profiles_text(enabled: bool | None) -> str:
-    """As the running source last opened the database with them (not this process)."""
+def _profiles_text(enabled: bool | None, secret_envs: list[str] | None = None) -> str:
+    """As the running source last opened the database with them (not this process),
+    naming the token variable this instance reads (``PXLS_TOKEN_NAME`` for a
+    ``[pxls.instances.NAME]`` table)."""
+    token_env = secret_envs[0] if secret_envs else TOKEN_ENV
     if enabled is None:
         return "unknown (no source has opened this database yet)"
     if enabled:
-        return "enabled (the source runs with PXLS_TOKEN)"
-    return "DISABLED: the source runs without PXLS_TOKEN"
+        return f"enabled (the source runs with {token_env})"
+    return f"DISABLED: the source runs without {token_env}"

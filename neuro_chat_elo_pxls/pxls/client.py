@@ -158,7 +158,7 @@ class PxlsClient:
         if resp.headers.get("cf-mitigated", "").lower() == "challenge":
             raise AuthError(
                 f"{what}: Cloudflare challenge (HTTP {status}); a plain client cannot "
-                "pass it: check PXLS_CF_AUTH",
+                f"pass it: check {self._settings.secret_envs[1]}",
                 challenge=True,
             )
         if status == 200:
@@ -174,9 +174,10 @@ class PxlsClient:
             shown = "no wait given" if wait is None else f"wait {wait:.0f} s"
             raise RateLimitedError(f"{what}: rate limited (HTTP 429, {shown})", wait)
         if status == 403:
+            token_env, cf_env = self._settings.secret_envs
             raise AuthError(
-                f"{what}: HTTP 403 Forbidden: pxls.space refused the session; "
-                "check PXLS_TOKEN (logged-in pxls-token cookie) and PXLS_CF_AUTH",
+                f"{what}: HTTP 403 Forbidden: {self._settings.instance_name} refused the "
+                f"session; check {token_env} (logged-in pxls-token cookie) and {cf_env}",
                 challenge=False,
             )
         if status == 404:
@@ -227,7 +228,8 @@ class PxlsClient:
             raise MalformedDataError(f"refusing to request an invalid username {username!r:.60}")
         if self._settings.token is None:
             raise AuthError(
-                "profiles need a logged-in session: PXLS_TOKEN is not set", challenge=False
+                f"profiles need a logged-in session: {self._settings.secret_envs[0]} is not set",
+                challenge=False,
             )
         if self._settings.profile_endpoint == "html":
             body = await self._get(

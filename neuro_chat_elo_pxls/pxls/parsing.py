@@ -336,6 +336,18 @@ def _faction_from_page(heading: str, cell: str, name: str) -> Faction:
     return Faction(int(match["id"]), match["tag"], match["name"], None)
 
 
+def _cell_value(raw: str) -> str:
+    """A name cell's value as the JSON has it: the text exactly as written (entities
+    unescaped once, by the parser), whitespace kept; a legacy Discord tag may start with
+    a space or hold two (``' lead#0001'``, ``'ab  cd#1234'``). pxls-web writes the value
+    inline (``<td class="text-left">NAME</td>``); only a template that puts it on a line
+    of its own loses that line's indentation and breaks (a name holds no line break)."""
+    if "\n" not in raw and "\r" not in raw:
+        return raw
+    lines = [line for line in raw.splitlines() if line.strip()]
+    return lines[0].strip(" \t") if len(lines) == 1 else " ".join(raw.split())
+
+
 def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
     """Parse the pxls-web page ``/profile/<name>`` (English labels) of any pxls
     instance: the title ``{name} - {site name}``, the pixel row under either template's
@@ -357,7 +369,7 @@ def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
     rows = parser.rows
     if "Discord Tag" not in rows or "Faction" not in rows:
         raise MalformedDataError("profile page: no Discord Tag/Faction rows (localized page?)")
-    discord_text = rows["Discord Tag"]
+    discord_text = _cell_value(parser.raw["Discord Tag"])
     discord = None if discord_text in ("", "Not Set") else _opt_str(discord_text, "Discord Tag")
     faction: Faction | None = None
     if rows["Faction"] != "(None)":

@@ -8,12 +8,15 @@ Times in ``users`` and ``outbox`` are integer microseconds since the Unix epoch.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 
 import aiosqlite
 
 from ..errors import SchemaTooNewError, StoreError
+
+log = logging.getLogger("neuro_chat_elo_pxls")
 
 #: ``PRAGMA synchronous`` of every connection that writes (DESIGN 3, "durable before
 #: handed out"). In WAL mode ``NORMAL`` syncs the WAL only at checkpoints: a commit can
@@ -332,17 +335,54 @@ async def user_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+# The first migration 2, written by two early development versions (commits edea021
+# and 3fc6975) and rewritten later under the same number, was only
+#     DROP INDEX IF EXISTS users_sweep;
+#     CREATE INDEX users_dirty ON users (dirty, id);
+# so such a "version 2" file still has schema 1's tables (the ``dirty`` column, no
+# ``users.observed_at``, no accounting triggers) plus that index.
+
+#: run before today's migration 2 on such a file: its tables are schema 1's, and its
+#: index on ``dirty`` would stop migration 2 from dropping that column
+_UNDO_EARLY_MIGRATION_2 = "DROP INDEX IF EXISTS users_dirty;"
+
+
+async def _columns(conn: aiosqlite.Connection, table: str) -> set[str]:
+    async with conn.execute(f"PRAGMA table_info({table})") as cur:  # (a literal name)
+        return {str(row[1]) for row in await cur.fetchall()}
+
+
+async def _early_version_2(conn: aiosqlite.Connection, version: int) -> bool:
+    """Whether a file at ``version`` 2 was written by the early migration 2 (see
+    above): schema 1's ``users`` table, ``dirty`` and no ``observed_at``."""
+    if version != 2:
+        return False
+    columns = await _columns(conn, "users")
+    return "dirty" in columns and "observed_at" not in columns
+
+
 async def upgrade(conn: aiosqlite.Connection, version: int) -> None:
     """Bring a database at ``version`` (< :data:`SCHEMA_VERSION`) to the newest schema.
 
     ``conn`` is in autocommit mode; each step is one ``BEGIN IMMEDIATE`` transaction,
-    so a crash leaves the file at a whole version.
+    so a crash leaves the file at a whole version. A "version 2" file of the early
+    migration 2 holds schema 1's tables: it gets today's migration 2 (after its own
+    index is dropped) and everything after.
     """
+    early = await _early_version_2(conn, version)
+    if early:
+        log.info(
+            "database of an early development version (schema 1's tables, marked version "
+            "2): migrating it from schema 1"
+        )
+        version = 1
     steps = (
         [(SCHEMA_VERSION, LATEST)]
         if version == 0
         else [(number, MIGRATIONS[number - 1]) for number in range(version + 1, SCHEMA_VERSION + 1)]
     )
+    if early:
+        steps[0] = (2, _UNDO_EARLY_MIGRATION_2 + MIGRATIONS[1])
     for number, script in steps:
         await conn.execute("BEGIN IMMEDIATE")
         try:
