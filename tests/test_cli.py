@@ -423,3 +423,32 @@ def test_the_standalone_host_s_numeric_flags_are_usage_errors(
             main(module.host_argv(argv))
         assert exit_.value.code == 2
         assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_a_command_quietly(populated_db: str) -> None:
+    """Issue 29, item 17: ``export ... | head`` printed a 20-line asyncio traceback and
+    exited 2; a closed pipe is normal on a command line. And ``status --db`` alone shows
+    the instance the database belongs to (it showed the default, pxls.space)."""
+    for argv in (
+        ["export", "--db", populated_db, "--format", "csv"],
+        ["status", "--db", populated_db],
+    ):
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "neuro_chat_elo_pxls.cli", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert reader.stdout is not None and reader.stderr is not None
+        first = reader.stdout.readline()  # read one line, then close: `| head -1`
+        reader.stdout.close()
+        err = reader.stderr.read()
+        assert reader.wait(timeout=60) == 0, err
+        assert first and "Traceback" not in err and "Broken pipe" not in err, err
+    shown = subprocess.run(
+        [sys.executable, "-m", "neuro_chat_elo_pxls.cli", "status", "--json", "--db", populated_db],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(shown.stdout)["instance"] == "pxls.test"

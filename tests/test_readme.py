@@ -188,7 +188,11 @@ def test_the_install_commands_shown_are_the_ones_ci_runs() -> None:
     it; editable installs name extras that pyproject defines."""
     import tomllib
 
-    ci = [_normalised(args) for args in _pip_calls(CI.read_text(encoding="utf-8").splitlines())]
+    ci = [  # .ci/run, and the container lane it calls
+        _normalised(args)
+        for script in (CI, CI.parent / "container")
+        for args in _pip_calls(script.read_text(encoding="utf-8").splitlines())
+    ]
     assert ["wheel", "--no-deps", "--wheel-dir", "<dir>", "."] in ci
     assert ["install", "<dir>/*.whl"] in ci
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))

@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return asyncio.run(handler(args))
+    except BrokenPipeError:  # `status | head`: the reader has what it wanted; say nothing
+        _quiet_stdout()
+        return 0
     except OutputError as exc:  # the demo's deltas (run says it itself, and returns 75)
         print(f"neuro-chat-elo-pxls {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_OUTPUT_FAILED
@@ -68,3 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         hangup.hold()  # the loop's handlers are gone: a SIGHUP while exiting is harmless
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: the pipe is closed, and flushing at exit would raise
+    (and print) again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # (no real stdout: nothing to quiet)
+        pass

@@ -10,8 +10,9 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import ConfigError
 from ..store.reader import StoreReader
@@ -31,8 +32,13 @@ def csv_cell(value: object) -> object:
 
 
 async def _write_export(reader: StoreReader, canvas: str | None, fmt: str, out: TextIO) -> None:
-    """Stream the users from the database to ``out`` (memory stays flat)."""
-    rows = reader.export_rows(canvas=canvas)
+    """Stream the users from the database to ``out`` (memory stays flat). The rows'
+    stream is closed on the way out, also when ``out`` fails (a closed pipe)."""
+    async with contextlib.aclosing(reader.export_rows(canvas=canvas)) as rows:
+        await _write_rows(rows, fmt, out)
+
+
+async def _write_rows(rows: AsyncIterator[tuple[Any, ...]], fmt: str, out: TextIO) -> None:
     if fmt == "pxls-json":
         # the host's reader: PXLS_USERNAME String, DISCORD_TAG Option<String>,
         # FACTION Option<u64> (faction id), SCORE u64

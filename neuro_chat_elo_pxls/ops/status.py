@@ -107,7 +107,7 @@ async def build_status(
     problems = health_problems(state, settings, now, oldest_outbox=oldest, max_outbox_age=limit)
     return {
         "version": VERSION,
-        "instance": settings.instance_name,
+        "instance": state.instance or settings.instance_name,  # (--db alone: the database's)
         "db_path": settings.db_path,
         "checked_at": ts(now),
         "healthy": not problems,

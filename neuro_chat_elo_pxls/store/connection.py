@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -70,7 +70,7 @@ class Database:
 
     async def stream(
         self, sql: str, params: Sequence[Any], batch: int
-    ) -> AsyncIterator[tuple[Any, ...]]:
+    ) -> AsyncGenerator[tuple[Any, ...], None]:
         """The rows of one query, fetched ``batch`` at a time (memory stays flat). Not
         a unit: for a read-only connection (``export``), where no write can interleave."""
         async with self._conn.execute(sql, params) as cur:

@@ -6,10 +6,11 @@ write method.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -229,13 +230,16 @@ class StoreReader:
 
     async def export_rows(
         self, *, canvas: str | None = None, batch: int = 2000
-    ) -> AsyncIterator[tuple[Any, ...]]:
+    ) -> AsyncGenerator[tuple[Any, ...], None]:
         """Users with a handed-out score (on ``canvas`` if given), highest score first,
-        as tuples of :data:`EXPORT_FIELDS`, streamed in batches (memory stays flat)."""
+        as tuples of :data:`EXPORT_FIELDS`, streamed in batches (memory stays flat).
+        Close it (``contextlib.aclosing``) when not read to the end: its cursor goes
+        with it, before the database closes."""
         where = "canvas = ?" if canvas is not None else "canvas IS NOT NULL"
         params = (canvas,) if canvas is not None else ()
         sql = (
             f"SELECT {', '.join(EXPORT_FIELDS)} FROM users WHERE {where} ORDER BY score DESC, name"
         )
-        async for row in self._db.stream(sql, params, batch):
-            yield row
+        async with contextlib.aclosing(self._db.stream(sql, params, batch)) as rows:
+            async for row in rows:
+                yield row
