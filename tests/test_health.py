@@ -138,7 +138,7 @@ async def test_status_shows_the_running_source_view_not_its_own_env(
         "profile requests paused for auth"
     ]
     text = format_status(status)
-    assert "enabled (the source runs with PXLS_TOKEN)" in text
+    assert "enabled (the source ran with PXLS_TOKEN)" in text
     assert "last error" in text
     assert "UNHEALTHY       profile requests paused for auth" in text
     assert "None" not in text
@@ -162,7 +162,7 @@ async def test_status_names_the_token_variable_of_its_instance(
         status = await build_status(reader, state, clock.now, settings)
     assert status["secret_envs"] == list(envs)
     text = format_status(status)
-    assert "DISABLED: the source runs without PXLS_TOKEN_SPACE\n" in text
+    assert "DISABLED: the source ran without PXLS_TOKEN_SPACE\n" in text
 
 
 async def test_next_pull_is_not_shown_before_the_key_cools_down(
@@ -280,3 +280,40 @@ async def test_status_text_shows_times_to_the_second_with_how_long_ago(
     from neuro_chat_elo_pxls import __version__
 
     assert status["version"] == __version__  # the running package's (issue 21)
+
+
+async def test_status_says_whether_a_source_holds_the_database(
+    make_source: Callable[..., PxlsSource],
+    fake: FakePxls,
+    clock: FakeClock,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 29, item 12: after the source stopped, status still said "the source runs
+    with PXLS_TOKEN" and nothing told whether a process held the database. The lock
+    tells (read from /proc/locks: nothing is locked to find out)."""
+    import asyncio
+    import json
+    import os
+
+    from neuro_chat_elo_pxls.ops.status import format_status
+    from neuro_chat_elo_pxls.store.lockfile import lock_holder
+
+    fake.add("grid_master", 120)
+    source = make_source()
+    await source.on_tick(clock.now)
+    db = source.settings.db_path
+    assert lock_holder(db) == os.getpid()
+    running = await source.status(clock.now)
+    assert running["source_pid"] == os.getpid()
+    assert f"running (process {os.getpid()})" in format_status(running)
+    assert "the source runs with PXLS_TOKEN" in format_status(running)
+    await source.on_shutdown()
+    assert lock_holder(db) is None
+    assert lock_holder(str(tmp_path / "missing.sqlite3")) == 0  # cannot tell
+    assert await asyncio.to_thread(main, ["status", "--db", db]) == 0
+    text = capsys.readouterr().out
+    assert "not running (no process holds the database)" in text
+    assert "the source ran with PXLS_TOKEN" in text
+    assert await asyncio.to_thread(main, ["status", "--json", "--db", db]) == 0
+    assert json.loads(capsys.readouterr().out)["source_pid"] is None

@@ -15,6 +15,7 @@ from ..engine.state import KeyState, SchedulerState
 from ..jobs.follow import profile_capacity_per_hour, profile_demand_per_hour
 from ..jobs.sweep import sweep_eta, sweep_possible
 from ..settings import TOKEN_ENV, PxlsSettings
+from ..store.lockfile import lock_holder
 from ..store.reader import StoreReader
 from ..util.text import shown
 from ..util.times import fmt_duration, ts, us
@@ -117,6 +118,7 @@ async def build_status(
         "last_pull_at": _ts(state.last_pull_at),
         "last_generated_at": _ts(state.last_generated_at),
         "next_pull_at": _ts(_next_pull(state)),
+        "source_pid": lock_holder(settings.db_path),  # None: none runs; 0: cannot tell
         "profiles_enabled": state.profiles_enabled,
         "secret_envs": list(settings.secret_envs),  # what this instance reads
         "last_error": state.last_error or None,
@@ -177,7 +179,11 @@ def format_status(status: dict[str, Any]) -> str:
         f" {status['never_enriched']} never enriched",
         f"outbox          {status['outbox']} deltas not yet collected"
         + (f" (oldest observed {when('oldest_outbox_at')})" if status["outbox"] else ""),
-        f"profiles        {_profiles_text(status['profiles_enabled'], status.get('secret_envs'))}",
+        f"source          {_source_text(status.get('source_pid', 0))}",
+        "profiles        "
+        + _profiles_text(
+            status["profiles_enabled"], status.get("secret_envs"), status.get("source_pid", 0)
+        ),
     ]
     if status["last_error"]:
         lines.append(f"last error      {when('last_error_at')}: {shown(status['last_error'])}")
@@ -232,13 +238,23 @@ def _follow_lines(follow: dict[str, Any], checked_at: str | None) -> list[str]:
     return lines
 
 
-def _profiles_text(enabled: bool | None, secret_envs: list[str] | None = None) -> str:
-    """As the running source last opened the database with them (not this process),
-    naming the token variable this instance reads (``PXLS_TOKEN_NAME`` for a
-    ``[pxls.instances.NAME]`` table)."""
+def _source_text(pid: int | None) -> str:
+    """Whether a process holds the database (a source runs on it)."""
+    if pid is None:
+        return "not running (no process holds the database): what follows is what it left"
+    return f"running (process {pid})" if pid else "running or not (this system cannot tell)"
+
+
+def _profiles_text(
+    enabled: bool | None, secret_envs: list[str] | None = None, pid: int | None = 0
+) -> str:
+    """As the source last opened the database with them (not this process), naming the
+    token variable this instance reads (``PXLS_TOKEN_NAME`` for a
+    ``[pxls.instances.NAME]`` table); in the past tense when no source runs."""
     token_env = secret_envs[0] if secret_envs else TOKEN_ENV
+    runs = "ran" if pid is None else "runs"
     if enabled is None:
         return "unknown (no source has opened this database yet)"
     if enabled:
-        return f"enabled (the source runs with {token_env})"
-    return f"DISABLED: the source runs without {token_env}"
+        return f"enabled (the source {runs} with {token_env})"
+    return f"DISABLED: the source {runs} without {token_env}"

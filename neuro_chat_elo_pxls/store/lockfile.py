@@ -47,3 +47,22 @@ class DatabaseLock:
             fd, self._fd = self._fd, None
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def lock_holder(path: str) -> int | None:
+    """The process id that holds a source's lock on the database at ``path``, read from
+    Linux's ``/proc/locks`` (nothing is locked or opened to find out, so a source
+    starting meanwhile is never refused); None when no process holds it, 0 when it
+    cannot be told (no ``/proc/locks``, the file missing)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            table = handle.read()
+    except OSError:
+        return 0
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        parts = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146489 0 EOF"
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == file_id:
+            return int(parts[4]) if parts[4].isdigit() else 0
+    return None
