@@ -317,3 +317,57 @@ async def test_status_says_whether_a_source_holds_the_database(
     assert "the source ran with PXLS_TOKEN" in text
     assert await asyncio.to_thread(main, ["status", "--json", "--db", db]) == 0
     assert json.loads(capsys.readouterr().out)["source_pid"] is None
+
+
+def test_status_text_and_json_agree_on_the_sweep_and_a_wait_that_ended() -> None:
+    """Issue 29, item 13: "sweep #1: 0/1 checked, 277 left" (users who arrived since the
+    sweep started were left, not in the total), and a key whose cooldown had passed
+    showed "cooling until 06:31:29Z (5m14s ago)"."""
+    from neuro_chat_elo_pxls.ops.status import format_status
+
+    status = {
+        "db_path": "x",
+        "canvas": "86",
+        "checked_at": "2026-01-05T06:36:43+00:00",
+        "users": 278,
+        "dirty": 0,
+        "awaiting_enrichment": 0,
+        "missing": 0,
+        "never_enriched": 0,
+        "outbox": 0,
+        "profiles_enabled": True,
+        "last_error": None,
+        "healthy": True,
+        "sweep": {
+            "number": 1,
+            "active": True,
+            "total": 278,
+            "done": 1,
+            "remaining": 277,
+            "eta_seconds": 300,
+        },
+        "keys": {
+            "profile": {"cooling_until": "2026-01-05T06:31:29+00:00", "reason": "pacing"},
+            "leaderboard": {"cooling_until": "2026-01-05T06:40:00+00:00", "reason": "429"},
+        },
+    }
+    text = format_status(status)
+    assert "#1: 1/278 checked, 277 left" in text
+    assert "key profile     ready" in text
+    assert "key leaderboard cooling until 2026-01-05 06:40:00Z (in 3m17s): 429" in text
+
+
+async def test_the_sweep_total_grows_with_users_who_arrived_since_it_started(
+    tmp_path: Path,
+) -> None:
+    from neuro_chat_elo_pxls.models import Snapshot, ToplistRow
+    from neuro_chat_elo_pxls.ops.status import build_status
+    from neuro_chat_elo_pxls.store.writer import Store
+
+    async with await Store.open(str(tmp_path / "db.sqlite3")) as store:
+        rows = tuple(ToplistRow(f"u{i}", i + 1) for i in range(5))
+        await store.ingest("86", Snapshot.from_rows(T0, rows), T0, hold_new=False, state=None)
+        state = SchedulerState(sweep_number=1, sweep_started_at=T0, sweep_total=1)
+        status = await build_status(store, state, T0, PxlsSettings(db_path=store.path))
+    sweep = status["sweep"]
+    assert (sweep["total"], sweep["done"], sweep["remaining"]) == (5, 0, 5)

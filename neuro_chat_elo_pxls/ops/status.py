@@ -41,9 +41,11 @@ async def _sweep_status(
         "finished_at": _ts(state.sweep_finished_at),
     }
     if state.sweep_active:
-        total = state.sweep_total
         remaining = await reader.count_sweep_remaining(state.sweep_number)
-        done = max(0, total - remaining)
+        # users who arrived since the sweep started are in it too: the total grows
+        # with them, so that done + remaining = total in the text and the JSON alike
+        total = max(state.sweep_total, remaining)
+        done = total - remaining
         elapsed = now - (state.sweep_started_at or now)
         eta = sweep_eta(elapsed, done, remaining, settings.profile_cooldown)
         sweep.update(
@@ -212,16 +214,24 @@ def _key_lines(keys: dict[str, dict[str, Any]], checked_at: str | None) -> list[
     """One line per cooldown key: ready, or cooling until when and why."""
     lines = []
     for key, st in keys.items():
+        until = st.get("cooling_until")
         state_text = (
-            f"cooling until {_when_text(st.get('cooling_until'), checked_at)}: "
-            f"{shown(st['reason'])}"
-            if st.get("cooling_until")
-            else "ready"
+            f"cooling until {_when_text(until, checked_at)}: {shown(st['reason'])}"
+            if until and (checked_at is None or _later(until, checked_at))
+            else "ready"  # (a wait that has ended is no wait)
         )
         lines.append(
             f"key {key:<11} {state_text} ({st.get('consecutive_failures', 0)} consecutive failures)"
         )
     return lines
+
+
+def _later(value: str, than: str) -> bool:
+    """``value`` is a later time than ``than`` (both ISO texts; unreadable: True)."""
+    try:
+        return datetime.fromisoformat(value) > datetime.fromisoformat(than)
+    except (TypeError, ValueError):
+        return True
 
 
 def _follow_lines(follow: dict[str, Any], checked_at: str | None) -> list[str]:
