@@ -176,9 +176,9 @@ def format_status(status: dict[str, Any]) -> str:
         f"last pull       {when('last_pull_at', 'never')} "
         f"(stats.json generatedAt {when('last_generated_at')})",
         f"next pull       {when('next_pull_at', 'at the next tick')}",
-        f"users           {status['users']} total, {status['dirty']} dirty, "
-        f"{status['awaiting_enrichment']} awaiting enrichment, {status['missing']} missing (404),"
-        f" {status['never_enriched']} never enriched",
+        f"users           {status['users']} total: {status['dirty']} changed since their last "
+        f"profile read, {status['awaiting_enrichment']} awaiting enrichment, "
+        f"{status['missing']} not found (404), {status['never_enriched']} never enriched",
         f"outbox          {status['outbox']} deltas not yet collected"
         + (f" (oldest observed {when('oldest_outbox_at')})" if status["outbox"] else ""),
         f"source          {_source_text(status.get('source_pid', 0))}",
