@@ -4,6 +4,7 @@ the command it names, and the commands the README shows parse."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -97,6 +98,9 @@ def test_demo_on_a_terminal_writes_the_deltas_to_a_file_and_says_where(tmp_path:
             timeout=300,
             check=False,
             cwd=tmp_path,
+            # the folder it keeps goes under the test's own (was: one more /tmp/pxls-demo-*
+            # folder left behind by every test run)
+            env={**os.environ, "TMPDIR": str(tmp_path)},
         )
         os.set_blocking(master, False)
         try:
@@ -123,6 +127,7 @@ def test_demo_on_a_terminal_writes_the_deltas_to_a_file_and_says_where(tmp_path:
     written = Path(match.group(2)).read_text().splitlines()
     assert len(written) == int(match.group(1)) > 0
     assert jsonlines.loads(written[0]).seq == 1
+    assert Path(match.group(2)).is_relative_to(tmp_path)
 
 
 # -- installing: the package is not on any index; the docs show what CI builds -------
