@@ -85,7 +85,6 @@ def test_demo_excerpt_matches_a_real_run(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_demo_on_a_terminal_writes_the_deltas_to_a_file_and_says_where(tmp_path: Path) -> None:
-    import os
     import pty
 
     master, slave = pty.openpty()
