@@ -217,6 +217,9 @@ class PxlsSettings:
     #: the environment variables the secrets came from (messages name them; a
     #: ``[pxls.instances.NAME]`` table's are ``PXLS_TOKEN_NAME``, ``PXLS_CF_AUTH_NAME``)
     secret_envs: tuple[str, str] = (TOKEN_ENV, CF_AUTH_ENV)
+    #: the ``[pxls.instances.NAME]`` table these settings came from (None: none); not a
+    #: config key: the operator's name for the instance in headings, tags and errors
+    table: str | None = None
     token: Secret | None = attrs.field(factory=lambda: _secret_from_env(TOKEN_ENV), repr=False)
     cf_auth: Secret | None = attrs.field(factory=lambda: _secret_from_env(CF_AUTH_ENV), repr=False)
 
@@ -232,6 +235,17 @@ class PxlsSettings:
                 f"auth_pause_max ({_duration(self.auth_pause_max)}) is shorter than auth_pause "
                 f"({_duration(self.auth_pause)}): raise auth_pause_max or lower auth_pause"
             )
+
+    @property
+    def label(self) -> str | None:
+        """The name an operator knows this instance by, for log tags, headings and
+        errors: the table's name (with the instance name when the table sets another:
+        ``space (pxls.space)``), or the explicit ``instance``; None without either."""
+        if self.table is None:
+            return self.instance
+        if self.instance is None or self.instance == self.table:
+            return self.table
+        return f"{self.table} ({self.instance})"
 
     @property
     def instance_name(self) -> str:
@@ -263,7 +277,9 @@ class PxlsSettings:
     def field_names(cls) -> list[str]:
         """Keys accepted by :meth:`from_mapping` (secrets excluded: they come from env)."""
         return [
-            f.name for f in attrs.fields(cls) if f.name not in ("token", "cf_auth", "secret_envs")
+            f.name
+            for f in attrs.fields(cls)
+            if f.name not in ("token", "cf_auth", "secret_envs", "table")
         ]
 
     @classmethod
@@ -349,6 +365,7 @@ def instances_from_config(section: Mapping[str, Any]) -> list[PxlsSettings]:
                 token=_secret_from_env(token_env),
                 cf_auth=_secret_from_env(cf_env),
                 secret_envs=(token_env, cf_env),
+                table=name,
             )
         )
     _check_apart(found)
@@ -412,7 +429,7 @@ def check_database_instance(recorded: str, settings: PxlsSettings) -> None:
     if recorded and recorded != instance:
         raise StoreError(
             f"{settings.db_path} belongs to pxls instance {shown(recorded)}, not "
-            f"{shown(instance)}: if it is the same pxls (a new base_url, a config "
+            f"{shown(settings.label or instance)}: if it is the same pxls (a new base_url, a config "
             f'moved into [pxls.instances.NAME]), set instance = "{shown(recorded)}" '
             "there; if not, give this instance its own db_path (seqs are per database)"
         )

@@ -62,8 +62,9 @@ class PxlsSource:
 
     @property
     def log_instance(self) -> str | None:
-        """The tag of this source's log lines: an explicit ``instance`` (None: none)."""
-        return self.settings.instance
+        """The tag of this source's log lines: its table's name (and the instance name
+        when the table sets another), or an explicit ``instance``; None: no tag."""
+        return self.settings.label
 
     def __repr__(self) -> str:
         return f"PxlsSource(base_url={self.settings.base_url!r}, db_path={self.settings.db_path!r})"

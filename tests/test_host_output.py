@@ -466,3 +466,39 @@ async def test_the_table_is_logged_every_interval_and_once_at_the_end(
     assert written > 0
     final = messages[messages.index("final table") :]
     assert any(m.startswith(f"  {written} deltas (") for m in final), final[:14]
+
+
+async def test_a_table_that_keeps_an_old_instance_name_is_still_known_by_its_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29, item 10: after moving a single-instance setup into
+    ``[pxls.instances.space]`` with ``instance = "pxls.space"`` (to keep its database),
+    the table's name disappeared from status headings, log tags and errors."""
+    from neuro_chat_elo_pxls import PxlsSource
+    from neuro_chat_elo_pxls.cli import main
+    from neuro_chat_elo_pxls.engine.state import SchedulerState
+    from neuro_chat_elo_pxls.errors import StoreError
+    from neuro_chat_elo_pxls.settings import check_database_instance, instances_from_config
+    from neuro_chat_elo_pxls.store.writer import Store
+
+    dbs = {"space": tmp_path / "s.db", "event": tmp_path / "e.db"}
+    config = tmp_path / "host.toml"
+    config.write_text(
+        f'[pxls.instances.space]\ninstance = "pxls.space"\nbase_url = "https://pxls.space"\n'
+        f'db_path = "{dbs["space"]}"\n'
+        f'[pxls.instances.event]\nbase_url = "http://127.0.0.1:9"\ndb_path = "{dbs["event"]}"\n'
+    )
+    import tomllib
+
+    space, event = instances_from_config(tomllib.loads(config.read_text())["pxls"])
+    assert (space.label, space.instance_name) == ("space (pxls.space)", "pxls.space")
+    assert (event.label, event.instance_name) == ("event", "event")
+    assert PxlsSource(space).log_instance == "space (pxls.space)"
+    with pytest.raises(StoreError, match=r"belongs to pxls instance old, not space \(pxls"):
+        check_database_instance("old", space)
+    for settings in (space, event):
+        async with await Store.open(settings.db_path) as store:
+            await store.save_state(SchedulerState(instance=settings.instance_name))
+    assert await asyncio.to_thread(main, ["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "== pxls instance space (pxls.space)" in out and "== pxls instance event" in out

@@ -21,9 +21,11 @@ async def status_command(args: argparse.Namespace) -> int:
     several pxls instances and no ``--instance``: every instance (text: a heading line
     each; JSON: ``{"healthy": ..., "instances": {name: status}}``), unhealthy if any is."""
     names: list[str | None] = [None]
+    headings: dict[str, str] = {}  # instance name → the operator's name (the table's)
     if getattr(args, "instance", None) is None and getattr(args, "config", None):
-        found = [s.instance_name for s in configured_instances(load_config(args))]
-        names = [*found] if len(found) > 1 else [None]
+        found = configured_instances(load_config(args))
+        names = [s.instance_name for s in found] if len(found) > 1 else [None]
+        headings = {s.instance_name: s.label or s.instance_name for s in found}
     statuses: dict[str, dict[str, Any]] = {}
     for name in names:
         chosen = args if name is None else argparse.Namespace(**{**vars(args), "instance": name})
@@ -45,7 +47,7 @@ async def status_command(args: argparse.Namespace) -> int:
     else:
         for name, status in statuses.items():
             if name:
-                print(f"== pxls instance {name}")
+                print(f"== pxls instance {shown(headings.get(name, name))}")
             _print(status, check=args.check)
     return 0 if healthy or not args.check else 1
 
