@@ -429,7 +429,7 @@ def check_database_instance(recorded: str, settings: PxlsSettings) -> None:
     if recorded and recorded != instance:
         raise StoreError(
             f"{settings.db_path} belongs to pxls instance {shown(recorded)}, not "
-            f"{shown(settings.label or instance)}: if it is the same pxls (a new base_url, a config "
-            f'moved into [pxls.instances.NAME]), set instance = "{shown(recorded)}" '
+            f"{shown(settings.label or instance)}: if it is the same pxls (a new base_url, a "
+            f'config moved into [pxls.instances.NAME]), set instance = "{shown(recorded)}" '
             "there; if not, give this instance its own db_path (seqs are per database)"
         )

@@ -348,3 +348,25 @@ def test_out_file_created_has_its_directory_fsynced_first(
     OutputFile(str(path)).close()
     assert synced == []
     assert path.read_text() == "whole\npartial\n"
+
+
+def test_the_sighup_reopen_line_is_an_event_in_json_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 29, item 22: the SIGHUP line had no ``event`` key in JSON logs, so a log
+    shipper could not tell a rotation from any other line."""
+    import json
+    import logging
+
+    from neuro_chat_elo_pxls.cli.config import OutputFile
+    from neuro_chat_elo_pxls.util.logs import JsonLogFormatter
+
+    path = tmp_path / "deltas.jsonl"
+    out = OutputFile(str(path))
+    path.rename(tmp_path / "deltas.jsonl.1")
+    with caplog.at_level(logging.INFO, logger="neuro_chat_elo_pxls"):
+        out.reopen()
+    out.close()
+    (record,) = [r for r in caplog.records if "reopened" in r.getMessage()]
+    entry = json.loads(JsonLogFormatter().format(record))
+    assert entry["event"] == "reopened" and entry["path"] == str(path)

@@ -16,6 +16,7 @@ from ..engine.state import SchedulerState
 from ..errors import ConfigError
 from ..settings import PxlsSettings, check_database_instance, instances_from_config
 from ..store.reader import StoreReader
+from ..util.logs import event
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -159,6 +160,7 @@ class OutputFile:
                 "SIGHUP: cannot reopen %s (%s); still writing to the old file",
                 self.path,
                 exc.strerror or exc,
+                extra=event("reopen_failed", path=self.path, reason=str(exc.strerror or exc)),
             )
             return
         old, self._file = self._file, new
@@ -166,7 +168,11 @@ class OutputFile:
             old.close()
         except OSError as exc:  # its last lines were flushed and fsynced already
             log.warning("SIGHUP: closing the old %s: %s", self.path, exc.strerror or exc)
-        log.info("SIGHUP: %s reopened; deltas are appended to it from now on", self.path)
+        log.info(
+            "SIGHUP: %s reopened; deltas are appended to it from now on",
+            self.path,
+            extra=event("reopened", path=self.path),
+        )
 
     def close(self) -> None:
         self._file.close()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ..host import Clock, OutputError, Totals, install_signal_handlers, run_host
 from ..settings import TOKEN_ENV, instance_env
 from ..util.clock import JumpClock, SimClock
+from ..util.logs import event
 from . import hangup
 from .config import OutputFile, load_config, open_output
 
@@ -50,6 +51,7 @@ async def run_command(args: argparse.Namespace) -> int:
             "SIGHUP during start-up (%d): %s was only just opened; nothing to reopen",
             early,
             args.out or "stdout",
+            extra=event("reopened", path=args.out, early=early),
         )
     status = 0
     try:
