@@ -52,7 +52,8 @@ class FollowWrites:
             before = await scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
             await conn.execute(
                 "INSERT INTO users (name, score, first_seen, last_seen, followed) "
-                "SELECT value, 0, :now, 0, :bit FROM json_each(:names) WHERE true "
+                "SELECT value, 0, :now, 0, :bit FROM json_each(:names) "
+                "WHERE value NOT IN (SELECT name FROM opted_out) "  # (DESIGN 10)
                 "ON CONFLICT (name) DO UPDATE SET followed = followed | :bit",
                 {"bit": bit, "names": names_json, "now": us(now)},
             )

@@ -19,7 +19,7 @@ import aiosqlite
 
 from ..errors import SchemaTooNewError, StoreError
 from ..util.times import from_us, us
-from . import schema
+from . import optout, schema
 from .connection import Database, scalar
 from .rows import DIRTY, EXPORT_FIELDS, UserRow, fetch_users
 
@@ -210,6 +210,10 @@ class StoreReader:
         )
         return [row[0] for row in rows]
 
+    async def opt_out_list(self) -> list[tuple[str, str, int, int | None]]:
+        """The database's opt-out list: (name, listed_by, since µs, applied_at µs)."""
+        return await self._db.read(optout.listed)
+
     async def count_outbox(self) -> int:
         return await self._db.read(lambda conn: scalar(conn, "SELECT COUNT(*) FROM outbox"))
 
@@ -236,6 +240,7 @@ class StoreReader:
         Close it (``contextlib.aclosing``) when not read to the end: its cursor goes
         with it, before the database closes."""
         where = "canvas = ?" if canvas is not None else "canvas IS NOT NULL"
+        where += " AND name NOT IN (SELECT name FROM opted_out)"  # (listed, not yet erased)
         params = (canvas,) if canvas is not None else ()
         sql = (
             f"SELECT {', '.join(EXPORT_FIELDS)} FROM users WHERE {where} ORDER BY score DESC, name"

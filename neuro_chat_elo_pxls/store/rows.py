@@ -63,16 +63,18 @@ _UPSERT_SET = (
     "WHERE held_score IS NOT NULL OR canvas IS NOT :canvas OR observed_at IS NULL "
     "OR observed_at <= :obs"
 )
+#: (both upserts skip the rows of people on an opt-out list: DESIGN 10)
 UPSERT_HOLD = (
     "INSERT INTO users (name, score, held_score, held_canvas, held_observed_at, held_since, "
     "first_seen, last_seen) SELECT key, 0, value, :canvas, :obs, :now, :now, :now "
-    "FROM json_each(:rows) WHERE true "
+    "FROM json_each(:rows) WHERE key NOT IN (SELECT name FROM opted_out) "
     + _UPSERT_SET.replace("excluded.score", "excluded.held_score")
 )
 #: a new user's first score is handed out at once (no profiles)
 UPSERT_RELEASE = (
     "INSERT INTO users (name, score, canvas, observed_at, first_seen, last_seen) "
-    "SELECT key, value, :canvas, :obs, :now, :now FROM json_each(:rows) WHERE true " + _UPSERT_SET
+    "SELECT key, value, :canvas, :obs, :now, :now FROM json_each(:rows) "
+    "WHERE key NOT IN (SELECT name FROM opted_out) " + _UPSERT_SET
 )
 
 
@@ -110,6 +112,8 @@ class IngestResult:
     deltas: int
     held: int
     unchanged: int
+    #: rows of people on an opt-out list: skipped, nothing of theirs written
+    opted_out: int = 0
 
 
 @attrs.frozen

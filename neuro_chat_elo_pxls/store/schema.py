@@ -96,6 +96,36 @@ END;
 """
 
 
+#: schema 5: ``opted_out`` (the database's own list, and every name it recognises an
+#: opted-out person by: the name as listed, the stable pxls id once known) and
+#: ``credited`` (per name and canvas, the score of its last outbox row: what a host
+#: holds once it has collected everything; kept by a trigger, so every path counts)
+_OPT_OUT_TABLES = """
+CREATE TABLE opted_out (
+    name TEXT PRIMARY KEY,
+    pxls_id INTEGER,
+    listed_by TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    applied_at INTEGER
+);
+CREATE INDEX opted_out_id ON opted_out (pxls_id) WHERE pxls_id IS NOT NULL;
+CREATE TABLE credited (
+    user TEXT NOT NULL,
+    canvas TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    pxls_id INTEGER,
+    PRIMARY KEY (user, canvas)
+);
+CREATE TRIGGER outbox_credited AFTER INSERT ON outbox
+BEGIN
+    INSERT INTO credited (user, canvas, score, pxls_id)
+    VALUES (NEW.user, NEW.canvas, NEW.score, NEW.pxls_id)
+    ON CONFLICT (user, canvas) DO UPDATE SET score = excluded.score,
+        pxls_id = COALESCE(excluded.pxls_id, credited.pxls_id);
+END;
+"""
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: initial schema
     """
@@ -227,10 +257,17 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TRIGGER users_outbox_insert;
     """
     + _ACCOUNTING_TRIGGERS_V4,
+    # 5: people who asked not to be counted, and what each name was credited per canvas
+    # (a withdrawal hands out minus that, on every canvas)
+    _OPT_OUT_TABLES
+    + """
+    INSERT INTO credited (user, canvas, score, pxls_id)
+        SELECT name, canvas, score, pxls_id FROM users WHERE canvas IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: the newest schema, for a database created by this version (= migrations 1-4)
+#: the newest schema, for a database created by this version (= migrations 1-5)
 LATEST = (
     """
     CREATE TABLE users (
@@ -278,6 +315,7 @@ LATEST = (
     CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT);
     """
     + _ACCOUNTING_TRIGGERS_V4
+    + _OPT_OUT_TABLES
 )
 
 
@@ -293,6 +331,9 @@ async def prepare(conn: aiosqlite.Connection, path: str) -> None:
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+        # deleted rows are overwritten, not left in free pages (an opted-out person's
+        # Discord name and faction must be gone from the file, DESIGN 10)
+        await conn.execute("PRAGMA secure_delete=ON")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
         try:

@@ -31,7 +31,7 @@ import aiosqlite
 from ..errors import StoreError
 from ..models import Profile, Snapshot
 from ..util.times import us
-from . import schema
+from . import optout, schema
 from .connection import Database, scalar
 from .follows import BY_FACTION, FollowWrites
 from .lockfile import DatabaseLock
@@ -138,10 +138,11 @@ class Store(StoreReader):
             await self._release(conn, "held_canvas != :canvas", ctx)
             before = await scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
             max_id = await scalar(conn, "SELECT COALESCE(MAX(id), 0) FROM users")
+            rows = snapshot.toplist.decode()
             await conn.execute(
                 UPSERT_HOLD if hold_new else UPSERT_RELEASE,
                 {
-                    "rows": snapshot.toplist.decode(),
+                    "rows": rows,
                     "canvas": canvas,
                     "obs": ctx["obs"],
                     "now": ctx["now"],
@@ -152,9 +153,15 @@ class Store(StoreReader):
             deltas = await scalar(conn, "SELECT COUNT(*) FROM outbox WHERE seq > ?", before)
             new = await scalar(conn, "SELECT COUNT(*) FROM users WHERE id > ?", max_id)
             held = await scalar(conn, "SELECT COUNT(*) FROM users WHERE held_score IS NOT NULL")
+            skipped = await scalar(
+                conn,
+                "SELECT COUNT(*) FROM json_each(?) WHERE key IN (SELECT name FROM opted_out)",
+                rows,
+            )
             # a held new user makes no delta yet; a released new user's delta is counted
-            changed = deltas + (new if hold_new else 0)
-            return IngestResult(len(snapshot), new, deltas, held, max(0, len(snapshot) - changed))
+            changed = deltas + (new if hold_new else 0) + skipped
+            unchanged = max(0, len(snapshot) - changed)
+            return IngestResult(len(snapshot), new, deltas, held, unchanged, skipped)
 
         return await self._db.write(unit)
 
@@ -303,6 +310,27 @@ class Store(StoreReader):
                 "UPDATE users SET swept_in = MAX(swept_in, ?) WHERE id = ?", (sweep, user_id)
             )
         )
+
+    # -- opt-out (DESIGN 10) ----------------------------------------------------
+
+    async def opt_out_add(self, names: Sequence[str], now: datetime) -> int:
+        """Put ``names`` on the database's opt-out list (the CLI's). Returns how many
+        were new; a running source withdraws and erases them at its next tick."""
+        return await self._db.write(lambda conn: optout.add(conn, names, "cli", us(now)))
+
+    async def opt_out_remove(self, names: Sequence[str]) -> int:
+        """Take ``names`` off the database's list: they are counted again as new users.
+        Returns how many entries went (a name the config lists stays opted out)."""
+        return await self._db.write(lambda conn: optout.remove(conn, names))
+
+    async def apply_opt_outs(self, config_names: Sequence[str], now: datetime) -> optout.Applied:
+        """Withdraw and erase everyone on an opt-out list not yet applied, in one
+        transaction (:func:`.optout.apply`); after an erasure the WAL is checkpointed
+        and truncated, so the erased bytes are gone from both files."""
+        applied = await self._db.write(lambda conn: optout.apply(conn, config_names, us(now)))
+        if applied.people:
+            await self._db.read(optout.checkpoint)
+        return applied
 
     # -- outbox --------------------------------------------------------------
 

@@ -1,0 +1,197 @@
+"""People who asked not to be counted (DESIGN 10): the opt-out list and what opting out
+does to the database.
+
+The list merges three places: the config's ``opt_out`` names and ``opt_out_file``
+(handed in by the source each tick as ``listed``) and the database's own list, kept by
+the CLI (``opt-out add/remove``, ``forget``) in the ``opted_out`` table, which also
+remembers every name an opted-out person is recognised by (the name as listed, and the
+stable pxls id once known, so a rename does not bring them back).
+
+:func:`apply` does, in one transaction, for everyone listed and not yet applied:
+
+* **withdraws** what was credited: per name and canvas, one outbox row of minus the
+  score of that name's last outbox row on that canvas (``via = 'opt-out'``, score 0),
+  so a host that collects everything holds 0 for them;
+* **erases** their personal data: the user rows (Discord name, faction, counts,
+  held deltas, follow marks), the ``credited`` rows, and the Discord name and faction
+  of their outbox rows not yet collected (the deltas stay: the sums must reach 0);
+  ``PRAGMA secure_delete`` (set at open) overwrites what is deleted, and
+  :func:`checkpoint` empties the WAL afterwards.
+
+From then on nothing of theirs is written: the toplist upsert and the follow marks skip
+listed names (:data:`NOT_OPTED_OUT`), so no delta and no profile request. Removing a
+name from every list makes them a new user again. All functions run inside the
+caller's unit (one :class:`~.connection.Database` transaction) unless said otherwise;
+times are microseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+
+import aiosqlite
+import attrs
+
+from .connection import scalar
+
+#: a SQL condition on a name column: it is on no opt-out list of the database
+NOT_OPTED_OUT = "NOT IN (SELECT name FROM opted_out)"
+
+#: who put a name on the database's list: the CLI, the config (mirrored each tick), or
+#: the source itself (a listed person's new name, recognised by the pxls id)
+LISTED_BY = ("cli", "config", "rename")
+
+
+@attrs.frozen
+class Applied:
+    """What one :func:`apply` did: people newly applied, withdrawal rows written, the
+    points withdrawn (their absolute sum), user rows erased, names the config no longer
+    lists (back in)."""
+
+    people: int = 0
+    withdrawals: int = 0
+    points: int = 0
+    erased: int = 0
+    back_in: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.people or self.back_in)
+
+
+async def add(conn: aiosqlite.Connection, names: Iterable[str], by: str, now: int) -> int:
+    """Put ``names`` on the database's list (``by``: one of :data:`LISTED_BY`); a name
+    listed already keeps its entry. Returns how many were new."""
+    before = await scalar(conn, "SELECT COUNT(*) FROM opted_out")
+    await conn.executemany(
+        "INSERT INTO opted_out (name, listed_by, since) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO NOTHING",
+        [(name, by, now) for name in names],
+    )
+    return await scalar(conn, "SELECT COUNT(*) FROM opted_out") - before
+
+
+async def remove(conn: aiosqlite.Connection, names: Iterable[str]) -> int:
+    """Take ``names`` off the database's list (and every name recognised through the same
+    pxls id): they are counted again, as new users. Returns how many entries went."""
+    wanted = json.dumps(sorted(set(names)))
+    cur = await conn.execute(
+        "DELETE FROM opted_out WHERE name IN (SELECT value FROM json_each(:names)) "
+        "OR pxls_id IN (SELECT pxls_id FROM opted_out WHERE pxls_id IS NOT NULL "
+        "AND name IN (SELECT value FROM json_each(:names)))",
+        {"names": wanted},
+    )
+    return max(0, cur.rowcount)
+
+
+async def listed(conn: aiosqlite.Connection) -> list[tuple[str, str, int, int | None]]:
+    """The database's list: (name, listed_by, since, applied_at), by name."""
+    async with conn.execute(
+        "SELECT name, listed_by, since, applied_at FROM opted_out ORDER BY name"
+    ) as cur:
+        return [tuple(row) for row in await cur.fetchall()]
+
+
+async def apply(conn: aiosqlite.Connection, config_names: Iterable[str], now: int) -> Applied:
+    """Bring the database in line with the lists: mirror ``config_names`` (the config's
+    ``opt_out`` and ``opt_out_file``) into ``opted_out``, recognise listed people under
+    new names by their pxls id, then withdraw and erase everyone not yet applied (see the
+    module docstring). Cheap when nothing changed (two indexed queries)."""
+    back_in = await _mirror_config(conn, config_names, now)
+    await conn.execute(  # a listed person seen under another name (a rename)
+        "INSERT INTO opted_out (name, pxls_id, listed_by, since) "
+        "SELECT u.name, u.pxls_id, 'rename', :now FROM users u JOIN opted_out o "
+        "ON u.pxls_id = o.pxls_id WHERE u.name != o.name ON CONFLICT (name) DO NOTHING",
+        {"now": now},
+    )
+    pending = [
+        str(row[0])
+        for row in await _rows(conn, "SELECT name FROM opted_out WHERE applied_at IS NULL")
+    ]
+    if not pending:
+        return Applied(back_in=back_in)
+    names = json.dumps(pending)
+    await conn.execute(  # remember the stable id of each, once known
+        "UPDATE opted_out SET pxls_id = (SELECT pxls_id FROM users WHERE users.name = "
+        "opted_out.name) WHERE applied_at IS NULL AND pxls_id IS NULL",
+    )
+    ids = (
+        "(SELECT pxls_id FROM opted_out WHERE pxls_id IS NOT NULL "
+        "AND name IN (SELECT value FROM json_each(:names)))"
+    )
+    # every name of theirs: as listed, and any other the pxls id ties to them (a name
+    # they had before a rename keeps its credited rows, with the id they came with)
+    everyone = (
+        f"(SELECT value FROM json_each(:names) UNION SELECT name FROM users WHERE pxls_id "
+        f"IN {ids} UNION SELECT user FROM credited WHERE pxls_id IN {ids})"
+    )
+    withdrawn = await _rows(
+        conn,
+        f"SELECT COUNT(*), COALESCE(SUM(ABS(score)), 0) FROM credited "
+        f"WHERE score != 0 AND user IN {everyone}",
+        {"names": names},
+    )
+    await conn.execute(
+        "INSERT INTO outbox (user, pxls_id, delta, score, canvas, observed_at, via) "
+        f"SELECT user, pxls_id, -score, 0, canvas, :now, 'opt-out' FROM credited "
+        f"WHERE score != 0 AND user IN {everyone} ORDER BY user, canvas",
+        {"names": names, "now": now},
+    )
+    await conn.execute(
+        "UPDATE outbox SET discord = NULL, faction_id = NULL, faction_tag = NULL, "
+        f"faction_name = NULL, faction_color = NULL WHERE user IN {everyone}",
+        {"names": names},
+    )
+    cur = await conn.execute(f"DELETE FROM users WHERE name IN {everyone}", {"names": names})
+    erased = max(0, cur.rowcount)
+    await conn.execute(f"DELETE FROM credited WHERE user IN {everyone}", {"names": names})
+    await conn.execute(
+        "UPDATE opted_out SET applied_at = :now WHERE applied_at IS NULL", {"now": now}
+    )
+    rows, points = withdrawn[0]
+    return Applied(len(pending), int(str(rows)), int(str(points)), erased, back_in)
+
+
+async def _mirror_config(conn: aiosqlite.Connection, names: Iterable[str], now: int) -> int:
+    """The config's names as ``listed_by = 'config'`` entries: new ones added, ones the
+    config no longer lists removed (those people are back in). Returns how many went."""
+    wanted = json.dumps(sorted(set(names)))
+    cur = await conn.execute(
+        "DELETE FROM opted_out WHERE listed_by = 'config' "
+        "AND name NOT IN (SELECT value FROM json_each(:names))",
+        {"names": wanted},
+    )
+    await conn.execute(
+        "INSERT INTO opted_out (name, listed_by, since) "
+        "SELECT value, 'config', :now FROM json_each(:names) WHERE true "
+        "ON CONFLICT (name) DO NOTHING",
+        {"names": wanted, "now": now},
+    )
+    return max(0, cur.rowcount)
+
+
+async def count(conn: aiosqlite.Connection) -> int:
+    """How many names the database recognises as opted out."""
+    return await scalar(conn, "SELECT COUNT(*) FROM opted_out")
+
+
+async def checkpoint(conn: aiosqlite.Connection) -> bool:
+    """Outside any transaction: copy the WAL into the database file and truncate it, so
+    that no page image from before an erasure stays in the WAL. False when a reader
+    kept part of it (it is tried again after the next erasure, and SQLite truncates it
+    at the next checkpoint it completes)."""
+    try:
+        async with conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+            row = await cur.fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return row is not None and row[0] == 0
+
+
+async def _rows(
+    conn: aiosqlite.Connection, sql: str, params: dict[str, object] | None = None
+) -> list[tuple[object, ...]]:
+    async with conn.execute(sql, params or {}) as cur:
+        return [tuple(row) for row in await cur.fetchall()]
