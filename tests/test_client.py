@@ -371,3 +371,53 @@ async def test_aioresponses_compat_shim_matches_this_aiohttp(client: PxlsClient)
         m.get(f"{BASE}/info", status=200, body=b'{"canvasCode":"86"}', headers=JSON)
         info = await client.fetch_info()
     assert info.canvas_code == "86"
+
+
+async def test_another_transport_is_read_by_the_same_code(
+    make_settings: Callable[..., PxlsSettings],
+) -> None:
+    """A client given a transport sends through it (headers, timeout) and reads its
+    answer with its own code: a 429 whose wait is in the body; close closes it. A
+    session and a transport together are refused."""
+    from collections.abc import Mapping
+    from contextlib import asynccontextmanager
+    from typing import TypeVar
+
+    import aiohttp
+
+    from neuro_chat_elo_pxls.testing.simulate.wire import Body, Response
+
+    T = TypeVar("T")
+    sent: list[tuple[str, float]] = []
+    closed: list[bool] = []
+    text = b"You're doing that too much. Try again in 3600 seconds."
+
+    class Transport:
+        @asynccontextmanager
+        async def get(
+            self,
+            url: str,
+            *,
+            headers: Mapping[str, str],
+            timeout: float,  # noqa: ASYNC109 (the Transport protocol's)
+        ) -> AsyncIterator[Response]:
+            assert "pxls-validate=" in headers["Cookie"]
+            sent.append((url, timeout))
+            body = Body(text, cut=None, error=None, size=len(text))
+            yield Response(429, [("Content-Type", "text/plain")], body)
+
+        async def off_loop(self, fn: Callable[[bytes], T], body: bytes) -> T:
+            return fn(body)
+
+        async def close(self) -> None:
+            closed.append(True)
+
+    settings = make_settings()
+    async with PxlsClient(settings, transport=Transport()) as client:
+        with pytest.raises(RateLimitedError) as caught:
+            await client.fetch_info()
+    assert caught.value.retry_after == 3600
+    assert sent == [(f"{BASE}/info", 20.0)] and closed == [True]
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ValueError, match="not both"):
+            PxlsClient(settings, session, transport=Transport())

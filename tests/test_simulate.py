@@ -1,5 +1,6 @@
 """The simulator (``neuro_chat_elo_pxls.testing.simulate``): every promise, as an
-invariant, over many seeds of 48 simulated hours; and the seeds that once failed.
+invariant, over many seeds of 48 simulated hours; and the seeds that once failed;
+the in-memory transport between the real client and the model pxls.
 
 ``PXLS_SIM_SEEDS`` sets how many seeds the sweep runs (default 100, in four parts,
 one subprocess each; CI's matrix lanes run fewer, its simulator lane 1,100 more); simulated
@@ -52,8 +53,11 @@ from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 #: 27), reverting a fix: 179 and 185 (conservation) and 181 (seq order) a collect_deltas
 #: cancelled while the other plugin ran lost the drained batch; 103 acknowledge raised
 #: AttributeError on the other plugin's delta
+#: With the real PxlsClient behind an in-memory transport (its answers HTTP-level), a
+#: planted misreading of the body's "Try again in N seconds" (at most 3 digits: 3600
+#: read as no wait) sent a profile 3568 s before the wait ended: 6 (waits honoured)
 REGRESSIONS = (
-    *(3, 15, 16, 18, 23, 28, 30, 55, 85, 103, 109, 129, 179, 181, 185, 213, 266, 318),
+    *(3, 6, 15, 16, 18, 23, 28, 30, 55, 85, 103, 109, 129, 179, 181, 185, 213, 266, 318),
     *(521, 554, 586, 1170, 1176, 1438, 3235, 3650, 4959, 8852, 9305, 30548),
 )
 
@@ -136,6 +140,87 @@ def test_the_simulator_catches_absurd_profile_counts(monkeypatch: pytest.MonkeyP
     assert any(
         v.invariant == "scores are the truth" and "1000000000000000" in v.detail for v in violations
     ), [v.line(48) for v in violations]
+
+
+def test_the_simulator_reads_every_answer_through_the_real_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model pxls answers over an in-memory transport; the real PxlsClient reads
+    the answers. A misread "Try again in N seconds" body (3600 seconds taken for no
+    wait) breaks "waits honoured" on seed 6; the model World itself (the source's
+    client until then) never showed that."""
+    import re
+
+    from neuro_chat_elo_pxls.pxls import client
+
+    monkeypatch.setattr(client, "_TRY_AGAIN_RE", re.compile(rb"Try again in (\d{1,3}) seconds"))
+    violations = simulate.run_seed(6, 48)
+    assert any(v.invariant.endswith("waits honoured") for v in violations), [
+        v.line(48) for v in violations
+    ]
+
+
+async def test_the_wire_answers_like_aiohttp(tmp_path: Path) -> None:
+    """The in-memory transport's response reads like aiohttp's: Content-Type without
+    its parameters, Content-Length, case-insensitive headers, a body in chunks; a
+    connection cut before the Content-Length raises aiohttp's payload error, a stalled
+    body its read timeout; a body over the cap read whole is a violation."""
+    import aiohttp
+
+    from neuro_chat_elo_pxls.settings import PxlsSettings
+    from neuro_chat_elo_pxls.testing.simulate.wire import WireTransport
+    from neuro_chat_elo_pxls.testing.simulate.world import Answer
+
+    class World:
+        def __init__(self) -> None:
+            self.checker = simulate.Checker(seed=0, cooldown=timedelta(seconds=1))
+            self.answer = Answer(200, [], b"")
+            self.in_flight = 0
+
+        async def serve(self, endpoint: str, name: str | None, cookies: object) -> Answer:
+            self.in_flight += 1
+            return self.answer
+
+        def done(self) -> None:
+            self.in_flight -= 1
+
+    world = World()
+    settings = PxlsSettings(
+        base_url="http://sim.invalid", db_path=str(tmp_path / "db"), max_page_bytes=10
+    )
+    wire = WireTransport(world, settings)  # type: ignore[arg-type]
+    url = "http://sim.invalid/info"
+
+    async def read(answer: Answer) -> tuple[int, str, int | None, str | None, bytes]:
+        world.answer = answer
+        async with wire.get(url, headers={}, timeout=20) as resp:
+            chunks = [c async for c in resp.content.iter_chunked(4)]
+            return (
+                resp.status,
+                resp.content_type,
+                resp.content_length,
+                resp.headers.get("retry-after"),
+                b"".join(chunks),
+            )
+
+    html = [("Content-Type", "text/html; charset=utf-8"), ("Retry-After", "60")]
+    assert await read(Answer(429, html, b"0123456")) == (429, "text/html", 7, "60", b"0123456")
+    assert await read(Answer(200, [], b"{}", length=False)) == (
+        200,
+        "application/octet-stream",
+        None,
+        None,
+        b"{}",
+    )
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await read(Answer(200, [], b"0123456789", cut=5))
+    with pytest.raises(TimeoutError):
+        await read(Answer(200, [], b"0123456789", cut=5, timeout=True))
+    with pytest.raises(TimeoutError):
+        await read(Answer(0, [], b"", timeout=True))
+    assert world.in_flight == 0 and not world.checker.violations
+    await read(Answer(200, [], b"{}", oversize=True))  # read whole, past the cap
+    assert [v.invariant for v in world.checker.violations] == ["size caps hold"]
 
 
 def test_only_a_profile_observation_is_looked_up_among_host_times() -> None:

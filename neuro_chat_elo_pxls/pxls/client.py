@@ -1,10 +1,17 @@
 """``PxlsClient``: the one HTTP client that talks to pxls.space (async, aiohttp).
 
-It owns its :class:`aiohttp.ClientSession` or borrows one, applies the request
-timeout and body size caps, and maps every failure to :mod:`.errors`. It decides
-on status code, headers and Content-Type, never on an error page's text (pxls.space
-turns every GET error into an HTML page). It does no pacing: the command processor
-sends one request at a time.
+It applies the request timeout and body size caps, and maps every failure to
+:mod:`.errors`. It decides on status code, headers and Content-Type, never on an
+error page's text (pxls.space turns every GET error into an HTML page). It does no
+pacing: the command processor sends one request at a time.
+
+It sends its GETs through a :class:`Transport`: :class:`AiohttpTransport` (the
+default; owns its :class:`aiohttp.ClientSession` or borrows one) or another that
+answers with the same response shape (status, headers, Content-Type,
+Content-Length, a body read in chunks) and raises aiohttp's exceptions, as the
+simulator's in-memory model of pxls.space does. Everything after the transport
+(status codes, ``Retry-After``, "Try again in N seconds", caps, Content-Type,
+parsing) is this module's, whichever transport answers.
 """
 
 from __future__ import annotations
@@ -12,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -59,6 +68,86 @@ def _retry_after(header: str | None, body: bytes, now: datetime | None = None) -
     return float(match.group(1)) if match else None
 
 
+_T = TypeVar("_T")
+
+
+class Body(Protocol):
+    """A response body read in chunks (aiohttp's ``StreamReader`` is one)."""
+
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class HttpResponse(Protocol):
+    """What the client reads of a response (aiohttp's ``ClientResponse`` is one)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # case-insensitive keys
+    @property
+    def content_type(self) -> str: ...  # the media type alone, lower case
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def content(self) -> Body: ...
+
+
+class Transport(Protocol):
+    """How :class:`PxlsClient` sends a GET and where it parses a big body.
+
+    ``get`` answers with an :class:`HttpResponse` (any status: the client decides)
+    or raises what aiohttp raises: ``TimeoutError``, ``aiohttp.ClientError`` (its
+    ``ClientPayloadError`` for a body cut short, ``ClientConnectorError``...), also
+    while the body is read. ``off_loop`` runs a CPU-heavy parse away from the event
+    loop (a worker thread for aiohttp).
+    """
+
+    def get(
+        self, url: str, *, headers: Mapping[str, str], timeout: float
+    ) -> AbstractAsyncContextManager[HttpResponse]: ...
+    async def off_loop(self, fn: Callable[[bytes], _T], body: bytes) -> _T: ...
+    async def close(self) -> None: ...
+
+
+class AiohttpTransport:
+    """The production :class:`Transport`: an :class:`aiohttp.ClientSession`, created
+    on first use and closed by :meth:`close`, or borrowed (never closed here)."""
+
+    def __init__(self, settings: PxlsSettings, session: aiohttp.ClientSession | None = None):
+        self._settings = settings
+        self._session = session
+        self._owns_session = session is None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout.total_seconds()),
+                cookie_jar=aiohttp.DummyCookieJar(),  # we send our own cookies, keep none
+                raise_for_status=False,
+            )
+            self._owns_session = True
+        return self._session
+
+    def get(
+        self, url: str, *, headers: Mapping[str, str], timeout: float
+    ) -> AbstractAsyncContextManager[HttpResponse]:
+        return self._get_session().get(
+            url,
+            headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        )
+
+    async def off_loop(self, fn: Callable[[bytes], _T], body: bytes) -> _T:
+        return await asyncio.to_thread(fn, body)
+
+    async def close(self) -> None:
+        """Close the session if this transport created it. Idempotent."""
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+
 class PxlsApi(Protocol):
     """What the source needs from a pxls.space client (tests substitute a fake)."""
 
@@ -72,13 +161,22 @@ class PxlsClient:
     """Async client for stats.json, /info and profiles. Use as ``async with``.
 
     ``session``: borrow an existing session (not closed by :meth:`close`);
-    otherwise the client creates and owns one on first use.
+    otherwise the client creates and owns one on first use. ``transport``: send
+    through another :class:`Transport` instead (closed by :meth:`close`; a
+    transport shared by several clients makes its ``close`` a no-op).
     """
 
-    def __init__(self, settings: PxlsSettings, session: aiohttp.ClientSession | None = None):
+    def __init__(
+        self,
+        settings: PxlsSettings,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        transport: Transport | None = None,
+    ):
+        if transport is not None and session is not None:
+            raise ValueError("give a session or a transport, not both")
         self._settings = settings
-        self._session = session
-        self._owns_session = session is None
+        self._transport: Transport = transport or AiohttpTransport(settings, session)
         self._base = settings.base_url.rstrip("/")
         self._validate = str(uuid.uuid4())
 
@@ -92,19 +190,7 @@ class PxlsClient:
 
     async def close(self) -> None:
         """Close the session if this client created it. Idempotent."""
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-            self._session = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout.total_seconds()),
-                cookie_jar=aiohttp.DummyCookieJar(),  # we send our own cookies, keep none
-                raise_for_status=False,
-            )
-            self._owns_session = True
-        return self._session
+        await self._transport.close()
 
     def _headers(self, *, with_token: bool) -> dict[str, str]:
         headers = {"User-Agent": self._settings.user_agent}
@@ -122,13 +208,11 @@ class PxlsClient:
         """GET ``path``; return the body of a 200 or raise a :mod:`.errors` exception."""
         url = self._base + path
         what = path.split("?")[0]
-        timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout.total_seconds())
         try:
-            async with self._get_session().get(
+            async with self._transport.get(
                 url,
                 headers=self._headers(with_token=with_token),
-                timeout=timeout,
-                allow_redirects=False,
+                timeout=self._settings.request_timeout.total_seconds(),
             ) as resp:
                 return await self._answer(resp, what, limit=limit, expect_json=expect_json)
         # causes dropped on purpose below: aiohttp's exceptions carry the request's
@@ -151,7 +235,7 @@ class PxlsClient:
             raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
 
     async def _answer(
-        self, resp: aiohttp.ClientResponse, what: str, *, limit: int, expect_json: bool
+        self, resp: HttpResponse, what: str, *, limit: int, expect_json: bool
     ) -> bytes:
         """The body of a 200, or the :mod:`.errors` exception its status means."""
         status = resp.status
@@ -186,7 +270,7 @@ class PxlsClient:
 
     @staticmethod
     async def _read_capped(
-        resp: aiohttp.ClientResponse, limit: int, what: str, *, truncate: bool = False
+        resp: HttpResponse, limit: int, what: str, *, truncate: bool = False
     ) -> bytes:
         if not truncate and resp.content_length is not None and resp.content_length > limit:
             raise MalformedDataError(f"{what}: body of {resp.content_length} bytes over the cap")
@@ -210,9 +294,10 @@ class PxlsClient:
         )
 
     async def fetch_stats(self) -> Snapshot:
-        """``/stats/stats.json`` parsed in a worker thread (big bodies must not block)."""
+        """``/stats/stats.json`` parsed off the loop (big bodies must not block): in a
+        worker thread, or where the transport's ``off_loop`` says."""
         body = await self.fetch_stats_body()
-        return await asyncio.to_thread(parse_stats, body)
+        return await self._transport.off_loop(parse_stats, body)
 
     async def fetch_info(self) -> CanvasInfo:
         """``/info`` → canvas code."""

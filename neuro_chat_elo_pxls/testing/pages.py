@@ -1,5 +1,7 @@
-"""What the stand-in serves, shaped like pxls.space: PHP and Gson JSON escapes, the
-profile JSON and pxls-web HTML page of a simulated user, pxls-web error pages."""
+"""What the stand-in and the simulator's model pxls serve, shaped like pxls.space: PHP
+and Gson JSON escapes, the profile JSON and pxls-web HTML page of a simulated user,
+pxls-web error pages, the backend's and Cloudflare's rate-limit answers, a
+Cloudflare challenge and a maintenance page."""
 
 from __future__ import annotations
 
@@ -120,8 +122,9 @@ _ERROR_TEXT = {
 }
 
 
-def error_page(status: int) -> web.Response:
-    """pxls-web's HTML error page for a GET whose backend status was ``status``."""
+def error_html(status: int) -> str:
+    """The text of pxls-web's HTML error page for a GET whose backend status was
+    ``status`` (served as ``text/html; charset=utf-8``)."""
     heading, text = _ERROR_TEXT.get(
         status,
         (
@@ -129,10 +132,31 @@ def error_page(status: int) -> web.Response:
             "The action you attempted to perform is not allowed or resulted in an error.",
         ),
     )
-    page = (
+    return (
         f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="UTF-8">\n'
         f'<title>{status} - pxls.space</title>\n</head>\n<body>\n<main role="main" '
         f'class="mb-3">\n<div class="container">\n<h1>{heading}</h1>\n<hr>\n<p>{text}</p>\n'
         f"</div>\n</main>\n</body>\n</html>\n"
     )
-    return web.Response(status=status, text=page, content_type="text/html", charset="utf-8")
+
+
+def error_page(status: int) -> web.Response:
+    """pxls-web's HTML error page for a GET whose backend status was ``status``."""
+    return web.Response(
+        status=status, text=error_html(status), content_type="text/html", charset="utf-8"
+    )
+
+
+def rate_limited_text(seconds: int) -> bytes:
+    """The backend's plain-text 429 body (no ``Retry-After``)."""
+    return f"You're doing that too much. Try again in {seconds} seconds.".encode()
+
+
+#: Cloudflare's 1015 page (a 429 that comes with ``Retry-After``; ``Server: cloudflare``)
+CLOUDFLARE_1015_HTML = "<!DOCTYPE html>Error 1015 You are being rate limited"
+#: Cloudflare's challenge page (a 403 with ``cf-mitigated: challenge``)
+CHALLENGE_HTML = "<title>Just a moment...</title>"
+#: A 200 HTML page where JSON was expected
+MAINTENANCE_HTML = "<html>maintenance</html>"
+#: The backend's JSON 404 for an unknown user (a client talking to it without pxls-web)
+USER_NOT_FOUND_JSON = b'{"success":false,"message":"Not Found","details":"USER_NOT_FOUND"}'

@@ -38,7 +38,17 @@ from .canvas_model import (
     CanvasModel,
     Scenario,
 )
-from .pages import SimUser, error_page, gson_json, profile_dict, profile_page
+from .pages import (
+    CHALLENGE_HTML,
+    CLOUDFLARE_1015_HTML,
+    MAINTENANCE_HTML,
+    SimUser,
+    error_page,
+    gson_json,
+    profile_dict,
+    profile_page,
+    rate_limited_text,
+)
 
 __all__ = [
     "BERLIN",
@@ -174,24 +184,20 @@ class PxlsStandIn(CanvasModel):
         fault = self.faults[endpoint].popleft()
         self.faults_served += 1
         if fault is Fault.RATE_LIMIT_TEXT:
-            return web.Response(
-                status=429, body=b"You're doing that too much. Try again in 73 seconds."
-            )
+            return web.Response(status=429, body=rate_limited_text(73))
         if fault is Fault.RATE_LIMIT_RETRY_AFTER:
             return web.Response(
                 status=429,
                 headers={"Retry-After": "30", "Server": "cloudflare"},
                 content_type="text/html",
-                text="<!DOCTYPE html>Error 1015 You are being rate limited",
+                text=CLOUDFLARE_1015_HTML,
             )
         if fault is Fault.RATE_LIMIT_HTML:
             return error_page(429)
         if fault.value.isdigit() and fault is not Fault.FORBIDDEN:
             return error_page(int(fault.value))
         if fault is Fault.HTML_200:
-            return web.Response(
-                status=200, content_type="text/html", text="<html>maintenance</html>"
-            )
+            return web.Response(status=200, content_type="text/html", text=MAINTENANCE_HTML)
         if fault is Fault.SLOW:
             await self._linger(request)
             return web.Response(body=json_ok, content_type="application/json")
@@ -207,7 +213,7 @@ class PxlsStandIn(CanvasModel):
                 status=403,
                 headers={"cf-mitigated": "challenge", "Server": "cloudflare"},
                 content_type="text/html",
-                text="<title>Just a moment...</title>",
+                text=CHALLENGE_HTML,
             )
         return error_page(403)
 

@@ -2,15 +2,28 @@
 
 Every promise of the README and DESIGN is checked as an invariant over whole runs,
 one seed at a time: the real :class:`~neuro_chat_elo_pxls.PxlsSource`, with its real
-SQLite file, driven in simulated time by
+SQLite file and its real :class:`~neuro_chat_elo_pxls.pxls.client.PxlsClient`,
+driven in simulated time by
 
 * a model pxls (:class:`World`): people painting at varied rates, a toplist of the top
   N regenerated every 15 minutes (``generatedAt`` in Europe/Berlin wall time, DST
   nights included), followed people outside it, canvas resets with a stale
   stats.json and a flapping ``/info``, renames, bans, rollbacks, ``-snip-`` rows, and
   faults drawn per request (429 with and without a wait, 5xx, timeouts, 403 and
-  challenges in outages, bad bodies, absurd counts). Bodies go through the package's
-  real parsers (JSON and HTML profiles);
+  challenges in outages, bad bodies, absurd counts). It answers at the HTTP level
+  (:class:`Answer`: status, headers, body), in the shapes pxls.space, pxls-web, its
+  backend and Cloudflare give (rendered by :mod:`..pages`): a 429's wait in
+  ``Retry-After``, in a "Try again in N seconds" body or both, or none (pxls-web's
+  page); pxls-web's HTML error pages, a challenge's ``cf-mitigated`` header, a 200
+  HTML page where JSON was expected, the backend's JSON 404; Content-Types with and
+  without parameters or none, with and without Content-Length; a file cut short, a
+  connection closed before its Content-Length, a body that stalls until the read
+  timeout, no answer at all, a body over the size cap (declared or not);
+* an in-memory transport (:class:`WireTransport`, :mod:`.wire`) under the real
+  client: every request of a run goes through the client's own code (status codes,
+  headers, caps, Content-Type, the parsers, the mapping to the package's errors);
+  no socket, thread or timer, a request one event-loop step, where the host may
+  cancel it;
 * a model host (:class:`Host`): a real pluggy ``PluginManager`` that finds the pxls
   plugin through its entry point and holds another plugin's source beside the pxls one
   (its deltas are not EloDeltas; its ``collect_deltas`` is slow), every hook called
@@ -25,8 +38,10 @@ SQLite file, driven in simulated time by
 
 Invariants (:class:`Checker`), while it runs and at the end: per name and canvas the
 deltas add up to the last score and every delta's score is the model's count at its
-``observed_at``; no zero delta; no ``seq`` handed out twice with other content; one request in
-flight; profile requests at least ``profile_cooldown`` apart; nothing sent to a key
+``observed_at``; no zero delta; no ``seq`` handed out twice with other content; one
+request in flight (until its answer is released); profile requests at least
+``profile_cooldown`` apart; requests go to pxls's URLs; a body over the size cap is
+never read whole; nothing sent to a key
 within 15 minutes of its 403 or before a server-given wait ends, across restarts
 (new credentials may try at once); ``/info`` and stats.json requests per hour
 bounded; every sweep finishes when the budget allows it; followed people refreshed;
@@ -38,7 +53,9 @@ simulated hours are calm). The simulated world and the host's choices depend on 
 seed only, and so does the whole run: SQLite statements run on the event loop's
 thread (:func:`inline_sqlite`), each still an await point, so no worker thread's
 wake-up decides where a cancellation lands (``--sqlite thread`` runs aiosqlite's own
-worker thread instead: real interleavings, not reproducible).
+worker thread instead: real interleavings, not reproducible); the client's
+off-loop parse of stats.json runs inline the same way. The shapes of pxls's answers
+are drawn from a generator of their own, so the model's draws stay the seed's.
 
     python -m neuro_chat_elo_pxls.testing.simulate --seeds 200 --hours 48
     python -m neuro_chat_elo_pxls.testing.simulate --seed 17 --hours 48 -v
@@ -51,9 +68,11 @@ prints one line per violation (with the command that replays its seed) and last
 from .checker import Checker, Violation
 from .host import Host
 from .run import inline_sqlite, main, run_seed, run_seed_with_stats
-from .world import FaultPlan, Generation, Person, Request, World
+from .wire import WireTransport
+from .world import Answer, FaultPlan, Generation, Person, Request, World
 
 __all__ = [
+    "Answer",
     "Checker",
     "FaultPlan",
     "Generation",
@@ -61,6 +80,7 @@ __all__ = [
     "Person",
     "Request",
     "Violation",
+    "WireTransport",
     "World",
     "inline_sqlite",
     "main",

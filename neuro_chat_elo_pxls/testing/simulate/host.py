@@ -19,11 +19,13 @@ import attrs
 
 from ...hookspecs import call_async_hook
 from ...models import EloDelta
+from ...pxls.client import PxlsClient
 from ...settings import PxlsSettings, Secret
 from ...source import PxlsSource
 from .checker import Checker
 from .final import ErrorRecords, FinalChecks
 from .plugins import ForeignSource, plugin_manager
+from .wire import WireTransport
 from .world import World
 
 #: Where a run can start: ordinary days and the nights the clocks change in Berlin.
@@ -78,12 +80,14 @@ class Host(FinalChecks):
             )
         )
         self.checker = Checker(seed, cooldown)
-        self.world = World(rng, start, self.end, self.checker)
+        # the shapes of pxls's answers are drawn apart, so the model's own draws stay
+        self.world = World(rng, start, self.end, self.checker, random.Random(f"wire-{seed}"))
         self.workdir = workdir
         self.follow_path = os.path.join(workdir, "follow.txt")
         self._add_followed_people(rng, start)
         self.token = 1
         self.settings = self._drawn_settings(rng, cooldown)
+        self.wire = WireTransport(self.world, self.settings)
         self._plugins(seed)
         self.source = self._new_source()
         self.skew = timedelta(0)
@@ -164,7 +168,9 @@ class Host(FinalChecks):
         old = getattr(self, "source", None)
         if old is not None:
             self.pm.unregister(old)
-        source = PxlsSource(self.settings, client=self.world, rng=random.Random(self.rng.random()))
+        # the real client, its requests answered by the model pxls through the transport
+        client = PxlsClient(self.settings, transport=self.wire)
+        source = PxlsSource(self.settings, client=client, rng=random.Random(self.rng.random()))
         self.pm.register(source)
         if old is None and not self.foreign_first:
             self.pm.register(self.foreign)

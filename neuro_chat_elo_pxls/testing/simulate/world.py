@@ -1,6 +1,8 @@
 """The model pxls (:class:`World`): people painting, the toplist's generations,
-canvas resets, renames, bans, rollbacks and the faults it answers with; it implements
-``PxlsApi`` and shows every request to the :class:`~.checker.Checker`."""
+canvas resets, renames, bans, rollbacks and the faults it answers with. It answers
+every GET with an HTTP answer (:class:`Answer`: status, headers, body, a connection
+cut short or stalled), which the in-memory transport (:mod:`.wire`) hands to the
+real ``PxlsClient``, and shows every request to the :class:`~.checker.Checker`."""
 
 from __future__ import annotations
 
@@ -8,20 +10,41 @@ import asyncio
 import bisect
 import heapq
 import random
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from ...errors import AuthError, MalformedDataError, NotFoundError, RateLimitedError, TransientError
-from ...models import CanvasInfo, Profile, Snapshot
-from ...pxls.parsing import parse_info, parse_profile_html, parse_profile_json, parse_stats
-from ..pages import SimUser, gson_json, php_json, profile_dict, profile_page
+import attrs
+
+from ..pages import (
+    CHALLENGE_HTML,
+    CLOUDFLARE_1015_HTML,
+    MAINTENANCE_HTML,
+    USER_NOT_FOUND_JSON,
+    SimUser,
+    error_html,
+    gson_json,
+    php_json,
+    profile_dict,
+    profile_page,
+    rate_limited_text,
+)
 from .people import LEADERBOARD, PROFILE, FaultPlan, Generation, Person, Request
 
 if TYPE_CHECKING:
     from .checker import Checker
 
-__all__ = ["LEADERBOARD", "PROFILE", "FaultPlan", "Generation", "Person", "Request", "World"]
+__all__ = [
+    "LEADERBOARD",
+    "PROFILE",
+    "Answer",
+    "FaultPlan",
+    "Generation",
+    "Person",
+    "Request",
+    "World",
+]
 
 BERLIN = ZoneInfo("Europe/Berlin")
 REGENERATION = timedelta(minutes=15)
@@ -33,14 +56,24 @@ CALM_END = timedelta(hours=3)
 
 
 class World:
-    """The model pxls: people, canvases, generations, faults; implements ``PxlsApi``.
+    """The model pxls: people, canvases, generations, faults; answers GETs (:meth:`serve`).
 
     The host sets :attr:`now` (true time) before every hook call; requests are answered
-    from the model at that time. :class:`Checker` sees every request.
+    from the model at that time. :class:`Checker` sees every request. ``wire`` draws
+    the shape of an answer (which of pxls's ways to say a 429, a Content-Type...):
+    a generator apart from ``rng``, so that the model's own draws stay the seed's.
     """
 
-    def __init__(self, rng: random.Random, start: datetime, end: datetime, checker: Checker):
+    def __init__(
+        self,
+        rng: random.Random,
+        start: datetime,
+        end: datetime,
+        checker: Checker,
+        wire: random.Random | None = None,
+    ):
         self.rng, self.now, self.end, self.checker = rng, start, end, checker
+        self.wire = wire or random.Random(0)
         self.canvas = str(rng.randint(60, 90))
         self.canvases = [self.canvas]
         self.reset_at: dict[str, datetime] = {}  # canvas → when the reset began it
@@ -236,8 +269,11 @@ class World:
             )
         )
 
-    async def _request(self, endpoint: str, name: str | None = None) -> str | None:
-        """Start a request: the checker sees it; returns the fault to answer (or None)."""
+    async def serve(self, endpoint: str, name: str | None, cookies: Collection[str]) -> Answer:
+        """One GET of ``endpoint`` (``name``: a profile's): the checker sees it; it takes
+        a while (one event-loop step: overlapping calls show, the host may cancel it
+        there); then the fault drawn, and the HTTP answer pxls gives. The request is
+        in flight until the transport calls :meth:`done` (its response released)."""
         key = PROFILE if endpoint == "profile" else LEADERBOARD
         self.checker.request(self, key, endpoint)
         self.in_flight += 1
@@ -250,54 +286,99 @@ class World:
                 task.cancel()
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
+            self.done()
             self.requests.append(Request(self.now, endpoint, name, "cancelled"))
             raise
-        finally:
-            self.in_flight -= 1
         fault = self._fault(endpoint)
         self.requests.append(Request(self.now, endpoint, name, fault or "ok"))
         if fault is not None:
             self.injected.append((self.now, fault))
-            self._raise(fault, key, endpoint)
-        return fault  # (it said None here: no truncated or absurd body was ever made)
+            error = self._error(fault, key)
+            if error is not None:
+                return error
+        if endpoint == "info":
+            return self._info(fault)
+        if endpoint == "stats":
+            return self._stats(fault)
+        assert name is not None
+        if "pxls-token" not in cookies:  # a guest: no user.profile permission
+            return _page(403, error_html(403))
+        return self._profile(name, fault)
 
-    def _raise(self, fault: str, key: str, what: str) -> None:
+    def done(self) -> None:
+        """A request's answer is released (read, refused or abandoned)."""
+        self.in_flight -= 1
+
+    def _error(self, fault: str, key: str) -> Answer | None:
+        """The answer of a fault that is an HTTP error (or no answer at all), in one of
+        the shapes pxls.space, pxls-web, its backend or Cloudflare give it."""
+        wire = self.wire
         if fault == "429-wait":
-            wait = float(self.rng.choice((5, 60, 900, 3600)))
+            wait = self.rng.choice((5, 60, 900, 3600))
             self.checker.server_wait(key, self.now + timedelta(seconds=wait), fault)
-            raise RateLimitedError(f"{what}: rate limited (HTTP 429, wait {wait:.0f} s)", wait)
-        if fault == "429":
-            raise RateLimitedError(f"{what}: rate limited (HTTP 429, no wait given)", None)
+            shape = wire.choice(("retry-after", "text", "both"))
+            if shape == "text":  # the backend's own answer
+                return Answer(429, [("Content-Type", "text/plain")], rate_limited_text(wait))
+            headers = [("Retry-After", str(wait)), ("Server", "cloudflare")]
+            if shape == "both":
+                return Answer(429, headers, rate_limited_text(wait))
+            return _page(429, CLOUDFLARE_1015_HTML, headers)
+        if fault == "429":  # pxls-web's page: no wait given
+            return _page(429, error_html(429))
         if fault in ("500", "503"):
-            raise TransientError(f"{what}: HTTP {fault}")
+            return _page(int(fault), error_html(int(fault)))
         if fault == "timeout":
-            raise TransientError(f"{what}: no complete answer within 20 s")
-        if fault in ("forbidden", "challenge"):
+            return Answer(0, [], b"", timeout=True)
+        if fault == "forbidden":
             self.checker.server_wait(key, self.now + AUTH_FLOOR, fault)
-            raise AuthError(f"{what}: HTTP 403 ({fault})", challenge=fault == "challenge")
+            return _page(403, error_html(403))
+        if fault == "challenge":
+            self.checker.server_wait(key, self.now + AUTH_FLOOR, fault)
+            return _page(
+                403, CHALLENGE_HTML, [("cf-mitigated", "challenge"), ("Server", "cloudflare")]
+            )
         if fault == "html":
-            raise MalformedDataError(f"{what}: HTML page where JSON was expected")
-        # truncated and absurd bodies are made by the endpoint and parsed for real
+            return _page(200, MAINTENANCE_HTML)
+        return None  # truncated and absurd bodies are made by the endpoint
 
-    # -- PxlsApi -----------------------------------------------------------------
+    def _ok(self, body: bytes, content_type: str, fault: str | None) -> Answer:
+        """A 200 of ``body``; a "truncated" fault makes a body that cannot be used:
+        a file cut short (whole as HTTP), a connection closed before its
+        Content-Length, a body stalled until the read timeout, or one over the size cap
+        (declared or not). ``None`` from :meth:`whole` means: not served whole."""
+        wire = self.wire
+        shape = "whole" if fault != "truncated" else wire.choice(("file", "cut", "stall", "over"))
+        headers = [] if content_type == "" else [("Content-Type", content_type)]
+        if shape == "file":
+            return Answer(200, headers, body[: max(7, len(body) // 3)], length=wire.random() < 0.8)
+        if shape == "cut":
+            return Answer(200, headers, body, cut=max(1, len(body) // 2))
+        if shape == "stall":
+            return Answer(200, headers, body, cut=max(1, len(body) // 2), timeout=True)
+        if shape == "over":
+            return Answer(200, headers, body, oversize=True, length=wire.random() < 0.5)
+        return Answer(200, headers, body, length=wire.random() < 0.8)
 
-    async def fetch_info(self) -> CanvasInfo:
-        fault = await self._request("info")
+    def _json_type(self) -> str:
+        """The Content-Type of a JSON answer (a static file's may be missing)."""
+        return self.wire.choice(("application/json", "application/json; charset=utf-8", ""))
+
+    def _info(self, fault: str | None) -> Answer:
         code = self.canvas
         flapping = self.flap_until is not None and self.now < self.flap_until
         if flapping and self.new_code_answered and self.rng.random() < self.flap_rate:
             code = self.canvases[-2]
         body = php_json({"canvasCode": code, "width": 100, "height": 100})
-        info = parse_info(body[:7] if fault in ("truncated", "absurd") else body)
+        if fault in ("truncated", "absurd"):
+            return self._ok(body, "application/json", "truncated")
         if code == self.canvas:  # answered whole: a truncated body told nobody (seed 266)
             self.new_code_answered = True
             self.code_answered_at.setdefault(code, self.now)
         if self.first_info_at is None:
             self.first_info_at = self.now
-        return info
+        return self._ok(body, "application/json", None)
 
-    async def fetch_stats(self) -> Snapshot:
-        fault = await self._request("stats")
+    def _stats(self, fault: str | None) -> Answer:
         served = [g for g in self.generations if g.at <= self.now][-1]
         rows: list[dict[str, Any]] = [
             {"username": n, "pixels": c, "place": i + 1} for i, (n, c) in enumerate(served.rows)
@@ -311,29 +392,47 @@ class World:
                 "generatedAt": local.strftime("%Y/%m/%d - %H:%M:%S (Europe/Berlin)"),
             }
         )
-        snapshot = parse_stats(body[: len(body) // 2] if fault == "truncated" else body)
-        if fault != "absurd":
+        if fault is None:
             self.checker.served_generation(served)
-        return snapshot
+        return self._ok(body, self._json_type(), fault)
 
-    async def fetch_profile(self, username: str) -> Profile:
-        fault = await self._request("profile", username)
+    def _profile(self, username: str, fault: str | None) -> Answer:
         person = self.by_name(username)
-        if person is None:
-            raise NotFoundError(f"profile: HTTP 404 ({username})")
+        html = self.endpoint == "html"
+        if person is None:  # pxls-web's page, or the backend's JSON (no pxls-web between)
+            if html or self.wire.random() < 0.7:
+                return _page(404, error_html(404))
+            return Answer(404, [("Content-Type", "application/json")], USER_NOT_FOUND_JSON)
         count = 10**15 if fault == "absurd" else person.count
         user = SimUser(person.pxls_id, person.name, person.discord, person.faction, count)
         user.banned_until = person.banned_until if self._banned(person, self.now) else None
-        if self.endpoint == "html":
-            page = profile_page(user).encode()
-            body = page[: len(page) // 3] if fault == "truncated" else page
-            profile = parse_profile_html(body, username)
-        else:
-            raw = gson_json(profile_dict(user))
-            profile = parse_profile_json(raw[:40] if fault == "truncated" else raw, username)
-        if fault != "absurd":
+        if fault is None:
             self.checker.served_profile(self, username, person)
-        return profile
+        if html:
+            return self._ok(profile_page(user).encode(), "text/html; charset=utf-8", fault)
+        return self._ok(gson_json(profile_dict(user)), "application/json", fault)
 
-    async def close(self) -> None:
-        pass
+
+@attrs.define
+class Answer:
+    """An HTTP answer of the model pxls, as the in-memory transport hands it to the
+    real client: ``status``, ``headers`` and ``body``; ``length``: with a
+    Content-Length header (of the whole body); ``cut``: the connection ends after
+    this many bytes (aiohttp's payload error, or with ``timeout`` its read timeout);
+    ``timeout`` alone: no answer within the request timeout; ``oversize``: the body
+    goes on (spaces) past the client's size cap."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    length: bool = True
+    cut: int | None = None
+    timeout: bool = False
+    oversize: bool = False
+
+
+def _page(status: int, page: str, headers: list[tuple[str, str]] | None = None) -> Answer:
+    """An HTML page (pxls-web's error pages, Cloudflare's, a maintenance page)."""
+    return Answer(
+        status, [*(headers or []), ("Content-Type", "text/html; charset=utf-8")], page.encode()
+    )
