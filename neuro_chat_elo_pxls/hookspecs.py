@@ -95,7 +95,9 @@ async def collect_deltas() -> list[Any]:  # type: ignore[empty-body]
     source (pxls ``delivery = "drain"``) removes them as it returns them; an
     at-least-once one (``"ack"``) keeps them until :func:`acknowledge` and hands
     them out again after a restart (same ``seq``: de-duplicate on ``(instance, seq)``).
-    ``delta`` is signed: a count that falls (a rollback) gives a negative one."""
+    ``delta`` is signed: a count that falls (a rollback) gives a negative one, and a
+    person who asked not to be counted is withdrawn: one delta per canvas of minus what
+    was credited, ``via="opt-out"``, ``score`` 0 (drop them from the board)."""
 
 
 @hookspec

@@ -17,9 +17,11 @@ field          type                   meaning
 ``canvas``     string                 pxls canvas code
 ``observed_at`` string                when the change was observed, ISO 8601 UTC, "Z"
 ``via``        string                 ``"toplist"`` (``observed_at`` = the snapshot's
-                                      ``generatedAt``) or ``"profile"`` (host time of
-                                      the profile answer); absent in older lines:
-                                      ``"toplist"``
+                                      ``generatedAt``), ``"profile"`` (host time of
+                                      the profile answer) or ``"opt-out"`` (the person
+                                      asked not to be counted: minus what was credited
+                                      on ``canvas``, ``score`` 0, no Discord name or
+                                      faction); absent in older lines: ``"toplist"``
 ``instance``   string                 the pxls instance (``"pxls.space"``); ``seq`` is
                                       per source: de-duplicate on ``(instance, seq)``;
                                       absent in older lines: ``""``
@@ -69,9 +71,13 @@ def dumps(delta: EloDelta) -> str:
     return json_safe(json.dumps(delta_to_dict(delta), ensure_ascii=False, separators=(",", ":")))
 
 
+#: where a change was observed, or why it was made (``opt-out``: a withdrawal)
+VIAS = ("toplist", "profile", "opt-out")
+
+
 def _via(value: object) -> str:
-    if value not in ("toplist", "profile"):
-        raise ValueError(f"via is not 'toplist' or 'profile': {value!r:.40}")
+    if value not in VIAS:
+        raise ValueError(f"via is not one of {', '.join(VIAS)}: {value!r:.40}")
     return str(value)
 
 

@@ -29,6 +29,9 @@ class EloDelta:
     ``generatedAt`` for ``via="toplist"``, the host time of the profile answer for
     ``via="profile"``; ``seq`` strictly increases over the life of the database, so
     a host can de-duplicate (on ``(instance, seq)`` when it has several sources).
+    ``via="opt-out"``: the person asked not to be counted: ``delta`` is minus what was
+    credited to that name on ``canvas``, ``score`` 0, no Discord name or faction, and
+    ``observed_at`` the host time of the withdrawal; nothing of theirs follows.
     """
 
     seq: int
@@ -40,7 +43,7 @@ class EloDelta:
     score: int
     canvas: str
     observed_at: datetime
-    via: str = "toplist"  # where the change was observed: "toplist" or "profile"
+    via: str = "toplist"  # "toplist" or "profile" (where observed), "opt-out" (withdrawn)
     #: the pxls instance (``pxls.space``; a source's ``instance_name``): ``seq`` is per
     #: source, so a host with several sources de-duplicates on ``(instance, seq)``
     instance: str = ""

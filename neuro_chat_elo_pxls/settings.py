@@ -128,9 +128,9 @@ def _names(value: object) -> tuple[str, ...]:
     """A list of names (strings) as a tuple; validity of each name is the follow
     list's business (invalid ones are reported and skipped, not fatal)."""
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise ConfigError(f"follow must be a list of pxls names, got {value!r:.80}")
+        raise ConfigError(f"a name list must be a list of pxls names, got {value!r:.80}")
     if not all(isinstance(name, str) for name in value):
-        raise ConfigError(f"follow must be a list of strings, got {value!r:.80}")
+        raise ConfigError(f"a name list must be a list of strings, got {value!r:.80}")
     return tuple(value)
 
 
@@ -208,6 +208,9 @@ class PxlsSettings:
     follow: tuple[str, ...] = attrs.field(default=(), converter=_names)
     follow_file: str | None = attrs.field(default=None, validator=_optional_path)
     follow_factions: tuple[int, ...] = attrs.field(default=(), converter=_faction_ids)
+    #: people who asked not to be counted (DESIGN 10): names, and a file of names
+    opt_out: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    opt_out_file: str | None = attrs.field(default=None, validator=_optional_path)
     follow_interval: timedelta = attrs.field(
         default=timedelta(hours=1), validator=_at_least(timedelta(minutes=10))
     )

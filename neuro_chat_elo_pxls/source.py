@@ -26,6 +26,7 @@ from .engine.core import Engine
 from .errors import StoreError
 from .hookspecs import hookimpl
 from .jobs import build_jobs
+from .jobs.optout import OptOutList
 from .models import EloDelta
 from .ops.status import build_status
 from .pxls.client import PxlsApi, PxlsClient
@@ -57,6 +58,7 @@ class PxlsSource:
         self._engine = Engine(settings, functools.partial(build_jobs, settings), rng)
         self._last_now: datetime | None = None
         self._db = StoreHandle(settings.db_path, self._restore)
+        self._opt_outs = OptOutList(settings)
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._bad_now_said = False  # a host's wrong ``now`` is reported once
 
@@ -103,6 +105,7 @@ class PxlsSource:
                 if store is None:
                     return
                 self._last_now = now
+                await self._opt_outs.apply(store, now)  # first: nothing of theirs runs
                 await self._engine.tick(store, self._client, now)
         except Exception:
             log.exception("pxls tick failed (nothing was lost; the next tick continues)")

@@ -26,6 +26,7 @@ from ..host import OutputError
 from ..util.logs import setup_logging
 from .config import load_config
 from .export import csv_cell, export_command
+from .optout import forget_command, opt_out_command
 from .parser import DESCRIPTION, build_parser
 from .run import EXIT_OUTPUT_FAILED, demo_command, run_command
 from .status import status_command
@@ -41,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": demo_command,
         "status": status_command,
         "export": export_command,
+        "opt-out": opt_out_command,
+        "forget": forget_command,
     }[args.command]
     try:
         return asyncio.run(handler(args))

@@ -221,6 +221,30 @@ def _add_export(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_opt_out(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
+    opt_out = sub.add_parser(
+        "opt-out",
+        parents=[flags],
+        help="the database's opt-out list: people who asked not to be counted",
+    )
+    _common(opt_out)
+    actions = opt_out.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("add", "list them: a running source withdraws and erases them at its next tick"),
+        ("remove", "take them off the list: counted again, as new users"),
+    ):
+        one = actions.add_parser(action, help=text)
+        one.add_argument("names", nargs="+", metavar="NAME", help="pxls user names")
+    actions.add_parser("list", help="the list, with when each was added and applied")
+    forget = sub.add_parser(
+        "forget",
+        parents=[flags],
+        help="opt-out add and erase at once (a request to delete); one line of what it did",
+    )
+    _common(forget)
+    forget.add_argument("names", nargs="+", metavar="NAME", help="pxls user names")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuro-chat-elo-pxls",
@@ -232,6 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     _logging_flags(flags, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_demo, _add_status, _add_export):
+    for add in (_add_run, _add_demo, _add_status, _add_export, _add_opt_out):
         add(sub, flags)
     return parser

@@ -302,7 +302,7 @@ def _log_pull(
     """The line of an ingested pull: what it saw and did, and when the next one is due."""
     log.info(
         "pull at %s: canvas %s, %d users seen, %d new, %d deltas, %d held for enrichment, "
-        "%d unchanged, %d -snip- and %d invalid rows skipped",
+        "%d unchanged, %d -snip- and %d invalid rows skipped%s",
         now.isoformat(timespec="seconds"),
         shown(canvas),
         result.seen,
@@ -312,6 +312,8 @@ def _log_pull(
         result.unchanged,
         snapshot.snipped,
         len(snapshot.rejected),
+        # counted, never named (DESIGN 10)
+        f", {result.opted_out} opted-out rows skipped" if result.opted_out else "",
         extra=event(
             "pull",
             canvas=canvas,
@@ -323,6 +325,7 @@ def _log_pull(
             unchanged=result.unchanged,
             snipped=snapshot.snipped,
             invalid=len(snapshot.rejected),
+            opted_out=result.opted_out,
             next_pull_at=ts(next_pull_at) if next_pull_at else None,
         ),
     )

@@ -179,6 +179,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"users           {status['users']} total: {status['dirty']} changed since their last "
         f"profile read, {status['awaiting_enrichment']} awaiting enrichment, "
         f"{status['missing']} not found (404), {status['never_enriched']} never enriched",
+        f"opted out       {status.get('opted_out', 0)} names (not counted, not requested)",
         f"outbox          {status['outbox']} deltas not yet collected"
         + (f" (oldest observed {when('oldest_outbox_at')})" if status["outbox"] else ""),
         f"source          {_source_text(status.get('source_pid', 0))}",

@@ -28,12 +28,15 @@ times are microseconds since the epoch.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import aiosqlite
 import attrs
 
+from ..errors import StoreError
+from . import schema
 from .connection import scalar
 
 #: a SQL condition on a name column: it is on no opt-out list of the database
@@ -94,12 +97,15 @@ async def listed(conn: aiosqlite.Connection) -> list[tuple[str, str, int, int | 
         return [tuple(row) for row in await cur.fetchall()]
 
 
-async def apply(conn: aiosqlite.Connection, config_names: Iterable[str], now: int) -> Applied:
+async def apply(
+    conn: aiosqlite.Connection, config_names: Iterable[str] | None, now: int
+) -> Applied:
     """Bring the database in line with the lists: mirror ``config_names`` (the config's
-    ``opt_out`` and ``opt_out_file``) into ``opted_out``, recognise listed people under
-    new names by their pxls id, then withdraw and erase everyone not yet applied (see the
-    module docstring). Cheap when nothing changed (two indexed queries)."""
-    back_in = await _mirror_config(conn, config_names, now)
+    ``opt_out`` and ``opt_out_file``; None: keep the config names the database has)
+    into ``opted_out``, recognise listed people under new names by their pxls id, then
+    withdraw and erase everyone not yet applied (see the module docstring). Cheap when
+    nothing changed (a few indexed queries)."""
+    back_in = 0 if config_names is None else await _mirror_config(conn, config_names, now)
     await conn.execute(  # a listed person seen under another name (a rename)
         "INSERT INTO opted_out (name, pxls_id, listed_by, since) "
         "SELECT u.name, u.pxls_id, 'rename', :now FROM users u JOIN opted_out o "
@@ -154,6 +160,20 @@ async def apply(conn: aiosqlite.Connection, config_names: Iterable[str], now: in
     return Applied(len(pending), int(str(rows)), int(str(points)), erased, back_in)
 
 
+#: anything for :func:`apply` to do but mirroring the config (a name listed and not yet
+#: applied, or a listed person's pxls id under another name)
+PENDING = (
+    "SELECT EXISTS (SELECT 1 FROM opted_out WHERE applied_at IS NULL) OR EXISTS (SELECT 1 "
+    "FROM opted_out o JOIN users u ON u.pxls_id = o.pxls_id WHERE u.name != o.name)"
+)
+
+
+async def pending(conn: aiosqlite.Connection) -> bool:
+    """Whether :func:`apply` has work beyond mirroring the config (a read: no write
+    transaction on a tick with nothing to do)."""
+    return bool(await scalar(conn, PENDING))
+
+
 async def _mirror_config(conn: aiosqlite.Connection, names: Iterable[str], now: int) -> int:
     """The config's names as ``listed_by = 'config'`` entries: new ones added, ones the
     config no longer lists removed (those people are back in). Returns how many went."""
@@ -195,3 +215,39 @@ async def _rows(
 ) -> list[tuple[object, ...]]:
     async with conn.execute(sql, params or {}) as cur:
         return [tuple(row) for row in await cur.fetchall()]
+
+
+async def edit_list(path: str, names: Sequence[str], *, add_names: bool, now: int) -> int:
+    """``opt-out add`` / ``remove`` on the database at ``path``, also while a source runs
+    on it (no lock is taken: one short write transaction beside the source's, SQLite
+    serialises them; the source applies the change at its next tick). Returns how many
+    entries were added or removed. :class:`StoreError` for a missing file or one not at
+    this version's schema."""
+    if not os.path.isfile(path):  # noqa: ASYNC240 - one stat, before any I/O
+        raise StoreError(f"{path}: no such database (has the source run yet?)")
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+    try:
+        await conn.execute("PRAGMA busy_timeout=10000")
+        await conn.execute("PRAGMA secure_delete=ON")
+        version = await schema.user_version(conn)
+        if version != schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {version}, this version {schema.SCHEMA_VERSION}: "
+                "run the source of this version once (it migrates the database)"
+            )
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            changed = await (add(conn, names, "cli", now) if add_names else remove(conn, names))
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        return changed
+    except sqlite3.Error as exc:
+        raise schema.unusable(path, exc) from exc
+    finally:
+        await conn.close()

@@ -218,13 +218,22 @@ class StoreReader:
         return await self._db.read(lambda conn: scalar(conn, "SELECT COUNT(*) FROM outbox"))
 
     async def counts(self) -> dict[str, int]:
-        """Users total / dirty / held / missing / never enriched, and the outbox size."""
+        """Users total / dirty / held / missing / never enriched, the outbox size, and the
+        names on an opt-out list (counted, never named)."""
         rows = await self._db.rows(
             f"SELECT COUNT(*), COALESCE(SUM({DIRTY}), 0), COUNT(held_score), "
             "COALESCE(SUM(missing), 0), COALESCE(SUM(1 - enriched), 0), "
-            "(SELECT COUNT(*) FROM outbox) FROM users"
+            "(SELECT COUNT(*) FROM outbox), (SELECT COUNT(*) FROM opted_out) FROM users"
         )
-        keys = ("users", "dirty", "awaiting_enrichment", "missing", "never_enriched", "outbox")
+        keys = (
+            "users",
+            "dirty",
+            "awaiting_enrichment",
+            "missing",
+            "never_enriched",
+            "outbox",
+            "opted_out",
+        )
         return dict(zip(keys, map(int, rows[0]), strict=True))
 
     async def oldest_outbox(self) -> datetime | None:

@@ -323,10 +323,16 @@ class Store(StoreReader):
         Returns how many entries went (a name the config lists stays opted out)."""
         return await self._db.write(lambda conn: optout.remove(conn, names))
 
-    async def apply_opt_outs(self, config_names: Sequence[str], now: datetime) -> optout.Applied:
+    async def apply_opt_outs(
+        self, config_names: Sequence[str] | None, now: datetime
+    ) -> optout.Applied:
         """Withdraw and erase everyone on an opt-out list not yet applied, in one
-        transaction (:func:`.optout.apply`); after an erasure the WAL is checkpointed
-        and truncated, so the erased bytes are gone from both files."""
+        transaction (:func:`.optout.apply`); ``config_names`` None: the config's list
+        did not change since the last call. Nothing to do costs one read, no write.
+        After an erasure the WAL is checkpointed and truncated, so the erased bytes are
+        gone from both files."""
+        if config_names is None and not await self._db.read(optout.pending):
+            return optout.Applied()
         applied = await self._db.write(lambda conn: optout.apply(conn, config_names, us(now)))
         if applied.people:
             await self._db.read(optout.checkpoint)
