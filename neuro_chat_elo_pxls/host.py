@@ -314,9 +314,11 @@ async def _holding(source: Source, now: datetime) -> str:
         return f"{source!r}: status unavailable ({exc})"
     if "users" not in st:
         return f"{source!r}: {st.get('disabled', 'no database')}"
+    name = getattr(source, "log_instance", None) or st.get("instance") or repr(source)
     return (
-        f"{source!r} database holds {st['users']} users (canvas {shown(st['canvas'] or '-')}), "
-        f"{st['outbox']} deltas not yet collected, last pull {st['last_pull_at'] or 'never'}"
+        f"instance {shown(str(name))} ({st.get('db_path', '-')}) holds {st['users']} users "
+        f"(canvas {shown(st['canvas'] or '-')}), {st['outbox']} deltas not yet collected, "
+        f"last pull {st['last_pull_at'] or 'never'}"
     )
 
 

@@ -113,7 +113,7 @@ def _check_logs(records: list[logging.LogRecord], db: str) -> None:
     assert not any("table" in r.getMessage() for r in records)
     stopped = [r.getMessage() for r in records if r.getMessage().startswith("host stopped")]
     assert len(stopped) == 2
-    assert f"db_path='{db}') database holds " in stopped[-1]
+    assert f"({db}) holds " in stopped[-1] and "PxlsSource(" not in stopped[-1]  # by name
     assert "deltas not yet collected, last pull 2026-" in stopped[-1]
     pulls = [r for r in records if getattr(r, "pxls_event", None) == "pull"]
     assert pulls

@@ -67,13 +67,13 @@ def test_demo_excerpt_matches_a_real_run(tmp_path: Path) -> None:
     missing = [m for m in missing if "JSON-lines deltas went to" not in m]
     assert not missing, "README lines not in the real output:\n" + "\n".join(missing)
     (went,) = [line for line in real if "JSON-lines deltas went to" in line]
-    assert went.endswith(
-        f"JSON-lines deltas went to {out}; the database is "
-        + (went.rsplit("the database is ", 1)[1])
+    # the temporary folder held only the database: removed, and the last line says so
+    # (it said "the database is X", then "X was removed": issue 29, item 19)
+    match = re.search(
+        rf"deltas went to {re.escape(str(out))}; the database (\S+) is removed now", went
     )
-    # the temporary folder held only the database: removed (issue 21's demo polish)
-    assert real[-1].startswith("INFO neuro_chat_elo_pxls: demo: its temporary database ")
-    assert not Path(went.rsplit("the database is ", 1)[1]).exists()
+    assert match and went is [r for r in real if r.strip()][-1], went
+    assert not Path(match.group(1)).exists()
     deltas = [jsonlines.loads(line) for line in out.read_text().splitlines()]
     assert deltas and deltas[0].seq == 1
     text = README.read_text(encoding="utf-8")
@@ -273,4 +273,6 @@ def test_the_demo_shows_two_instances(tmp_path: Path) -> None:
     assert any("[event] pull at" in line for line in tagged)
     recap = [line for line in lines if "demo recap: instance event (Ironmouse Canvas" in line]
     assert recap and "at most 1 in flight" in recap[0]
-    assert lines[-1].startswith("INFO neuro_chat_elo_pxls: demo: its temporary database")
+    assert "is removed now (--keep keeps it)" in lines[-1], lines[-1]
+    (in_all,) = [line for line in lines if "deltas in all, both instances" in line]
+    assert "requests to the pxls.space stand-in" in in_all  # (one stand-in's requests)

@@ -186,9 +186,9 @@ def _story(
         events.append(
             (
                 5.0,
-                f"hour 5: {victim} renamed to {renamed}: "
-                f"{totals.by_user.get(victim, 0):+d} px on the old name, "
-                f"{totals.by_user.get(renamed, 0):+d} on the new (the score moved, counted once)",
+                f"hour 5: {victim} renamed to {renamed}: the score moved with the name "
+                f"(the old name's deltas now sum to {totals.by_user.get(victim, 0):+d}, the "
+                f"new name's to {totals.by_user.get(renamed, 0):+d}: counted once)",
             )
         )
     if standin.canvas != first_canvas:
@@ -209,6 +209,8 @@ def _log_demo_done(
     db: str,
     story: tuple[str, str, str, float],
     event: PxlsStandIn | None = None,
+    *,
+    removed: bool = False,
 ) -> None:
     """The closing recap, in the order things happened: only what the run reached (a
     short run ends before the rename or the reset), then the event instance's figures
@@ -221,22 +223,24 @@ def _log_demo_done(
         _log_event_recap(event, totals)
     profiles = _profile_requests(standin)
     log.info(
-        "demo recap: %d deltas (%d via toplist, %d via profile) for %d users; %d requests "
-        "to the stand-in (%d profiles), at most %d in flight",
+        "demo recap: %d deltas%s (%d via toplist, %d via profile) for %d users; %d requests "
+        "to the %s (%d profiles), at most %d in flight",
         totals.deltas,
+        " in all, both instances" if event is not None else "",
         totals.via["toplist"],
         totals.via["profile"],
         len(totals.by_user),
         len(standin.requests),
+        "pxls.space stand-in" if event is not None else "stand-in",
         profiles,
         standin.max_in_flight,
     )
     where = "stdout" if out_path in (None, "-") else out_path
     log.info(
-        "demo done: %d JSON-lines deltas went to %s; the database is %s",
+        "demo done: %d JSON-lines deltas went to %s; the database %s",
         totals.deltas,
         where,
-        db,
+        f"{db} is removed now (--keep keeps it)" if removed else f"is {db}",
     )
 
 
@@ -345,6 +349,8 @@ async def demo_command(args: argparse.Namespace) -> int:
     url = await standin.start()
     os.environ[TOKEN_ENV] = standin.scenario.token  # the stand-in's session, not a real secret
     db, out_path, workdir = _demo_paths(args)
+    # the folder goes at the end unless kept, or unless it holds the deltas (a terminal's)
+    remove = bool(workdir) and not args.keep and not (out_path or "").startswith(workdir)
     swarm = sorted(n for n, u in standin.users.items() if u.faction and u.faction[0] == 3680)
     # in simulated time no answer may time out on a busy machine (the run would differ)
     config = _demo_config(url, db, swarm, 5 if args.speed else 120)
@@ -374,12 +380,10 @@ async def demo_command(args: argparse.Namespace) -> int:
         if closed is not None:
             raise OutputError(f"closing {out_path} failed: {closed.strerror or closed}")
         story = (victim, renamed, first_canvas, reset_hour)
-        _log_demo_done(standin, totals, out_path, db, story, event)
+        _log_demo_done(standin, totals, out_path, db, story, event, removed=remove)
     finally:
         for each in loggers:
             each.removeFilter(hour)
-    # the folder goes unless kept, or unless it holds the deltas (a terminal's run)
-    if workdir and not args.keep and not (out_path or "").startswith(workdir):
+    if remove:
         shutil.rmtree(workdir, ignore_errors=True)
-        log.info("demo: its temporary database %s was removed (--keep keeps it)", workdir)
     return 0
