@@ -88,7 +88,8 @@ async def forget_command(args: argparse.Namespace) -> int:
     print(
         f"forget: {applied.people} {people} withdrawn ({applied.withdrawals} {deltas} of "
         f"-{applied.points} points in all, handed out when the source next runs), "
-        f"{applied.erased} user rows erased; their Discord name, faction and counts are "
+        f"{applied.erased} user row{'' if applied.erased == 1 else 's'} erased; their "
+        "Discord name, faction and counts are "
         f"gone from {db} and its WAL"
     )
     return 0
