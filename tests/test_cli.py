@@ -452,3 +452,56 @@ def test_a_closed_pipe_ends_a_command_quietly(populated_db: str) -> None:
         check=True,
     )
     assert json.loads(shown.stdout)["instance"] == "pxls.test"
+
+
+def test_a_trial_clock_only_against_this_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run --speed`` (a trial's shared clock) against pxls.space would send it more
+    than its admins allowed: refused before anything starts."""
+    argv = ["run", "--base-url", "https://pxls.space", "--db", str(tmp_path / "x.db")]
+    assert main([*argv, "--speed", "60"]) == 2
+    assert "not on this machine" in capsys.readouterr().err
+
+
+def test_the_standin_prints_a_trial_run_that_shares_its_clock(tmp_path: Path) -> None:
+    """Issue 29, item 3: a trial before production: ``standin`` serves on 127.0.0.1 on
+    an accelerated clock and prints the ``run`` command that shares it; that command
+    parses, and passes the trial-clock check; SIGTERM stops the stand-in (exit 0)."""
+    import shlex
+    import signal
+
+    from neuro_chat_elo_pxls.cli.config import load_config
+    from neuro_chat_elo_pxls.cli.parser import build_parser
+    from neuro_chat_elo_pxls.cli.run import _trial_clock_on_this_machine_only
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "neuro_chat_elo_pxls.cli",
+            "standin",
+            "--port",
+            "0",
+            "--speed",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert lines[0].startswith("pxls.space stand-in on http://127.0.0.1:"), lines
+    command = shlex.split(lines[1])
+    assert command[0] == "PXLS_TOKEN=standin-token" and command[1] == "neuro-chat-elo-pxls"
+    config = tmp_path / "host.toml"
+    config.write_text("[pxls]\n")
+    argv = [str(config) if a == "host.toml" else a for a in command[2:]]
+    args = build_parser().parse_args(argv)
+    assert args.speed == 60 and args.sim_epoch and args.sim_start
+    _trial_clock_on_this_machine_only(args, load_config(args))  # accepted: loopback

@@ -29,6 +29,7 @@ from .export import csv_cell, export_command
 from .optout import forget_command, opt_out_command
 from .parser import DESCRIPTION, build_parser
 from .run import EXIT_OUTPUT_FAILED, demo_command, run_command
+from .standin import standin_command
 from .status import status_command
 
 __all__ = ["DESCRIPTION", "EXIT_OUTPUT_FAILED", "build_parser", "csv_cell", "load_config", "main"]
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": export_command,
         "opt-out": opt_out_command,
         "forget": forget_command,
+        "standin": standin_command,
     }[args.command]
     try:
         return asyncio.run(handler(args))

@@ -135,10 +135,34 @@ def _add_run(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
         metavar="HOURS",
         help="log a running table of totals this often, in hours (default: never)",
     )
-    # testing aids: run on a simulated clock shared with a stand-in in another process
-    run.add_argument("--speed", type=_positive_number, default=1.0, help=argparse.SUPPRESS)
-    run.add_argument("--sim-start", type=_aware_time, help=argparse.SUPPRESS)
-    run.add_argument("--sim-epoch", type=_epoch, help=argparse.SUPPRESS)
+    # a trial: a simulated clock shared with the stand-in (`standin` prints these);
+    # refused unless every instance is on this machine (127.0.0.1, localhost, ::1)
+    run.add_argument(
+        "--speed",
+        type=_positive_number,
+        default=1.0,
+        help="trial only (against the local stand-in): simulated seconds per real second",
+    )
+    run.add_argument("--sim-start", type=_aware_time, help="trial only: the shared clock's start")
+    run.add_argument("--sim-epoch", type=_epoch, help="trial only: the shared clock's epoch")
+
+
+def _add_standin(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
+    standin = sub.add_parser(
+        "standin",
+        parents=[flags],
+        help="a local pxls.space stand-in for a trial of run (127.0.0.1 only); it prints the "
+        "run command that shares its clock",
+    )
+    standin.add_argument("--port", type=_count(0, 65535), default=8765, help="0: a free port")
+    standin.add_argument("--users", type=_count(1, 100_000), default=300)
+    standin.add_argument("--seed", type=int, default=1)
+    standin.add_argument(
+        "--speed",
+        type=_number(0, 86400),
+        default=60.0,
+        help="simulated seconds per real second (default 60: an hour a minute)",
+    )
 
 
 def _add_demo(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
@@ -256,6 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
     flags = argparse.ArgumentParser(add_help=False)
     _logging_flags(flags, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_demo, _add_status, _add_export, _add_opt_out):
+    for add in (_add_run, _add_demo, _add_status, _add_export, _add_opt_out, _add_standin):
         add(sub, flags)
     return parser

@@ -10,15 +10,17 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..errors import ConfigError
 from ..host import Clock, OutputError, Totals, install_signal_handlers, run_host
 from ..settings import TOKEN_ENV, instance_env
 from ..util.clock import JumpClock, SimClock
 from ..util.logs import event
 from . import hangup
-from .config import OutputFile, load_config, open_output
+from .config import OutputFile, configured_instances, load_config, open_output
 
 if TYPE_CHECKING:
     from ..testing.standin import PxlsStandIn
@@ -29,6 +31,22 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 #: run is the same every time
 DEMO_START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
+
+def _trial_clock_on_this_machine_only(args: argparse.Namespace, config: dict[str, Any]) -> None:
+    """``--speed``/``--sim-*`` (a trial's shared clock) only against instances on this
+    machine: an accelerated clock would send pxls.space more than its admins allowed.
+    Raises :class:`ConfigError`."""
+    if args.speed == 1.0 and args.sim_start is None and args.sim_epoch is None:
+        return
+    for settings in configured_instances(config):
+        host = (urllib.parse.urlsplit(settings.base_url).hostname or "").lower()
+        if host not in ("localhost", "::1") and not host.startswith("127."):
+            raise ConfigError(
+                f"--speed, --sim-start and --sim-epoch are for a trial against the local "
+                f"stand-in; {settings.base_url} is not on this machine"
+            )
+
+
 #: ``run``'s exit status when the deltas could not be written (EX_TEMPFAIL): a service
 #: manager restarts it (2 means a configuration mistake, and is not restarted)
 EXIT_OUTPUT_FAILED = 75
@@ -36,6 +54,7 @@ EXIT_OUTPUT_FAILED = 75
 
 async def run_command(args: argparse.Namespace) -> int:
     config = load_config(args)
+    _trial_clock_on_this_machine_only(args, config)
     # (no warning here when PXLS_TOKEN is unset: the source's own start-up says it once)
     stop = asyncio.Event()
     try:
