@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from neuro_chat_elo_pxls.cli import build_parser, load_config
+from neuro_chat_elo_pxls.cli.config import configured_instances
 
 SYSTEMD = Path(__file__).parent.parent / "examples" / "systemd"
 BINARY = "/opt/neuro-chat-elo-pxls/bin/neuro-chat-elo-pxls"
@@ -68,6 +69,7 @@ def test_env_file_names_exactly_the_secrets() -> None:
 def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
     real = str(Path(sys.executable).parent / "neuro-chat-elo-pxls")
     names = [*UNITS, "neuro-chat-elo-pxls-export.timer"]
+    names += ["neuro-chat-elo-pxls-export@.service", "neuro-chat-elo-pxls-export@.timer"]
     for name in names:
         (tmp_path / name).write_text((SYSTEMD / name).read_text().replace(BINARY, real))
     result = subprocess.run(
@@ -220,3 +222,25 @@ async def test_the_minimal_host_keeps_its_database_across_restarts(tmp_path: Pat
     for delta in first + again:
         total[delta.user] = total.get(delta.user, 0) + delta.delta
         assert total[delta.user] == delta.score, (delta, err2)  # never counted twice
+
+
+@pytest.mark.parametrize("instance", ["space", "event"])
+def test_the_per_instance_export_units_fit_the_two_instance_config(instance: str) -> None:
+    """Issue 29, item 10: no example showed two instances, and the one export exited 2
+    with two (``export`` needs ``--instance``). The template unit exports each."""
+    unit = "neuro-chat-elo-pxls-export@.service"
+    directives = dict(_directives(unit))
+    assert directives["User"] == "neuro-chat-elo" and directives["ProtectSystem"] == "strict"
+    config = str(SYSTEMD / "host-two-instances.toml")
+    for key in ("ExecStart", "ExecStartPost"):
+        argv = shlex.split(directives[key].replace("%i", instance))
+        argv = [config if a.endswith("host.toml") else a for a in argv[1:]]
+        args = build_parser().parse_args(argv)
+        (settings,) = configured_instances(load_config(args))
+        assert settings.db_path == f"/var/lib/neuro-chat-elo/pxls-{instance}.sqlite3"
+        assert settings.secret_envs[0] == f"PXLS_TOKEN_{instance.upper()}"
+    assert f"/srv/neuro-chat-elo/{instance}/pxls.json" in directives["ExecStart"].replace(
+        "%i", instance
+    )
+    timer = (SYSTEMD / "neuro-chat-elo-pxls-export@.timer").read_text()
+    assert "OnUnitActiveSec=15min" in timer
