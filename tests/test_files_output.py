@@ -313,6 +313,7 @@ async def test_disk_full_reports_the_real_cause_and_keeps_the_store_usable(
             "missing": 0,
             "never_enriched": 0,
             "outbox": 0,
+            "opted_out": 0,
         }
         await store._db.alone(lambda conn: conn.execute("PRAGMA max_page_count = 1000000"))
         small = Snapshot.from_scores(now, {"a": 1})

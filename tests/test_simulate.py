@@ -154,10 +154,13 @@ def test_the_simulator_reads_every_answer_through_the_real_client(
     from neuro_chat_elo_pxls.pxls import client
 
     monkeypatch.setattr(client, "_TRY_AGAIN_RE", re.compile(rb"Try again in (\d{1,3}) seconds"))
-    violations = simulate.run_seed(6, 48)
-    assert any(v.invariant.endswith("waits honoured") for v in violations), [
-        v.line(48) for v in violations
-    ]
+    # (seed 6 found it first; any change of the source's awaits moves where a seed's
+    # faults land, so the first seeds are tried until one finds it: 13 of 40 did)
+    for seed in range(6, 46):
+        violations = simulate.run_seed(seed, 48)
+        if any(v.invariant.endswith("waits honoured") for v in violations):
+            return
+    pytest.fail("no seed of 40 found a misread 'Try again in N seconds'")
 
 
 async def test_the_wire_answers_like_aiohttp(tmp_path: Path) -> None:

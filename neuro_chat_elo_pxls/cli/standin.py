@@ -16,6 +16,7 @@ import signal
 import sys
 from datetime import UTC, datetime
 
+from ..settings import TOKEN_ENV
 from ..util.clock import SimClock
 
 
@@ -34,8 +35,9 @@ async def standin_command(args: argparse.Namespace) -> int:
     token = standin.scenario.token
     print(
         f"pxls.space stand-in on {url}: {args.users} users, {args.speed:g}x time, session "
-        f"{token}. A trial of run on its clock:\n"
-        f"  PXLS_TOKEN={token} neuro-chat-elo-pxls run --config host.toml --base-url {url} "
+        f"{token}. A trial of run on its clock (with [pxls.instances.NAME] tables: "
+        f"{TOKEN_ENV}_NAME and --instance NAME):\n"
+        f"  {TOKEN_ENV}={token} neuro-chat-elo-pxls run --config host.toml --base-url {url} "
         f"--db /tmp/trial.sqlite3 --out /tmp/trial.jsonl --speed {args.speed:g} "
         f"--sim-start {clock.start.isoformat()} --sim-epoch {clock.epoch!r}\n"
         "  neuro-chat-elo-pxls status --db /tmp/trial.sqlite3",
