@@ -5,15 +5,15 @@ pauses, sweep and canvas times, holds. One tick from a clock far ahead (then set
 back) would leave them far in the future: no pull for a year, profiles paused for
 a year. Each kind of time has a maximum a sane value can lie ahead of ``now``; on
 every tick, a value beyond it is pulled back to ``now`` (and the log says so). The
-guard pulls back the engine state's times and the queue's pauses (asking the queue);
-every job pulls back its own (:meth:`.job.Job.clamp`): it tells them when the clock
-jumped back.
+guard pulls back the engine state's times and the queue's pauses (asking the queue)
+and says whether the clock jumped back; the tick (:mod:`..jobs.tick`) then has the
+parts that keep times of their own pull them back, and tells the guard it is handled
+(:meth:`ClockGuard.handled`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,6 @@ import attrs
 
 from ..settings import PxlsSettings
 from ..store.writer import Store
-from .job import Job
 from .policy import AUTH_PAUSE_FLOOR, RETRY_AFTER_MAX
 from .queue import CommandQueue
 from .state import StateKeeper
@@ -60,10 +59,11 @@ class ClockGuard:
             s.backoff_max, s.auth_pause_max, s.auth_pause, AUTH_PAUSE_FLOOR, RETRY_AFTER_MAX
         ) + max(s.profile_cooldown * 2, s.leaderboard_interval)
 
-    async def check(
-        self, store: Store, queue: CommandQueue, jobs: Sequence[Job], now: datetime
-    ) -> None:
-        """Pull back every stored time that lies further ahead of ``now`` than it can."""
+    async def check(self, store: Store, queue: CommandQueue, now: datetime) -> bool:
+        """Pull back the engine state's times and the keys' pauses that lie further
+        ahead of ``now`` than they can. True if the host clock jumped back (it was seen
+        far ahead before this tick) and :meth:`handled` was not called since. Raises
+        what the store raises."""
         await self._clamp_state(store, now)
         for key, until in queue.clamp(now, self.key_limit()):
             log.warning(
@@ -71,11 +71,12 @@ class ClockGuard:
                 key.value,
                 until.isoformat(timespec="seconds"),
             )
-        # the clock jumped back: each job pulls back the times the wrong clock stamped
-        jumped_back = self._latest is not None and now < self._latest - _SLACK
-        for job in jobs:
-            await job.clamp(store, now, jumped_back)
-        # handled once: compare with the present from now on
+        return self._latest is not None and now < self._latest - _SLACK
+
+    def handled(self, now: datetime, jumped_back: bool) -> None:
+        """The parts pulled back their own times at ``now`` (``jumped_back``: what
+        :meth:`check` said): a jump back is handled once, compared with the present
+        from now on."""
         self._latest = now if self._latest is None or jumped_back else max(self._latest, now)
 
     async def _clamp_state(self, store: Store, now: datetime) -> None:
