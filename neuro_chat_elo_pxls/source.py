@@ -68,7 +68,7 @@ class PxlsSource:
 
     @tagged_hook
     async def open(self) -> None:
-        """Open the database and restore the scheduler state. Raises :class:`StoreError`."""
+        """Open the database and restore the engine state. Raises :class:`StoreError`."""
         async with self._hooks:
             await self._db.open()
 

@@ -18,7 +18,7 @@ from neuro_chat_elo_pxls.engine.clockguard import ClockGuard
 from neuro_chat_elo_pxls.engine.policy import FailurePolicy
 from neuro_chat_elo_pxls.engine.processor import Processor
 from neuro_chat_elo_pxls.engine.queue import Command, CommandQueue, Key, Kind
-from neuro_chat_elo_pxls.engine.state import SchedulerState, StateKeeper
+from neuro_chat_elo_pxls.engine.state import EngineState, StateKeeper
 from neuro_chat_elo_pxls.errors import AuthError, TransientError
 from neuro_chat_elo_pxls.jobs.sweep import Place
 from neuro_chat_elo_pxls.jobs.tick import Tick
@@ -144,7 +144,7 @@ def _processor(**settings: Any) -> tuple[Processor, CommandQueue, StateKeeper]:
     return Processor(queue, state, policy), queue, state
 
 
-async def _save(state: SchedulerState) -> None:
+async def _save(state: EngineState) -> None:
     return None
 
 
@@ -177,21 +177,39 @@ def test_a_403_pauses_the_profile_key_for_the_auth_pause() -> None:
     assert [c.user_id for c in queue] == [7]
 
 
-async def test_the_clock_guard_says_once_that_the_clock_jumped_back(store: Store) -> None:
-    guard, queue = ClockGuard(PxlsSettings(), StateKeeper()), CommandQueue()
+def test_the_clock_guard_says_once_that_the_clock_jumped_back() -> None:
+    guard, queue = ClockGuard(PxlsSettings()), CommandQueue()
     seen = []
     for now in (T0, T0 + timedelta(days=365), T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)):
-        jumped_back = await guard.check(store, queue, now)
+        jumped_back = guard.check(queue, now)
         guard.handled(now, jumped_back)
         seen.append(jumped_back)
     assert seen == [False, False, True, False]  # back from a year ahead: handled once
 
 
-async def test_the_clock_guard_pulls_back_far_future_engine_times(store: Store) -> None:
-    state = StateKeeper(SchedulerState(pull_due_at=T0 + timedelta(days=365)))
-    guard = ClockGuard(PxlsSettings(), state)
-    await guard.check(store, CommandQueue(), T0)
-    assert state.current.pull_due_at == T0
+async def test_each_part_pulls_back_its_own_far_future_times(store: Store) -> None:
+    """A year ahead: the pull's due time and the sweep's start come back to now, each
+    by its own part (the clock guard pulls back only the keys' pauses)."""
+    ahead = T0 + timedelta(days=365)
+    tick = Tick(PxlsSettings())
+    tick.engine.state.adopt(EngineState(pull_due_at=ahead, sweep_started_at=ahead))
+    tick.queue.cool(Key.PROFILE, ahead, "test", ahead)
+    await tick._clamp(store, T0)
+    current = tick.engine.state.current
+    assert current.pull_due_at == T0 and current.sweep_started_at == T0
+    ready = tick.queue.state(Key.PROFILE).ready_at
+    assert ready is not None and ready <= T0 + tick.engine.clock.key_limit()
+
+
+def test_the_keeper_keeps_no_key_states_the_queue_does() -> None:
+    """Key states have one home, the queue: saves carry them, memory does not."""
+    queue, state = CommandQueue(), StateKeeper()
+    state.track_keys(queue.key_states)
+    queue.cool(Key.PROFILE, T0 + timedelta(hours=1), "rate limited: 429", T0)
+    proposed = state.propose(canvas="86")
+    assert proposed.keys["profile"].ready_at == T0 + timedelta(hours=1)
+    state.adopt(proposed)
+    assert state.current.keys == {} and state.current.canvas == "86"
 
 
 def test_every_state_save_carries_the_live_key_states() -> None:

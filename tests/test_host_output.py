@@ -412,7 +412,7 @@ def test_an_instance_table_names_its_own_secrets_in_messages(
     """A review's finding: messages told a table instance's operator to set or renew
     PXLS_TOKEN, which that instance never reads (it reads PXLS_TOKEN_NAME)."""
     from neuro_chat_elo_pxls import ConfigError
-    from neuro_chat_elo_pxls.engine.state import KeyState, SchedulerState
+    from neuro_chat_elo_pxls.engine.state import EngineState, KeyState
     from neuro_chat_elo_pxls.ops.health import health_problems
     from neuro_chat_elo_pxls.settings import instances_from_config
 
@@ -422,7 +422,7 @@ def test_an_instance_table_names_its_own_secrets_in_messages(
     assert ev.secret_envs == ("PXLS_TOKEN_EV_1", "PXLS_CF_AUTH_EV_1") and ev.token is None
     assert "profiles off (PXLS_TOKEN_EV_1 not set)" in ev.summary()
     paused = KeyState(T0 + timedelta(hours=1), "auth: HTTP 403", 0, auth_pauses=1)
-    state = SchedulerState(last_pull_at=T0, keys={"profile": paused})
+    state = EngineState(last_pull_at=T0, keys={"profile": paused})
     (problem,) = health_problems(state, ev, T0, oldest_outbox=None, max_outbox_age=timedelta(1))
     assert problem.endswith("renew PXLS_TOKEN_EV_1 / PXLS_CF_AUTH_EV_1")
     clash = {

@@ -25,7 +25,7 @@ from .clockguard import ClockGuard
 from .policy import FailurePolicy, pacing_gap
 from .processor import Processor
 from .queue import CommandQueue, Key, Kind
-from .state import KeyState, SchedulerState, StateKeeper
+from .state import EngineState, KeyState, StateKeeper
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -45,16 +45,17 @@ class Engine:
         self.state.track_keys(self.queue.key_states)
         policy = FailurePolicy(settings, rng or random.Random())
         self.processor = Processor(self.queue, self.state, policy)
-        self.clock = ClockGuard(settings, self.state)
+        self.clock = ClockGuard(settings)
 
     async def restore(self, store: Store) -> None:
         """The database just opened: restore the engine state and the key states, and
         record what this source runs with. Raises :class:`~..errors.StoreError` (the
         database belongs to another instance) and what the store raises."""
-        self.state.adopt(SchedulerState.from_rows(await store.load_state_rows()))
-        check_database_instance(self.state.current.instance, self.settings)
+        loaded = EngineState.from_rows(await store.load_state_rows())
+        self.state.adopt(loaded)  # (without the key states: they go to the queue)
+        check_database_instance(loaded.instance, self.settings)
         instance = self.settings.instance_name
-        keys, salt, fingerprints = self._restored_keys(self.state.current)
+        keys, salt, fingerprints = self._restored_keys(loaded)
         self.queue.restore(keys)
         # what this source runs with, for ``status`` from another process
         await self.state.commit(
@@ -75,7 +76,7 @@ class Engine:
                 self.settings.secret_envs[1],
             )
 
-    def live_state(self, now: datetime) -> SchedulerState:
+    def live_state(self, now: datetime) -> EngineState:
         """The engine state with the live key states (what ``status`` shows, so that
         the keys shown and the health agree)."""
         return attrs.evolve(self.state.current, keys=self.queue.key_states(now))
@@ -84,9 +85,7 @@ class Engine:
         """Queued commands per kind (for ``status``)."""
         return {kind.value: self.queue.count(kind) for kind in Kind}
 
-    def _restored_keys(
-        self, state: SchedulerState
-    ) -> tuple[dict[str, KeyState], str, dict[str, str]]:
+    def _restored_keys(self, state: EngineState) -> tuple[dict[str, KeyState], str, dict[str, str]]:
         """The persisted key states to restore, the salt and this source's credentials
         fingerprint per key. Auth pauses earned with other credentials than that key
         sends now are lifted (logged): a new PXLS_TOKEN lifts the profile key's only."""

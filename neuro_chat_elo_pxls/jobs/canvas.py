@@ -11,10 +11,11 @@ one writer). Times are the host's ``now`` (aware UTC).
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 
+from ..engine.clockguard import far_ahead, say_pulled_back
 from ..engine.state import StateKeeper
 from ..store.writer import Store
 from ..util.logs import event
@@ -48,6 +49,15 @@ class Canvas:
                 f"{shown(current.canvas or '-')}: a stale cache, not a reset"
             )
         return None
+
+    async def clamp(self, store: Store, now: datetime) -> None:
+        """Pull back the canvas times a wrong host clock stamped after ``now``."""
+        current = self.state.current
+        limits = {"canvas_first_seen": timedelta(0), "canvas_changed_at": timedelta(0)}
+        changes = far_ahead(current, limits, now)
+        if changes:
+            say_pulled_back(current, list(changes), now)
+            await self.state.commit(store.save_state, **changes)
 
     async def see(self, store: Store, code: str, now: datetime) -> None:
         """``/info`` answered the current ``code`` at ``now``: a new code is recorded

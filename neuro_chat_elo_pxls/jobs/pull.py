@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from ..engine.clockguard import far_ahead, say_pulled_back
 from ..engine.queue import Command, CommandQueue, Kind
 from ..engine.state import StateKeeper
 from ..models import Snapshot
@@ -67,6 +68,29 @@ class Pull:
     def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
         """When the next pull is due (see :meth:`due`)."""
         return self.due(now, queue)
+
+    async def clamp(self, store: Store, now: datetime) -> None:
+        """Pull back this part's times a wrong host clock stored too far ahead of
+        ``now``: a pull is due at most one interval and one regeneration period ahead;
+        the last pull is not in the future; a ``generatedAt`` more than an hour ahead
+        becomes the time of the pull that took it (the data was real, its time was
+        not: anything generated after that pull is newer). Raises what the store
+        raises."""
+        current = self.state.current
+        limits = {
+            "pull_due_at": self.interval + timedelta(minutes=20),
+            "last_pull_at": timedelta(0),
+            "last_generated_at": timedelta(hours=1),
+        }
+        changes: dict[str, datetime | None] = {**far_ahead(current, limits, now)}
+        if not changes:
+            return
+        if "last_generated_at" in changes:
+            # no such pull known: take the next one
+            pulled = current.last_pull_at
+            changes["last_generated_at"] = pulled if pulled is not None and pulled <= now else None
+        say_pulled_back(current, list(changes), now)
+        await self.state.commit(store.save_state, **changes)
 
     async def gave_up(self, store: Store, now: datetime) -> None:
         """The pull failed for good: the next timer (one interval on) tries again."""

@@ -16,6 +16,7 @@ from enum import Enum
 
 import attrs
 
+from ..engine.clockguard import far_ahead, say_pulled_back
 from ..engine.queue import CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..engine.window import Window
@@ -86,6 +87,16 @@ class Sweep:
         if self.active:  # its window is fed once the profile key is ready
             return max(now, queue.state(Key.PROFILE).ready_at or now)
         return self.due()
+
+    async def clamp(self, store: Store, now: datetime) -> None:
+        """Pull back the sweep's start and finish a wrong host clock stamped after
+        ``now``. Raises what the store raises."""
+        current = self.state.current
+        limits = {"sweep_started_at": timedelta(0), "sweep_finished_at": timedelta(0)}
+        changes = far_ahead(current, limits, now)
+        if changes:
+            say_pulled_back(current, list(changes), now)
+            await self.state.commit(store.save_state, **changes)
 
     def count(self, visit: Visit) -> None:
         """Any profile read counts as the visit (an enrichment or a follow refresh)."""

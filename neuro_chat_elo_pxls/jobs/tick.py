@@ -3,7 +3,8 @@ command kind.
 
 :meth:`Tick.run` is the whole of a tick at host time ``now`` (aware UTC):
 
-1. clamp: the engine's clock guard, then each part that keeps times of its own;
+1. clamp: each part pulls back its own times a wrong host clock stored too far ahead
+   (the clock guard the keys' pauses, and says whether the clock jumped back);
 2. plan: the pull, a confirm for waiting profile counts, then profile work in rank
    order (enrichment; the sweep before, beside or after follow refreshes);
 3. run the first ready command that sends a request (:meth:`Tick._run`, a ``match``
@@ -83,8 +84,12 @@ class Tick:
     # -- 1. clamp ----------------------------------------------------------------
 
     async def _clamp(self, store: Store, now: datetime) -> None:
-        """Times a wrong host clock stored too far ahead are pulled back."""
-        jumped_back = await self.engine.clock.check(store, self.queue, now)
+        """Times a wrong host clock stored too far ahead are pulled back, each part
+        its own."""
+        await self.pull.clamp(store, now)  # due time, last pull, last generatedAt
+        await self.sweep.clamp(store, now)  # start, finish
+        await self.canvas.clamp(store, now)  # first seen, changed at
+        jumped_back = self.engine.clock.check(self.queue, now)  # the keys' pauses
         await self.enrich.clamp(store, now)  # holds that began in the future
         await self.observations.clamp(store, now, jumped_back)  # counts stamped ahead
         self.engine.clock.handled(now, jumped_back)

@@ -104,7 +104,7 @@ class StoreReader:
     # -- reads -----------------------------------------------------------------
 
     async def load_state_rows(self) -> dict[str, str | None]:
-        """The engine state last committed, as its rows (``SchedulerState.from_rows``)."""
+        """The engine state last committed, as its rows (``EngineState.from_rows``)."""
         rows = await self._db.rows("SELECT key, value FROM state")
         return {row[0]: row[1] for row in rows}
 

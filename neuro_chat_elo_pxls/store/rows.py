@@ -20,7 +20,7 @@ from ..util.times import EPOCH
 
 class StateRows(Protocol):
     """What the store persists as the engine state: its rows of the ``state`` table
-    (``SchedulerState``; the store does not know the type)."""
+    (``EngineState``; the store does not know the type)."""
 
     def to_rows(self) -> dict[str, str | None]: ...
 
