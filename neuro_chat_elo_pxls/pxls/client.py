@@ -29,13 +29,8 @@ from ..errors import (
 )
 from ..models import CanvasInfo, Profile, Snapshot
 from ..settings import PxlsSettings
-from .parsing import (
-    is_valid_username,
-    parse_info,
-    parse_profile_html,
-    parse_profile_json,
-    parse_stats,
-)
+from .page import parse_profile_html
+from .parsing import is_valid_username, parse_info, parse_profile_json, parse_stats
 
 _TRY_AGAIN_RE = re.compile(rb"Try again in (\d{1,6}) seconds")
 _CHUNK = 64 * 1024

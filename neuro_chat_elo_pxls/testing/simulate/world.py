@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 
 from ...errors import AuthError, MalformedDataError, NotFoundError, RateLimitedError, TransientError
 from ...models import CanvasInfo, Profile, Snapshot
-from ...pxls.parsing import parse_info, parse_profile_html, parse_profile_json, parse_stats
+from ...pxls.page import parse_profile_html
+from ...pxls.parsing import parse_info, parse_profile_json, parse_stats
 from ..pages import SimUser, gson_json, php_json, profile_dict, profile_page
 from .people import LEADERBOARD, PROFILE, FaultPlan, Generation, Person, Request
 
