@@ -55,12 +55,25 @@ def _retry_after(header: str | None, body: bytes, now: datetime | None = None) -
 
 
 class PxlsApi(Protocol):
-    """What the source needs from a pxls.space client (tests substitute a fake)."""
+    """What the source needs from a pxls.space client (tests substitute a fake). Each
+    fetch is one request (async); a failure raises a :class:`~..errors.PxlsError`
+    (a profile's 404: :class:`~..errors.NotFoundError`)."""
 
-    async def fetch_info(self) -> CanvasInfo: ...
-    async def fetch_stats(self) -> Snapshot: ...
-    async def fetch_profile(self, username: str) -> Profile: ...
-    async def close(self) -> None: ...
+    async def fetch_info(self) -> CanvasInfo:
+        """``/info``: the current canvas code."""
+        ...
+
+    async def fetch_stats(self) -> Snapshot:
+        """``/stats/stats.json``: the toplist and its ``generatedAt``."""
+        ...
+
+    async def fetch_profile(self, username: str) -> Profile:
+        """One user's profile."""
+        ...
+
+    async def close(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        ...
 
 
 class PxlsClient:

@@ -187,6 +187,8 @@ def parse_info(body: bytes | str) -> CanvasInfo:
 
 
 def opt_str(value: object, field: str, max_len: int = 64) -> str | None:
+    """An optional short string field of a profile (None and "" give None). Raises
+    :class:`MalformedDataError` for anything else or longer than ``max_len``."""
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > max_len:
