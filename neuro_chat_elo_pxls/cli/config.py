@@ -141,12 +141,15 @@ class OutputFile:
         self._file = _append(path)
 
     def write(self, text: str, /) -> int:
+        """Append ``text`` to the current file; the characters written."""
         return self._file.write(text)
 
     def flush(self) -> None:
+        """Flush the current file."""
         self._file.flush()
 
     def fileno(self) -> int:
+        """The current file's descriptor (for fsync)."""
         return self._file.fileno()
 
     def reopen(self) -> None:
@@ -169,6 +172,7 @@ class OutputFile:
         log.info("SIGHUP: %s reopened; deltas are appended to it from now on", self.path)
 
     def close(self) -> None:
+        """Close the current file."""
         self._file.close()
 
 

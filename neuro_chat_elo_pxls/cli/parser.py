@@ -222,6 +222,7 @@ def _add_export(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The console script's parser: its commands and their options."""
     parser = argparse.ArgumentParser(
         prog="neuro-chat-elo-pxls",
         description=DESCRIPTION,

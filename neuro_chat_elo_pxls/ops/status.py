@@ -27,6 +27,7 @@ def _ts(value: datetime | None) -> str | None:
 
 
 def key_records_json(keys: dict[str, KeyState]) -> dict[str, dict[str, Any]]:
+    """Every key's state as ``status`` shows it (see :meth:`KeyState.to_json`)."""
     return {name: k.to_json() for name, k in keys.items()}
 
 
