@@ -166,3 +166,66 @@ def test_cli_imports_the_stand_in_only_for_the_demo() -> None:
         "assert 'aiohttp.web' not in sys.modules, 'aiohttp.web imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+#: who writes each field of the engine state (engine/state.py's table says the same)
+STATE_WRITERS = {
+    "jobs/pull.py": {"pull_due_at", "last_pull_at", "last_generated_at"},
+    "jobs/canvas.py": {"canvas", "canvas_first_seen", "canvas_changed_at", "canvas_history"},
+    "jobs/sweep.py": {"sweep_number", "sweep_started_at", "sweep_finished_at", "sweep_total"},
+    "jobs/follow.py": {"follow_round_finished_at"},
+    "engine/processor.py": {"last_error", "last_error_at"},
+    "engine/core.py": {
+        "credentials",
+        "leaderboard_credentials",
+        "credentials_salt",
+        "instance",
+        "profiles_enabled",
+        "keys",  # the restored ones, at open; every other save takes the queue's
+    },
+}
+
+
+def test_each_engine_state_field_has_one_writer() -> None:
+    """Each field of the engine state is written (``StateKeeper.commit``/``propose``,
+    ``persist_keys``, or a clamp's ``limits``) by one module, the one
+    :data:`STATE_WRITERS` and engine/state.py name (the clock guard writes none)."""
+    import ast
+    from collections import defaultdict
+
+    import attrs
+
+    package = Path(neuro_chat_elo_pxls.__file__).parent
+    writers: dict[str, set[str]] = defaultdict(set)
+    for path in package.rglob("*.py"):
+        module = path.relative_to(package).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("commit", "propose", "persist_keys")
+            ):
+                for keyword in node.keywords:
+                    if keyword.arg is not None:
+                        writers[module].add(keyword.arg)
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "limits" for t in node.targets)
+                and isinstance(node.value, ast.Dict)
+            ):
+                for key in node.value.keys:
+                    assert isinstance(key, ast.Constant)
+                    writers[module].add(str(key.value))
+    assert writers == STATE_WRITERS
+    assert set().union(*STATE_WRITERS.values()) == {f.name for f in attrs.fields(EngineState)}
+    docs = (package / "engine" / "state.py").read_text()
+    assert all(f"``{module}``" in docs for module in STATE_WRITERS)
+
+
+def test_the_engine_knows_no_part_of_the_work() -> None:
+    """engine/ imports nothing from jobs/ (the tick, in jobs/, names the parts; the
+    engine keeps the state, the queue and the failure bookkeeping)."""
+    package = Path(neuro_chat_elo_pxls.__file__).parent
+    for path in (package / "engine").glob("*.py"):
+        text = path.read_text()
+        assert "from ..jobs" not in text and "neuro_chat_elo_pxls.jobs" not in text, path.name

@@ -19,7 +19,8 @@ Each field has one writer (it calls :meth:`StateKeeper.commit` or ``propose`` wi
 ``last_error``, ``last_error_at``             ``engine/processor.py``
 ``credentials*``, ``instance``,               ``engine/core.py`` (at open)
 ``profiles_enabled``
-``keys``                                      the queue's key states (:meth:`track_keys`)
+``keys``                                      the queue's key states (:meth:`track_keys`);
+                                              ``engine/core.py`` the restored ones at open
 ============================================  ==========================================
 
 The key states live in the :class:`~.queue.CommandQueue` only: every save takes them
