@@ -136,9 +136,9 @@ async def measure(n: int, repeat: int, tmp: str) -> dict[str, Any]:
             del snapshot, body
             await store.outbox().drain()
     async with await Store.open(path) as store:
-        from neuro_chat_elo_pxls.engine.state import SchedulerState
+        from neuro_chat_elo_pxls.engine.state import EngineState
 
-        await store.save_state(SchedulerState(canvas="86", last_pull_at=NOW))
+        await store.save_state(EngineState(canvas="86", last_pull_at=NOW))
         for bump in range(1, repeat + 1):
             body = stats_body(STEADY_ROWS, bump=bump)
             gc.collect()
@@ -159,7 +159,7 @@ async def measure(n: int, repeat: int, tmp: str) -> dict[str, Any]:
         start = time.perf_counter()
         async with await StoreReader.open(path) as reader:
             status = await build_status(
-                reader, SchedulerState.from_rows(await reader.load_state_rows()), NOW, settings
+                reader, EngineState.from_rows(await reader.load_state_rows()), NOW, settings
             )
         times["status"].append(time.perf_counter() - start)
         assert status["users"] == n, status["users"]

@@ -43,16 +43,29 @@ log = logging.getLogger("neuro_chat_elo_pxls.host")
 class Clock(Protocol):
     """Host time (aware UTC) and how many real seconds a wait of host time takes."""
 
-    def now(self) -> datetime: ...
-    def real_seconds(self, delta: timedelta) -> float: ...
+    def now(self) -> datetime:
+        """Host time now (aware UTC)."""
+        ...
+
+    def real_seconds(self, delta: timedelta) -> float:
+        """Real seconds a wait of ``delta`` host time takes (>= 0)."""
+        ...
 
 
 class LineSink(Protocol):
     """Where JSON lines go: a text file, stdout, or anything with these methods."""
 
-    def write(self, text: str, /) -> int: ...
-    def flush(self) -> None: ...
-    def fileno(self) -> int: ...
+    def write(self, text: str, /) -> int:
+        """Write ``text``; the characters written."""
+        ...
+
+    def flush(self) -> None:
+        """Flush what was written (the host fsyncs ``fileno`` after)."""
+        ...
+
+    def fileno(self) -> int:
+        """The OS file descriptor (for fsync)."""
+        ...
 
 
 #: The host never sleeps longer than this many real seconds at once (stays responsive).
@@ -73,6 +86,7 @@ class Totals:
     per_instance: dict[str, int] = attrs.field(factory=lambda: defaultdict(int))  # deltas
 
     def add(self, delta: EloDelta) -> None:
+        """Count ``delta`` once (a repeated ``(instance, seq)`` is ignored)."""
         if delta.seq <= self.last_seq.get(delta.instance, 0):  # de-duplicate on
             return  # (instance, seq), as a host should
         self.last_seq[delta.instance] = delta.seq
@@ -86,6 +100,7 @@ class Totals:
             self.faction[delta.user] = delta.faction.tag
 
     def table(self, top: int = 10) -> str:
+        """The ``top`` users and the totals per Discord name, as text lines."""
         rows = sorted(self.by_user.items(), key=lambda kv: -kv[1])[:top]
         by_discord: dict[str, int] = defaultdict(int)
         for user, total in self.by_user.items():

@@ -44,6 +44,8 @@ VERSION = 1
 
 
 def delta_to_dict(delta: EloDelta) -> dict[str, Any]:
+    """``delta`` as one JSON line's object (format :data:`VERSION`; times as ISO-8601
+    UTC text). Pure."""
     faction = delta.faction
     return {
         "v": VERSION,

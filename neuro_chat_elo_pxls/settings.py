@@ -48,6 +48,7 @@ class Secret:
         self._value = value
 
     def reveal(self) -> str:
+        """The secret's text: only for the request that sends it (never log it)."""
         return self._value
 
     def __eq__(self, other: object) -> bool:

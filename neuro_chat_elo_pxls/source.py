@@ -1,32 +1,27 @@
 """``PxlsSource``: the pxls.space source the host registers as a pluggy plugin.
 
 The host drives it with :meth:`PxlsSource.on_tick` (host time ``now``, aware UTC)
-and drains contributions with :meth:`PxlsSource.collect_deltas`. ``PxlsSource``
-keeps the hooks, the database handle and the delivery of deltas; the work is the
-engine's (:class:`~.engine.core.Engine`: queue, state, scheduler, processor) and its
-jobs' (:func:`~.jobs.build_jobs`: pull and confirm, enrichment, follow, sweep,
-pending observations, profile reads).
+and drains contributions with :meth:`PxlsSource.collect_deltas`. ``PxlsSource`` is
+a facade: one hook call at a time, the host's ``now`` checked, the database opened;
+then a tick is :meth:`~.jobs.tick.Tick.run` (clamp, plan, run one command: the whole
+flow is written there) and a collect is the outbox's (:mod:`.store.outbox`).
 
-Each tick: the jobs queue what is due, then at most one command that sends requests
-runs. Hook calls are serialised (a host may overlap them); every failure is caught
-and logged: a tick never raises into the host's loop.
+Hook calls are serialised (a host may overlap them); every failure is caught and
+logged: a tick never raises into the host's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .engine.core import Engine
 from .errors import StoreError
 from .hookspecs import hookimpl
-from .jobs import build_jobs
-from .jobs.optout import OptOutList
+from .jobs.tick import Tick
 from .models import EloDelta
 from .ops.status import build_status
 from .pxls.client import PxlsApi, PxlsClient
@@ -55,10 +50,9 @@ class PxlsSource:
     ) -> None:
         self.settings = settings
         self._client: PxlsApi = client or PxlsClient(settings)
-        self._engine = Engine(settings, functools.partial(build_jobs, settings), rng)
+        self._tick = Tick(settings, rng)
         self._last_now: datetime | None = None
         self._db = StoreHandle(settings.db_path, self._restore)
-        self._opt_outs = OptOutList(settings)
         self._hooks = asyncio.Lock()  # one hook call at a time (hosts overlap calls)
         self._bad_now_said = False  # a host's wrong ``now`` is reported once
 
@@ -75,18 +69,18 @@ class PxlsSource:
 
     @tagged_hook
     async def open(self) -> None:
-        """Open the database and restore the scheduler state. Raises :class:`StoreError`."""
+        """Open the database and restore the engine state. Raises :class:`StoreError`."""
         async with self._hooks:
             await self._db.open()
 
     async def _restore(self, store: Store) -> None:
         """The database just opened: the engine restores its state and pauses."""
-        await self._engine.restore(store)
+        await self._tick.restore(store)
         log.info(
             "pxls source open: %s; db=%s canvas=%s",
             self.settings.summary(),
             self.settings.db_path,
-            self._engine.state.current.canvas or "-",
+            self._tick.canvas.code or "-",
         )
 
     # -- hooks -----------------------------------------------------------------
@@ -105,8 +99,7 @@ class PxlsSource:
                 if store is None:
                     return
                 self._last_now = now
-                await self._opt_outs.apply(store, now)  # first: nothing of theirs runs
-                await self._engine.tick(store, self._client, now)
+                await self._tick.run(store, self._client, now)
         except Exception:
             log.exception("pxls tick failed (nothing was lost; the next tick continues)")
 
@@ -189,7 +182,7 @@ class PxlsSource:
         now = checked
         if self._db.store is None:
             return self._db.next_due(now)
-        return self._engine.next_due(now)
+        return self._tick.next_due(now)
 
     def _host_now(self, now: object, hook: str) -> datetime | None:
         """The host's ``now`` as aware UTC, or None after saying (once, for every hook
@@ -220,7 +213,7 @@ class PxlsSource:
             if store is None:
                 raise StoreError(self._db.disabled or "the source was shut down")
             when = check_now(now) if now is not None else self._last_now or datetime.now(UTC)
-            return await self._engine.jobs.follow.add(store, names, when)
+            return await self._tick.follow.add(store, names, when)
 
     # -- operators -------------------------------------------------------------
 
@@ -232,6 +225,7 @@ class PxlsSource:
             if store is None:
                 return {"disabled": self._db.disabled or "shut down"}
             now = check_now(now) if now is not None else datetime.now(UTC)
-            status = await build_status(store, self._engine.live_state(now), now, self.settings)
-            status["queue"] = self._engine.queued()
+            engine = self._tick.engine
+            status = await build_status(store, engine.live_state(now), now, self.settings)
+            status["queue"] = engine.queued()
             return status

@@ -82,14 +82,14 @@ def test_the_export_loop_runs_outside_the_image(
     export writes pxls.json, status reads it (unhealthy: nothing was pulled)."""
     import asyncio
 
-    from neuro_chat_elo_pxls.engine.state import SchedulerState
+    from neuro_chat_elo_pxls.engine.state import EngineState
     from neuro_chat_elo_pxls.store.writer import Store
 
     db = tmp_path / "pxls.sqlite3"
 
     async def make() -> None:
         async with await Store.open(str(db)) as store:
-            await store.save_state(SchedulerState(canvas="86"))
+            await store.save_state(EngineState(canvas="86"))
 
     asyncio.run(make())
     config = tmp_path / "host.toml"

@@ -1,12 +1,13 @@
-"""The engine through its own interfaces, with fake jobs: the scheduler's ranking and
-holding, the processor's dispatch and failure handling, the clock guard asking every
-job to clamp (no PxlsSource, no pxls; simulated time only)."""
+"""The engine and the tick through their own interfaces: the tick's plan order and
+holding with fake parts, its dispatch of each command kind and of a give-up, the
+processor's failure bookkeeping, the clock guard's jump-back signal (no PxlsSource;
+simulated time only)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,200 +15,201 @@ from typing import Any
 import pytest
 
 from neuro_chat_elo_pxls.engine.clockguard import ClockGuard
-from neuro_chat_elo_pxls.engine.job import Job
 from neuro_chat_elo_pxls.engine.policy import FailurePolicy
 from neuro_chat_elo_pxls.engine.processor import Processor
 from neuro_chat_elo_pxls.engine.queue import Command, CommandQueue, Key, Kind
-from neuro_chat_elo_pxls.engine.scheduler import Scheduler
-from neuro_chat_elo_pxls.engine.state import StateKeeper
+from neuro_chat_elo_pxls.engine.state import EngineState, StateKeeper
 from neuro_chat_elo_pxls.errors import AuthError, TransientError
-from neuro_chat_elo_pxls.pxls.client import PxlsApi
-from neuro_chat_elo_pxls.settings import PxlsSettings
+from neuro_chat_elo_pxls.jobs.sweep import Place
+from neuro_chat_elo_pxls.jobs.tick import Tick
+from neuro_chat_elo_pxls.settings import PxlsSettings, Secret
 from neuro_chat_elo_pxls.store import Store
 
-from .helpers import T0
+from .helpers import T0, FakeClock, FakePxls
 
 
-class FakeJob(Job):
-    """Records what the engine asked; plans ``queue_kind`` commands when not held."""
+class FakePart:
+    """Records what the tick asked; ``plan`` answers ``waits`` (work waiting)."""
 
-    def __init__(
-        self, name: str, log: list[str], *, key: Key = Key.PROFILE, rank: int = 0, **kw: Any
-    ) -> None:
-        self.name, self.log, self.key, self._rank = name, log, key, rank
-        self.queue_kind: Kind | None = kw.get("queue_kind")
-        self.runs = frozenset(kw.get("runs", ()))
-        self.plans = frozenset(kw.get("plans", ()))
-        self.outcomes: Iterator[Any] = iter(kw.get("outcomes", ()))
-        self.due: datetime | None = kw.get("due")
-        self.user: int = kw.get("user", 1)
+    def __init__(self, name: str, log: list[str], waits: bool = False, place: Place = Place.AFTER):
+        self.name, self.log, self.waits, self._place = name, log, waits, place
 
-    def rank(self, now: datetime) -> int:
-        return self._rank
+    def place(self, now: datetime) -> Place:
+        return self._place
 
-    async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
-        self.log.append(f"{self.name}.plan(held={held})")
-        if self.queue_kind is not None and not held:
-            queue.push(Command(self.queue_kind, self.user if self.key is Key.PROFILE else None))
-        return self.queue_kind is not None and bool(queue.count(self.queue_kind))
-
-    def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
-        return self.due
-
-    async def run(self, store: Store, client: PxlsApi, command: Command, now: datetime) -> bool:
-        self.log.append(f"{self.name}.run({command.describe()})")
-        outcome = next(self.outcomes)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return bool(outcome)
-
-    async def after(self, store: Store, queue: CommandQueue, command: Command) -> None:
-        self.log.append(f"{self.name}.after({command.kind.value})")
-
-    def failed(self, command: Command, error: BaseException) -> None:
-        self.log.append(f"{self.name}.failed({command.kind.value})")
-
-    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
-        self.log.append(f"{self.name}.gave_up({command.kind.value})")
-
-    async def clamp(self, store: Store, now: datetime, jumped_back: bool) -> None:
-        self.log.append(f"{self.name}.clamp({jumped_back})")
+    async def plan(
+        self, store: Store, queue: CommandQueue, now: datetime, held: bool = False
+    ) -> bool:
+        self.log.append(f"{self.name}:{held}")
+        return self.waits
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Any:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     async with await Store.open(str(tmp_path / "engine.sqlite3")) as opened:
         yield opened
 
 
-def _scheduler(jobs: list[Job], profiles: bool = True) -> tuple[Scheduler, CommandQueue]:
-    queue = CommandQueue()
-    clock = ClockGuard(PxlsSettings(), StateKeeper())
-    return Scheduler(queue, clock, jobs, profiles), queue
+def _tick(log: list[str], monkeypatch: pytest.MonkeyPatch, **waits: Any) -> Tick:
+    """A tick with profiles on whose parts are fakes that record their plans."""
+    tick = Tick(PxlsSettings(token=Secret("t")))
+    place = waits.pop("place", Place.AFTER)
+    for name in ("pull", "enrich", "follow"):
+        monkeypatch.setattr(tick, name, FakePart(name, log, waits.get(name, False)))
+    monkeypatch.setattr(tick, "sweep", FakePart("sweep", log, waits.get("sweep", False), place))
+    return tick
 
 
-async def test_a_job_is_held_while_a_lower_rank_on_its_key_waits(store: Store) -> None:
-    log: list[str] = []
-    first = FakeJob("enrich", log, rank=0, queue_kind=Kind.ENRICH)
-    beside = FakeJob("follow", log, rank=2, queue_kind=None)
-    later = FakeJob("sweep", log, rank=3, queue_kind=Kind.SWEEP)
-    pull = FakeJob("pull", log, key=Key.LEADERBOARD, rank=5, queue_kind=Kind.PULL)
-    scheduler, queue = _scheduler([pull, later, beside, first])
-    await scheduler.run(store, T0)
-    # ranked (stable); profile work above a waiting lower rank is held; the
-    # leaderboard job is never held by profile work
-    assert [e for e in log if ".plan" in e] == [
-        "enrich.plan(held=False)",
-        "follow.plan(held=True)",
-        "sweep.plan(held=True)",
-        "pull.plan(held=False)",
-    ]
-    assert queue.count(Kind.SWEEP) == 0 and queue.count(Kind.ENRICH) == 1
-
-
-async def test_equal_ranks_share_and_profiles_off_plans_no_profile_work(store: Store) -> None:
-    log: list[str] = []
-    follow = FakeJob("follow", log, rank=2, queue_kind=Kind.FOLLOW, user=1)
-    sweep = FakeJob("sweep", log, rank=2, queue_kind=Kind.SWEEP, user=2)
-    scheduler, queue = _scheduler([follow, sweep])
-    await scheduler.run(store, T0)
-    assert queue.count(Kind.FOLLOW) == queue.count(Kind.SWEEP) == 1  # beside each other
-    log.clear()
-    off, _ = _scheduler([follow, FakeJob("pull", log, key=Key.LEADERBOARD)], profiles=False)
-    await off.run(store, T0)
-    assert [e for e in log if ".plan" in e] == ["pull.plan(held=False)"]
-    assert "follow.clamp(False)" in log  # every job still clamps its own times
-
-
-async def test_next_due_is_the_earliest_job_or_queue_time(store: Store) -> None:
-    log: list[str] = []
-    a = FakeJob("a", log, due=T0 + timedelta(minutes=9))
-    b = FakeJob("b", log, due=T0 + timedelta(minutes=4))
-    scheduler, queue = _scheduler([a, b, FakeJob("c", log)])
-    assert scheduler.next_due(T0) == T0 + timedelta(minutes=4)
-    queue.push(Command(Kind.PULL))
-    queue.cool(Key.LEADERBOARD, T0 + timedelta(minutes=2), "test", T0)
-    assert scheduler.next_due(T0) == T0 + timedelta(minutes=2)
-    assert scheduler.next_due(T0 + timedelta(hours=1)) == T0 + timedelta(hours=1)  # never past
-    assert _scheduler([FakeJob("idle", log)])[0].next_due(T0) is None
-
-
-async def test_the_clock_guard_tells_every_job_once_when_the_clock_jumped_back(
+@pytest.mark.parametrize(
+    ("place", "waits", "expected"),
+    [
+        # enrichment first, never held; it holds everything after it
+        (Place.AFTER, {"enrich": True}, ["enrich:False", "follow:True", "sweep:True"]),
+        # a sweep behind a schedule it can keep goes before follow refreshes, holds them
+        (Place.BEFORE, {"sweep": True}, ["enrich:False", "sweep:False", "follow:True"]),
+        # beside: follow refreshes plan first, and neither holds the other
+        (Place.BESIDE, {"follow": True}, ["enrich:False", "follow:False", "sweep:False"]),
+        # after: waiting follow refreshes hold the sweep
+        (Place.AFTER, {"follow": True}, ["enrich:False", "follow:False", "sweep:True"]),
+    ],
+)
+async def test_the_tick_plans_profile_work_in_rank_order_and_holds_later_ranks(
     store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    place: Place,
+    waits: dict[str, bool],
+    expected: list[str],
 ) -> None:
     log: list[str] = []
-    scheduler, _ = _scheduler([FakeJob("a", log), FakeJob("b", log, key=Key.LEADERBOARD)])
-    for now in (T0, T0 + timedelta(days=365), T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)):
-        await scheduler.run(store, now)
-    assert [e for e in log if e.startswith("a.clamp")] == [
-        "a.clamp(False)",
-        "a.clamp(False)",
-        "a.clamp(True)",  # back from a year ahead: handled once
-        "a.clamp(False)",
-    ]
-    assert log.count("b.clamp(True)") == 1
+    tick = _tick(log, monkeypatch, place=place, **waits)
+    await tick._plan(store, T0)
+    assert log == ["pull:False", *expected]
 
 
-def _processor(jobs: list[Job], **settings: Any) -> tuple[Processor, CommandQueue]:
-    queue = CommandQueue()
+async def test_profiles_off_plans_the_pull_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log: list[str] = []
+    tick = _tick(log, monkeypatch)
+    monkeypatch.setattr(tick, "settings", PxlsSettings())  # no PXLS_TOKEN
+    await tick._plan(store, T0)
+    assert log == ["pull:False"]
+
+
+async def test_a_confirm_is_run_by_observations_and_credits_nothing_on_a_stale_cache(
+    store: Store,
+) -> None:
+    """CONFIRM: /info only; a stale code settles nothing, the pull looks again later."""
+    fake = FakePxls(FakeClock(T0))
+    tick = Tick(PxlsSettings())
+    await tick.restore(store)
+    await tick.canvas.see(store, "87", T0)
+    fake.canvas = "86"  # an earlier code: a stale cache
+    tick.queue.push(Command(Kind.CONFIRM))
+    await tick._run_one(store, fake, T0)
+    assert [r[0] for r in fake.requests] == ["info"]
+    assert tick.canvas.code == "87"
+    assert tick.engine.state.current.pull_due_at is not None  # the pull looks again
+
+
+async def test_a_given_up_command_goes_to_the_part_that_planned_it(store: Store) -> None:
+    fake = FakePxls(FakeClock(T0))
+    fake.failures["info"] = [TransientError("503")]
+    tick = Tick(PxlsSettings(max_attempts=1))
+    await tick.restore(store)
+    tick.queue.push(Command(Kind.PULL))
+    await tick._run_one(store, fake, T0)
+    # the pull's own give-up: the next timer, one interval on
+    assert tick.engine.state.current.pull_due_at == T0 + tick.settings.leaderboard_interval
+    assert tick.engine.state.current.last_error
+    assert not len(tick.queue)
+
+
+async def test_a_cancelled_command_keeps_its_place(store: Store) -> None:
+    fake = FakePxls(FakeClock(T0))
+    fake.failures["info"] = [asyncio.CancelledError()]  # type: ignore[list-item]
+    tick = Tick(PxlsSettings())
+    await tick.restore(store)
+    tick.queue.push(Command(Kind.PULL))
+    tick.queue.push(Command(Kind.SWEEP, 8))
+    with pytest.raises(asyncio.CancelledError):
+        await tick._run_one(store, fake, T0)
+    assert [c.kind for c in tick.queue] == [Kind.PULL, Kind.SWEEP]
+
+
+def _processor(**settings: Any) -> tuple[Processor, CommandQueue, StateKeeper]:
+    queue, state = CommandQueue(), StateKeeper()
+    state.track_keys(queue.key_states)
     policy = FailurePolicy(PxlsSettings(**settings), random.Random(1))
-    return Processor(queue, StateKeeper(), policy, jobs), queue
+    return Processor(queue, state, policy), queue, state
 
 
-async def test_the_processor_runs_until_one_command_sends(store: Store) -> None:
-    log: list[str] = []
-    runner = FakeJob("profiles", log, runs={Kind.SWEEP}, outcomes=[False, True, True])
-    owner = FakeJob("sweep", log, plans={Kind.SWEEP})
-    processor, queue = _processor([runner, owner])
-    for user in (1, 2, 3):
-        queue.push(Command(Kind.SWEEP, user))
-    await processor.run_one(store, None, T0)  # type: ignore[arg-type]
-    assert [e for e in log if ".run" in e] == [
-        "profiles.run(sweep read of user 1)",
-        "profiles.run(sweep read of user 2)",
-    ]
-    assert log.count("sweep.after(sweep)") == 2  # every job hears of every success
-    assert len(queue) == 1
+async def _save(state: EngineState) -> None:
+    return None
 
 
-async def test_a_failure_is_retried_behind_a_pause_then_given_up_to_its_owner(
-    store: Store,
-) -> None:
-    log: list[str] = []
-    errors = [TransientError("503"), TransientError("503")]
-    runner = FakeJob(
-        "pull", log, key=Key.LEADERBOARD, runs={Kind.PULL}, plans={Kind.PULL}, outcomes=errors
-    )
-    processor, queue = _processor([runner], max_attempts=2)
+async def test_a_failure_is_retried_behind_a_pause_then_given_up(store: Store) -> None:
+    processor, queue, _ = _processor(max_attempts=2)
     queue.push(Command(Kind.PULL))
-    await processor.run_one(store, None, T0)  # type: ignore[arg-type]
+    entry = queue.pop_ready(T0)
+    assert entry is not None
+    decision = processor.failed(entry, TransientError("503"), T0)
     state = queue.state(Key.LEADERBOARD)
-    assert state.failures == 1 and state.ready_at is not None and state.ready_at > T0
-    assert queue.count(Kind.PULL) == 1  # put back
-    await processor.run_one(store, None, state.ready_at)  # type: ignore[arg-type]
-    assert log[-2:] == ["pull.failed(pull)", "pull.gave_up(pull)"]
-    assert queue.count(Kind.PULL) == 0 and queue.state(Key.LEADERBOARD).failures == 0
+    assert decision.retry_at is not None and state.ready_at == decision.retry_at
+    assert state.failures == 1 and queue.count(Kind.PULL) == 1  # put back
+    entry = queue.pop_ready(decision.retry_at)
+    assert entry is not None
+    again = processor.failed(entry, TransientError("503"), decision.retry_at)
+    assert again.retry_at is None and not len(queue)  # given up: the caller tells its owner
+    await processor.persist_failure(store, again, decision.retry_at)
+    await processor.succeeded(store, Command(Kind.PULL), True, decision.retry_at)
+    assert queue.state(Key.LEADERBOARD).failures == 0
 
 
-async def test_a_403_pauses_the_key_and_a_cancelled_command_keeps_its_place(
-    store: Store,
-) -> None:
-    log: list[str] = []
-    runner = FakeJob(
-        "p",
-        log,
-        runs={Kind.FOLLOW},
-        outcomes=[AuthError("403", challenge=False), asyncio.CancelledError()],
-    )
-    processor, queue = _processor([runner])
+def test_a_403_pauses_the_profile_key_for_the_auth_pause() -> None:
+    processor, queue, _ = _processor()
     queue.push(Command(Kind.FOLLOW, 7))
-    queue.push(Command(Kind.FOLLOW, 8))
-    await processor.run_one(store, None, T0)  # type: ignore[arg-type]
+    entry = queue.pop_ready(T0)
+    assert entry is not None
+    processor.failed(entry, AuthError("403", challenge=False), T0)
     state = queue.state(Key.PROFILE)
     assert state.auth_pauses == 1 and state.ready_at == T0 + timedelta(minutes=15)
-    with pytest.raises(asyncio.CancelledError):
-        await processor.run_one(store, None, T0 + timedelta(minutes=15))  # type: ignore[arg-type]
-    assert [c.user_id for c in queue] == [7, 8]  # the cancelled one back at the front
+    assert [c.user_id for c in queue] == [7]
+
+
+def test_the_clock_guard_says_once_that_the_clock_jumped_back() -> None:
+    guard, queue = ClockGuard(PxlsSettings()), CommandQueue()
+    seen = []
+    for now in (T0, T0 + timedelta(days=365), T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)):
+        jumped_back = guard.check(queue, now)
+        guard.handled(now, jumped_back)
+        seen.append(jumped_back)
+    assert seen == [False, False, True, False]  # back from a year ahead: handled once
+
+
+async def test_each_part_pulls_back_its_own_far_future_times(store: Store) -> None:
+    """A year ahead: the pull's due time and the sweep's start come back to now, each
+    by its own part (the clock guard pulls back only the keys' pauses)."""
+    ahead = T0 + timedelta(days=365)
+    tick = Tick(PxlsSettings())
+    tick.engine.state.adopt(EngineState(pull_due_at=ahead, sweep_started_at=ahead))
+    tick.queue.cool(Key.PROFILE, ahead, "test", ahead)
+    await tick._clamp(store, T0)
+    current = tick.engine.state.current
+    assert current.pull_due_at == T0 and current.sweep_started_at == T0
+    ready = tick.queue.state(Key.PROFILE).ready_at
+    assert ready is not None and ready <= T0 + tick.engine.clock.key_limit()
+
+
+def test_the_keeper_keeps_no_key_states_the_queue_does() -> None:
+    """Key states have one home, the queue: saves carry them, memory does not."""
+    queue, state = CommandQueue(), StateKeeper()
+    state.track_keys(queue.key_states)
+    queue.cool(Key.PROFILE, T0 + timedelta(hours=1), "rate limited: 429", T0)
+    proposed = state.propose(canvas="86")
+    assert proposed.keys["profile"].ready_at == T0 + timedelta(hours=1)
+    state.adopt(proposed)
+    assert state.current.keys == {} and state.current.canvas == "86"
 
 
 def test_every_state_save_carries_the_live_key_states() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from neuro_chat_elo_pxls import PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.cli import main
-from neuro_chat_elo_pxls.engine.state import KeyState, SchedulerState
+from neuro_chat_elo_pxls.engine.state import EngineState, KeyState
 from neuro_chat_elo_pxls.errors import AuthError
 from neuro_chat_elo_pxls.ops.health import default_outbox_age, health_problems
 from neuro_chat_elo_pxls.ops.status import build_status, format_status
@@ -24,18 +24,18 @@ SETTINGS = PxlsSettings(db_path="unused.sqlite3", base_url="http://pxls.test", t
 HOUR = timedelta(hours=1)
 
 
-def _problems(state: SchedulerState, now: datetime, oldest: datetime | None = None) -> list[str]:
+def _problems(state: EngineState, now: datetime, oldest: datetime | None = None) -> list[str]:
     return health_problems(state, SETTINGS, now, oldest_outbox=oldest, max_outbox_age=2 * HOUR)
 
 
 def test_healthy_when_pulled_recently() -> None:
-    state = SchedulerState(last_pull_at=T0, profiles_enabled=True, sweep_started_at=T0)
+    state = EngineState(last_pull_at=T0, profiles_enabled=True, sweep_started_at=T0)
     assert _problems(state, T0 + 2 * HOUR) == []
 
 
 def test_no_pull_yet_and_no_pull_within_two_intervals() -> None:
-    assert _problems(SchedulerState(), T0) == ["no successful pull yet"]
-    late = _problems(SchedulerState(last_pull_at=T0), T0 + 2 * HOUR + timedelta(seconds=1))
+    assert _problems(EngineState(), T0) == ["no successful pull yet"]
+    late = _problems(EngineState(last_pull_at=T0), T0 + 2 * HOUR + timedelta(seconds=1))
     assert len(late) == 1
     assert late[0].startswith("no successful pull for 2h00m (last at 2026-01-05T12:00:00Z")
     assert "limit 2 x leaderboard_interval = 2h00m" in late[0]
@@ -56,7 +56,7 @@ def test_the_pull_limit_follows_the_regeneration_grid(interval: timedelta, limit
         leaderboard_interval=interval,
     )
     period = {"30m00s": 15, "1h00m": 30, "2h00m": 60}[limit]
-    state = SchedulerState(last_pull_at=T0)
+    state = EngineState(last_pull_at=T0)
 
     def problems(at: datetime) -> list[str]:
         return health_problems(state, settings, at, oldest_outbox=None, max_outbox_age=HOUR)
@@ -71,7 +71,7 @@ def test_the_pull_limit_follows_the_regeneration_grid(interval: timedelta, limit
 def test_auth_pause_is_a_problem_until_it_ends() -> None:
     paused = KeyState(T0 + HOUR, "auth: HTTP 403", 0, auth_pauses=1)
     backoff = KeyState(T0 + HOUR, "backoff: HTTP 503", 2, auth_pauses=0)
-    state = SchedulerState(last_pull_at=T0, keys={"profile": paused, "leaderboard": backoff})
+    state = EngineState(last_pull_at=T0, keys={"profile": paused, "leaderboard": backoff})
     (problem,) = _problems(state, T0 + timedelta(minutes=1))
     assert problem.startswith("profile requests paused for auth until 2026-01-05T13:00:00Z")
     assert "renew PXLS_TOKEN / PXLS_CF_AUTH" in problem
@@ -79,7 +79,7 @@ def test_auth_pause_is_a_problem_until_it_ends() -> None:
 
 
 def test_sweep_overdue_only_with_profiles() -> None:
-    state = SchedulerState(
+    state = EngineState(
         last_pull_at=T0 + 49 * HOUR, sweep_number=3, sweep_started_at=T0, profiles_enabled=True
     )
     (problem,) = _problems(state, T0 + 49 * HOUR)
@@ -90,7 +90,7 @@ def test_sweep_overdue_only_with_profiles() -> None:
 
 
 def test_old_outbox() -> None:
-    state = SchedulerState(last_pull_at=T0 + 3 * HOUR)
+    state = EngineState(last_pull_at=T0 + 3 * HOUR)
     assert _problems(state, T0 + 3 * HOUR, oldest=T0 + HOUR) == []
     (problem,) = _problems(state, T0 + 3 * HOUR, oldest=T0)
     assert problem.startswith("the oldest uncollected delta is 3h00m old (limit 2h00m)")
@@ -98,14 +98,14 @@ def test_old_outbox() -> None:
 
 
 def test_state_rows_keep_the_running_view() -> None:
-    state = SchedulerState(
+    state = EngineState(
         profiles_enabled=False,
         last_error="stats.json: HTTP 503; backing off leaderboard for 30s",
         last_error_at=T0,
         keys={"profile": KeyState(T0, "auth: x", 1, 2)},
     )
-    assert SchedulerState.from_rows(state.to_rows()) == state
-    assert SchedulerState.from_rows({}).profiles_enabled is None
+    assert EngineState.from_rows(state.to_rows()) == state
+    assert EngineState.from_rows({}).profiles_enabled is None
 
 
 async def test_status_shows_the_running_source_view_not_its_own_env(
@@ -125,7 +125,7 @@ async def test_status_shows_the_running_source_view_not_its_own_env(
     db = str(tmp_path / "pxls.sqlite3")
     reader = await StoreReader.open(db)
     async with reader:
-        state = SchedulerState.from_rows(await reader.load_state_rows())
+        state = EngineState.from_rows(await reader.load_state_rows())
         settings = PxlsSettings(db_path=db, token=None)
         status = await build_status(reader, state, clock.now, settings)
     assert status["profiles_enabled"] is True
@@ -157,7 +157,7 @@ async def test_status_names_the_token_variable_of_its_instance(
     db = str(tmp_path / "pxls.sqlite3")
     reader = await StoreReader.open(db)
     async with reader:
-        state = SchedulerState.from_rows(await reader.load_state_rows())
+        state = EngineState.from_rows(await reader.load_state_rows())
         settings = PxlsSettings(db_path=db, token=None, instance="space", secret_envs=envs)
         status = await build_status(reader, state, clock.now, settings)
     assert status["secret_envs"] == list(envs)
@@ -173,7 +173,7 @@ async def test_next_pull_is_not_shown_before_the_key_cools_down(
     await drive(source, clock, clock.now + timedelta(minutes=1))
     status = await source.status(clock.now)
     assert status["next_pull_at"] is not None
-    state = SchedulerState(
+    state = EngineState(
         pull_due_at=T0, keys={"leaderboard": KeyState(T0 + HOUR, "backoff: 503", 1)}
     )
     reader = await StoreReader.open(str(tmp_path / "pxls.sqlite3"))
@@ -192,7 +192,7 @@ def _cli_db(tmp_path: Path, last_pull: datetime | None) -> str:
 
     async def make() -> None:
         async with await Store.open(db) as store:
-            await store.save_state(SchedulerState(canvas="86", last_pull_at=last_pull))
+            await store.save_state(EngineState(canvas="86", last_pull_at=last_pull))
 
     asyncio.run(make())
     return db
@@ -224,7 +224,7 @@ def test_status_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 async def _problems_on_disk(db: str, now: datetime, settings: PxlsSettings) -> list[str]:
     reader = await StoreReader.open(db)
     async with reader:
-        state = SchedulerState.from_rows(await reader.load_state_rows())
+        state = EngineState.from_rows(await reader.load_state_rows())
         status = await build_status(reader, state, now, settings)
     return [p.split(" until")[0] for p in status["problems"]]
 
@@ -367,7 +367,7 @@ async def test_the_sweep_total_grows_with_users_who_arrived_since_it_started(
     async with await Store.open(str(tmp_path / "db.sqlite3")) as store:
         rows = tuple(ToplistRow(f"u{i}", i + 1) for i in range(5))
         await store.ingest("86", Snapshot.from_rows(T0, rows), T0, hold_new=False, state=None)
-        state = SchedulerState(sweep_number=1, sweep_started_at=T0, sweep_total=1)
+        state = EngineState(sweep_number=1, sweep_started_at=T0, sweep_total=1)
         status = await build_status(store, state, T0, PxlsSettings(db_path=store.path))
     sweep = status["sweep"]
     assert (sweep["total"], sweep["done"], sweep["remaining"]) == (5, 0, 5)

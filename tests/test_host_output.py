@@ -412,7 +412,7 @@ def test_an_instance_table_names_its_own_secrets_in_messages(
     """A review's finding: messages told a table instance's operator to set or renew
     PXLS_TOKEN, which that instance never reads (it reads PXLS_TOKEN_NAME)."""
     from neuro_chat_elo_pxls import ConfigError
-    from neuro_chat_elo_pxls.engine.state import KeyState, SchedulerState
+    from neuro_chat_elo_pxls.engine.state import EngineState, KeyState
     from neuro_chat_elo_pxls.ops.health import health_problems
     from neuro_chat_elo_pxls.settings import instances_from_config
 
@@ -422,7 +422,7 @@ def test_an_instance_table_names_its_own_secrets_in_messages(
     assert ev.secret_envs == ("PXLS_TOKEN_EV_1", "PXLS_CF_AUTH_EV_1") and ev.token is None
     assert "profiles off (PXLS_TOKEN_EV_1 not set)" in ev.summary()
     paused = KeyState(T0 + timedelta(hours=1), "auth: HTTP 403", 0, auth_pauses=1)
-    state = SchedulerState(last_pull_at=T0, keys={"profile": paused})
+    state = EngineState(last_pull_at=T0, keys={"profile": paused})
     (problem,) = health_problems(state, ev, T0, oldest_outbox=None, max_outbox_age=timedelta(1))
     assert problem.endswith("renew PXLS_TOKEN_EV_1 / PXLS_CF_AUTH_EV_1")
     clash = {
@@ -476,7 +476,7 @@ async def test_a_table_that_keeps_an_old_instance_name_is_still_known_by_its_tab
     the table's name disappeared from status headings, log tags and errors."""
     from neuro_chat_elo_pxls import PxlsSource
     from neuro_chat_elo_pxls.cli import main
-    from neuro_chat_elo_pxls.engine.state import SchedulerState
+    from neuro_chat_elo_pxls.engine.state import EngineState
     from neuro_chat_elo_pxls.errors import StoreError
     from neuro_chat_elo_pxls.settings import check_database_instance, instances_from_config
     from neuro_chat_elo_pxls.store.writer import Store
@@ -498,7 +498,7 @@ async def test_a_table_that_keeps_an_old_instance_name_is_still_known_by_its_tab
         check_database_instance("old", space)
     for settings in (space, event):
         async with await Store.open(settings.db_path) as store:
-            await store.save_state(SchedulerState(instance=settings.instance_name))
+            await store.save_state(EngineState(instance=settings.instance_name))
     assert await asyncio.to_thread(main, ["status", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "== pxls instance space (pxls.space)" in out and "== pxls instance event" in out

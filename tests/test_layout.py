@@ -17,7 +17,7 @@ import neuro_chat_elo_pxls
 from neuro_chat_elo_pxls import MalformedDataError, PxlsSettings, PxlsSource
 from neuro_chat_elo_pxls.engine.policy import AUTH_PAUSE_FLOOR, FailurePolicy, compute_auth_pause
 from neuro_chat_elo_pxls.engine.queue import Command, CommandQueue, Key, Kind
-from neuro_chat_elo_pxls.engine.state import KeyState, SchedulerState, StateKeeper
+from neuro_chat_elo_pxls.engine.state import EngineState, KeyState, StateKeeper
 from neuro_chat_elo_pxls.errors import PxlsRequestError, StoreError
 from neuro_chat_elo_pxls.hookspecs import Source
 from neuro_chat_elo_pxls.store.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
@@ -69,11 +69,11 @@ async def test_fresh_database_gets_the_newest_schema_same_as_migrated(tmp_path: 
 async def test_reader_has_only_read_methods_and_cannot_write(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     async with await Store.open(str(path)) as store:
-        await store.save_state(SchedulerState(canvas="86", sweep_number=2))
+        await store.save_state(EngineState(canvas="86", sweep_number=2))
     for writer in ("ingest", "save_state", "outbox", "apply_profile"):
         assert not hasattr(StoreReader, writer), writer
     async with await StoreReader.open(str(path)) as reader:
-        state = SchedulerState.from_rows(await reader.load_state_rows())
+        state = EngineState.from_rows(await reader.load_state_rows())
         assert (state.canvas, state.sweep_number) == ("86", 2)
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             await reader._db.alone(lambda conn: conn.execute("DELETE FROM state"))
@@ -87,7 +87,7 @@ async def test_reader_closes_on_a_file_that_is_not_sqlite(tmp_path: Path) -> Non
 
 
 def test_state_round_trips_through_the_state_table_rows() -> None:
-    state = SchedulerState(
+    state = EngineState(
         canvas="86",
         canvas_first_seen=T0,
         pull_due_at=T0 + timedelta(hours=1),
@@ -99,7 +99,7 @@ def test_state_round_trips_through_the_state_table_rows() -> None:
     rows = state.to_rows()
     assert rows["sweep_finished_at"] is None
     assert rows["pull_due_at"] == "2026-01-05T13:00:00.000000+00:00"  # the text of earlier files
-    assert SchedulerState.from_rows({k: v for k, v in rows.items() if v is not None}) == state
+    assert EngineState.from_rows({k: v for k, v in rows.items() if v is not None}) == state
     assert state.sweep_active
 
 
@@ -109,15 +109,15 @@ async def test_state_keeper_puts_the_old_state_back_when_a_save_fails() -> None:
     it commits (a cancelled caller's shielded save still commits it)."""
     keeper = StateKeeper()
 
-    async def failing_save(state: SchedulerState) -> None:
+    async def failing_save(state: EngineState) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     with pytest.raises(sqlite3.OperationalError):
         await keeper.commit(failing_save, canvas="87")
     assert keeper.current.canvas is None
-    saved: list[SchedulerState] = []
+    saved: list[EngineState] = []
 
-    async def save(state: SchedulerState) -> None:
+    async def save(state: EngineState) -> None:
         assert keeper.current is state  # adopted as the save starts
         saved.append(state)
 
@@ -166,3 +166,66 @@ def test_cli_imports_the_stand_in_only_for_the_demo() -> None:
         "assert 'aiohttp.web' not in sys.modules, 'aiohttp.web imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+#: who writes each field of the engine state (engine/state.py's table says the same)
+STATE_WRITERS = {
+    "jobs/pull.py": {"pull_due_at", "last_pull_at", "last_generated_at"},
+    "jobs/canvas.py": {"canvas", "canvas_first_seen", "canvas_changed_at", "canvas_history"},
+    "jobs/sweep.py": {"sweep_number", "sweep_started_at", "sweep_finished_at", "sweep_total"},
+    "jobs/follow.py": {"follow_round_finished_at"},
+    "engine/processor.py": {"last_error", "last_error_at"},
+    "engine/core.py": {
+        "credentials",
+        "leaderboard_credentials",
+        "credentials_salt",
+        "instance",
+        "profiles_enabled",
+        "keys",  # the restored ones, at open; every other save takes the queue's
+    },
+}
+
+
+def test_each_engine_state_field_has_one_writer() -> None:
+    """Each field of the engine state is written (``StateKeeper.commit``/``propose``,
+    ``persist_keys``, or a clamp's ``limits``) by one module, the one
+    :data:`STATE_WRITERS` and engine/state.py name (the clock guard writes none)."""
+    import ast
+    from collections import defaultdict
+
+    import attrs
+
+    package = Path(neuro_chat_elo_pxls.__file__).parent
+    writers: dict[str, set[str]] = defaultdict(set)
+    for path in package.rglob("*.py"):
+        module = path.relative_to(package).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("commit", "propose", "persist_keys")
+            ):
+                for keyword in node.keywords:
+                    if keyword.arg is not None:
+                        writers[module].add(keyword.arg)
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "limits" for t in node.targets)
+                and isinstance(node.value, ast.Dict)
+            ):
+                for key in node.value.keys:
+                    assert isinstance(key, ast.Constant)
+                    writers[module].add(str(key.value))
+    assert writers == STATE_WRITERS
+    assert set().union(*STATE_WRITERS.values()) == {f.name for f in attrs.fields(EngineState)}
+    docs = (package / "engine" / "state.py").read_text()
+    assert all(f"``{module}``" in docs for module in STATE_WRITERS)
+
+
+def test_the_engine_knows_no_part_of_the_work() -> None:
+    """engine/ imports nothing from jobs/ (the tick, in jobs/, names the parts; the
+    engine keeps the state, the queue and the failure bookkeeping)."""
+    package = Path(neuro_chat_elo_pxls.__file__).parent
+    for path in (package / "engine").glob("*.py"):
+        text = path.read_text()
+        assert "from ..jobs" not in text and "neuro_chat_elo_pxls.jobs" not in text, path.name

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neuro_chat_elo_pxls.errors import MalformedDataError
+from neuro_chat_elo_pxls.pxls.page import parse_profile_html
 from neuro_chat_elo_pxls.pxls.parsing import (
     parse_generated_at,
     parse_info,
-    parse_profile_html,
     parse_profile_json,
     parse_stats,
 )
@@ -333,7 +333,7 @@ def test_a_page_of_another_instance_with_the_older_template() -> None:
 def test_a_page_whose_heading_hides_the_tag_is_read_the_old_way_and_said_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from neuro_chat_elo_pxls.pxls import parsing
+    from neuro_chat_elo_pxls.pxls import page as parsing
 
     user = SimUser(1, "vedal987", None, (12, "GK", "Grid Keepers", 1), score=5)
     page = profile_page(user).replace("[GK] vedal987&#x27;s Profile", "vedal987&#x27;s Profile")

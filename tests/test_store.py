@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from neuro_chat_elo_pxls.engine.state import SchedulerState
+from neuro_chat_elo_pxls.engine.state import EngineState
 from neuro_chat_elo_pxls.errors import SchemaTooNewError, StoreError, StoreLockedError
 from neuro_chat_elo_pxls.models import Snapshot, ToplistRow
 from neuro_chat_elo_pxls.store.schema import MIGRATIONS, SCHEMA_VERSION, split_sql
@@ -81,7 +81,7 @@ async def test_failed_ingest_writes_nothing(tmp_path: Path) -> None:
     )
     await store.outbox().drain()
 
-    class Unbindable(SchedulerState):
+    class Unbindable(EngineState):
         def to_rows(self) -> dict[str, Any]:
             return {"x": object()}
 

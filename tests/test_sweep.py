@@ -111,11 +111,11 @@ def test_a_sweep_behind_a_schedule_it_can_keep_goes_before_follow_refreshes() ->
     1170: sharing the budget with follow refreshes that asked for 3x of it left 9 of 32
     users after 5 h of a 3 h interval). A sweep that cannot finish in time only shares,
     so follow refreshes never starve."""
-    from neuro_chat_elo_pxls.engine.state import SchedulerState, StateKeeper
+    from neuro_chat_elo_pxls.engine.state import EngineState, StateKeeper
     from neuro_chat_elo_pxls.jobs.sweep import Sweep
 
     start = datetime(2026, 1, 7, 4, tzinfo=UTC)
-    state = SchedulerState(sweep_number=9, sweep_started_at=start, sweep_total=32)
+    state = EngineState(sweep_number=9, sweep_started_at=start, sweep_total=32)
     sweep = Sweep(StateKeeper(state), timedelta(hours=3), timedelta(minutes=5), remaining=20)
     assert sweep.active
     assert not sweep.urgent(start + timedelta(minutes=60))  # 12 of 32 done in 1/3

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from neuro_chat_elo_pxls import PxlsSource
-from neuro_chat_elo_pxls.engine.state import SchedulerState, StateKeeper
+from neuro_chat_elo_pxls.engine.state import EngineState, StateKeeper
 from neuro_chat_elo_pxls.errors import AuthError
 from neuro_chat_elo_pxls.jobs.pull import Pull
 from neuro_chat_elo_pxls.models import CanvasInfo, Snapshot
@@ -160,7 +160,7 @@ async def test_a_stored_future_generated_at_is_pulled_back(
     async with await Store.open(settings.db_path) as store:  # type: ignore[attr-defined]
         # what an earlier version stored after one glitched snapshot
         await store.save_state(
-            SchedulerState(canvas="86", last_generated_at=datetime(2099, 1, 1, tzinfo=UTC))
+            EngineState(canvas="86", last_generated_at=datetime(2099, 1, 1, tzinfo=UTC))
         )
     fake.add("a_user", 10)
     source = make_source(token=None)
@@ -300,7 +300,7 @@ def test_a_repeated_hour_reading_is_placed_only_when_it_can_be() -> None:
     reset_seen = datetime(2026, 10, 25, 0, 40, tzinfo=UTC)
 
     def pull(last: datetime | None, changed: datetime | None) -> Pull:
-        state = SchedulerState(last_generated_at=last, canvas_changed_at=changed)
+        state = EngineState(last_generated_at=last, canvas_changed_at=changed)
         return Pull(StateKeeper(state), timedelta(hours=1))
 
     assert "already processed" in (pull(first, reset_seen)._ambiguous(snapshot) or "")

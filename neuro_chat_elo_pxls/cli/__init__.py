@@ -36,6 +36,8 @@ __all__ = ["DESCRIPTION", "EXIT_OUTPUT_FAILED", "build_parser", "csv_cell", "loa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: parse ``argv`` (default: the command line), set up logging,
+    run the command; its exit status."""
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     handler = {

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..engine.state import SchedulerState
+from ..engine.state import EngineState
 from ..errors import ConfigError
 from ..settings import PxlsSettings, check_database_instance, instances_from_config
 from ..store.reader import StoreReader
@@ -142,12 +142,15 @@ class OutputFile:
         self._file = _append(path)
 
     def write(self, text: str, /) -> int:
+        """Append ``text`` to the current file; the characters written."""
         return self._file.write(text)
 
     def flush(self) -> None:
+        """Flush the current file."""
         self._file.flush()
 
     def fileno(self) -> int:
+        """The current file's descriptor (for fsync)."""
         return self._file.fileno()
 
     def reopen(self) -> None:
@@ -175,6 +178,7 @@ class OutputFile:
         )
 
     def close(self) -> None:
+        """Close the current file."""
         self._file.close()
 
 
@@ -187,7 +191,7 @@ def open_output(path: str | None) -> TextIO | OutputFile:
 
 async def open_database(
     args: argparse.Namespace,
-) -> tuple[StoreReader, SchedulerState, PxlsSettings]:
+) -> tuple[StoreReader, EngineState, PxlsSettings]:
     """The configured database, opened read-only, with its persisted state (closed
     again if loading the state fails). A database of another instance than the config
     (or ``--instance``) names is refused (:class:`StoreError`); ``--db`` alone names
@@ -200,7 +204,7 @@ async def open_database(
     settings = instances[0]
     reader = await StoreReader.open(settings.db_path)
     try:
-        state = SchedulerState.from_rows(await reader.load_state_rows())
+        state = EngineState.from_rows(await reader.load_state_rows())
         if getattr(args, "config", None) or getattr(args, "instance", None):
             check_database_instance(state.instance, settings)  # (--db alone claims none)
         return reader, state, settings

@@ -94,6 +94,8 @@ def _temp_beside(target: Path) -> tuple[int, str]:
 
 
 async def export_command(args: argparse.Namespace) -> int:
+    """``export``: the users of the current canvas (or all) as CSV or JSON lines; the
+    exit status."""
     reader, state, _ = await open_database(args)
     canvas = None if args.all_canvases else (state.canvas or "")
     async with reader:

@@ -270,6 +270,7 @@ def _add_opt_out(sub: Subcommands, flags: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The console script's parser: its commands and their options."""
     parser = argparse.ArgumentParser(
         prog="neuro-chat-elo-pxls",
         description=DESCRIPTION,

@@ -53,6 +53,8 @@ EXIT_OUTPUT_FAILED = 75
 
 
 async def run_command(args: argparse.Namespace) -> int:
+    """``run``: the standalone host on the configured instances until a signal; the
+    exit status (:data:`EXIT_OUTPUT_FAILED` when the out-file failed)."""
     config = load_config(args)
     _trial_clock_on_this_machine_only(args, config)
     # (no warning here when PXLS_TOKEN is unset: the source's own start-up says it once)
@@ -357,6 +359,8 @@ def _used_database(args: argparse.Namespace) -> bool:
 
 
 async def demo_command(args: argparse.Namespace) -> int:
+    """``demo``: the host against the local stand-in in simulated time; the exit
+    status."""
     # simulated time from a fixed start: the same seed gives the same deltas, byte for
     # byte (--speed: an accelerated real clock instead, to watch it happen)
     clock: Clock = SimClock(speed=args.speed) if args.speed else JumpClock(DEMO_START)

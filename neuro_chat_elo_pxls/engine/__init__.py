@@ -1,3 +1,3 @@
-"""The engine (internal): the command queue with per-key cooldowns, the processor loop
-and its failure policy, the scheduler, the one persisted engine state, the clock guard.
-It knows the jobs only through the interface it defines (see ``scheduler``)."""
+"""The engine (internal): the command queue with per-key cooldowns, the one persisted
+engine state, the processor's failure bookkeeping and its policy, the clock guard. It
+knows no job: the tick (:mod:`..jobs.tick`) plans and runs the commands on it."""

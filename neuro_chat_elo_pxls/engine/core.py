@@ -1,12 +1,12 @@
-"""The engine: the one engine state, the command queue, and the parts that run on them.
+"""The engine: the one engine state, the command queue, and the machinery on them.
 
 :class:`Engine` owns the :class:`~.state.StateKeeper` (the persisted engine state),
-the :class:`~.queue.CommandQueue` (with every key's state), the failure policy, the
-clock guard, the :class:`~.scheduler.Scheduler` and the :class:`~.processor.Processor`.
-It is given its jobs by a ``build`` function (it knows none of them by name). At open
-it restores the state and the key states, so that no restart lowers a pause
-(DESIGN 4); other credentials than a pause was earned with may try that key at once.
-Times are the host's ``now`` (aware UTC).
+the :class:`~.queue.CommandQueue` (with every key's state), the
+:class:`~.processor.Processor` (with the failure policy) and the
+:class:`~.clockguard.ClockGuard`. It knows no job: the tick (:mod:`..jobs.tick`)
+plans and runs the commands on it. At open it restores the state and the key states,
+so that no restart lowers a pause (DESIGN 4); other credentials than a pause was
+earned with may try that key at once. Times are the host's ``now`` (aware UTC).
 """
 
 from __future__ import annotations
@@ -14,23 +14,18 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
 
 import attrs
 
-from ..pxls.client import PxlsApi
 from ..settings import PxlsSettings, check_database_instance, credentials_fingerprint
 from ..store.writer import Store
 from ..util.text import shown
 from .clockguard import ClockGuard
-from .job import Job
 from .policy import FailurePolicy, pacing_gap
 from .processor import Processor
 from .queue import CommandQueue, Key, Kind
-from .scheduler import Scheduler
-from .state import KeyState, SchedulerState, StateKeeper
+from .state import EngineState, KeyState, StateKeeper
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -39,42 +34,28 @@ log = logging.getLogger("neuro_chat_elo_pxls")
 NO_CREDENTIALS = "none"
 
 
-class JobSet(Protocol):
-    """What ``build`` returns: the jobs, and their priority order."""
+class Engine:
+    """See the module docstring. ``rng``: the failure policy's jitter (tests and the
+    simulator pass a seeded one)."""
 
-    def ordered(self) -> Sequence[Job]: ...
-
-
-J = TypeVar("J", bound=JobSet)
-
-
-class Engine(Generic[J]):
-    """See the module docstring. ``jobs`` is what ``build`` made (the caller's own
-    view of its jobs, e.g. to reach the follow job)."""
-
-    def __init__(
-        self,
-        settings: PxlsSettings,
-        build: Callable[[StateKeeper, CommandQueue], J],
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, settings: PxlsSettings, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.state = StateKeeper()
         self.queue = CommandQueue()
         self.state.track_keys(self.queue.key_states)
-        self.jobs = build(self.state, self.queue)
-        jobs = self._jobs = list(self.jobs.ordered())
         policy = FailurePolicy(settings, rng or random.Random())
-        self._processor = Processor(self.queue, self.state, policy, jobs)
-        clock = ClockGuard(settings, self.state)
-        self._scheduler = Scheduler(self.queue, clock, jobs, settings.profiles_enabled)
+        self.processor = Processor(self.queue, self.state, policy)
+        self.clock = ClockGuard(settings)
 
     async def restore(self, store: Store) -> None:
-        """The database just opened: restore the engine state and the key states."""
-        self.state.adopt(SchedulerState.from_rows(await store.load_state_rows()))
-        check_database_instance(self.state.current.instance, self.settings)
+        """The database just opened: restore the engine state and the key states, and
+        record what this source runs with. Raises :class:`~..errors.StoreError` (the
+        database belongs to another instance) and what the store raises."""
+        loaded = EngineState.from_rows(await store.load_state_rows())
+        self.state.adopt(loaded)  # (without the key states: they go to the queue)
+        check_database_instance(loaded.instance, self.settings)
         instance = self.settings.instance_name
-        keys, salt, fingerprints = self._restored_keys(self.state.current)
+        keys, salt, fingerprints = self._restored_keys(loaded)
         self.queue.restore(keys)
         # what this source runs with, for ``status`` from another process
         await self.state.commit(
@@ -94,30 +75,17 @@ class Engine(Generic[J]):
                 self.settings.secret_envs[0],
                 self.settings.secret_envs[1],
             )
-        for job in self._jobs:
-            await job.opened(store, self.settings.profiles_enabled)
 
-    async def tick(self, store: Store, client: PxlsApi, now: datetime) -> None:
-        """Queue what is due at ``now``, then run at most one command that sends."""
-        await self._scheduler.run(store, now)
-        await self._processor.run_one(store, client, now)
-
-    def next_due(self, now: datetime) -> datetime | None:
-        """Earliest host time at which a tick has work (``now`` if it has some now)."""
-        return self._scheduler.next_due(now)
-
-    def live_state(self, now: datetime) -> SchedulerState:
+    def live_state(self, now: datetime) -> EngineState:
         """The engine state with the live key states (what ``status`` shows, so that
         the keys shown and the health agree)."""
         return attrs.evolve(self.state.current, keys=self.queue.key_states(now))
 
     def queued(self) -> dict[str, int]:
-        """Queued commands per kind."""
+        """Queued commands per kind (for ``status``)."""
         return {kind.value: self.queue.count(kind) for kind in Kind}
 
-    def _restored_keys(
-        self, state: SchedulerState
-    ) -> tuple[dict[str, KeyState], str, dict[str, str]]:
+    def _restored_keys(self, state: EngineState) -> tuple[dict[str, KeyState], str, dict[str, str]]:
         """The persisted key states to restore, the salt and this source's credentials
         fingerprint per key. Auth pauses earned with other credentials than that key
         sends now are lifted (logged): a new PXLS_TOKEN lifts the profile key's only."""

@@ -79,6 +79,7 @@ class Decision:
 
     @property
     def give_up(self) -> bool:
+        """The command is not retried (``retry_at`` is None)."""
         return self.retry_at is None
 
 

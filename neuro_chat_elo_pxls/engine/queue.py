@@ -30,6 +30,9 @@ class Key(StrEnum):
 
 
 class Kind(StrEnum):
+    """Command kinds; which part plans and which runs each is written in the tick's
+    ``match`` (:mod:`..jobs.tick`)."""
+
     PULL = "pull"  # Timer 1: leaderboard pull
     ENRICH = "enrich"  # profile of a new user (its first delta is held)
     SWEEP = "sweep"  # Timer 2: daily profile re-check
@@ -56,6 +59,7 @@ class Command:
 
     @property
     def key(self) -> Key:
+        """The cooldown key this command's request uses."""
         return _KEY_OF[self.kind]
 
     def describe(self) -> str:

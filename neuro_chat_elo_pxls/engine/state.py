@@ -1,13 +1,33 @@
-"""Scheduler state: what the engine must remember across restarts, typed.
+"""The engine state: what the source must remember across restarts, typed.
 
-:class:`SchedulerState` is one ``@attrs.define`` value with ``datetime | None``
+:class:`EngineState` is one ``@attrs.define`` value with ``datetime | None``
 fields (aware UTC). The store loads it and saves it whole, in the same
 transaction as the data it belongs to (a pull's state with the pull's scores);
-:class:`StateKeeper` is the engine's one write path: a change is persisted first
-and becomes the in-memory copy only once committed.
+:class:`StateKeeper` is the one write path: a change is persisted first and becomes
+the in-memory copy as the save starts.
 
-On disk it is the ``state`` table of text key/value rows (times as ISO-8601 UTC
-text), so files written by earlier versions load unchanged.
+Each field has one writer (it calls :meth:`StateKeeper.commit` or ``propose`` with it):
+
+============================================  ==========================================
+``pull_due_at``, ``last_pull_at``,            ``jobs/pull.py`` (its clamp included)
+``last_generated_at``
+``canvas``, ``canvas_first_seen``,            ``jobs/canvas.py``
+``canvas_changed_at``, ``canvas_history``
+``sweep_number``, ``sweep_started_at``,       ``jobs/sweep.py``
+``sweep_finished_at``, ``sweep_total``
+``follow_round_finished_at``                  ``jobs/follow.py``
+``last_error``, ``last_error_at``             ``engine/processor.py``
+``credentials*``, ``instance``,               ``engine/core.py`` (at open)
+``profiles_enabled``
+``keys``                                      the queue's key states (:meth:`track_keys`);
+                                              ``engine/core.py`` the restored ones at open
+============================================  ==========================================
+
+The key states live in the :class:`~.queue.CommandQueue` only: every save takes them
+from there, and the in-memory copy holds none (``current.keys`` is empty; at open
+the restored ones go to the queue). On disk it is the ``state`` table of text
+key/value rows (times as ISO-8601 UTC text), so files written by earlier versions
+load unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +63,7 @@ class KeyState:
     paused_at: datetime | None = None
 
     def cooling(self, now: datetime) -> bool:
+        """The key cools down at ``now`` (aware UTC)."""
         return self.ready_at is not None and now < self.ready_at
 
     def paused_for_auth(self, now: datetime) -> bool:
@@ -61,6 +82,7 @@ class KeyState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KeyState:
+        """The inverse of :meth:`to_json` (missing fields take the defaults)."""
         return cls(
             from_ts(data.get("cooling_until")),
             str(data.get("reason", "")),
@@ -71,8 +93,9 @@ class KeyState:
 
 
 @attrs.define
-class SchedulerState:
-    """Timers, canvas and sweep progress. Every time is aware UTC host time, except
+class EngineState:
+    """Timers, canvas and sweep progress, as persisted (see the module docstring for
+    each field's writer). Every time is aware UTC host time, except
     ``last_generated_at`` (the accepted snapshot's ``generatedAt``)."""
 
     canvas: str | None = None
@@ -87,7 +110,8 @@ class SchedulerState:
     sweep_finished_at: datetime | None = None
     sweep_total: int = 0
     follow_round_finished_at: datetime | None = None
-    #: every cooldown key (pacing, backoff, server waits, auth pauses), restored at open
+    #: every cooldown key (pacing, backoff, server waits, auth pauses) as saved from the
+    #: queue, restored at open; empty in the keeper's in-memory copy
     keys: dict[str, KeyState] = attrs.field(factory=dict)
     #: salted fingerprints of the credentials the pauses were earned with (never the
     #: secrets), of the profile key's and of the leaderboard key's: a restart with other
@@ -111,7 +135,7 @@ class SchedulerState:
     def to_rows(self) -> dict[str, str | None]:
         """The ``state`` table's rows (None: the key has no value)."""
         rows: dict[str, str | None] = {}
-        for field in attrs.fields(SchedulerState):
+        for field in attrs.fields(EngineState):
             value = getattr(self, field.name)
             if field.name == "canvas_history":
                 rows[field.name] = json.dumps(value)
@@ -130,10 +154,10 @@ class SchedulerState:
         return rows
 
     @classmethod
-    def from_rows(cls, rows: Mapping[str, str | None]) -> SchedulerState:
+    def from_rows(cls, rows: Mapping[str, str | None]) -> EngineState:
         """Rows of the ``state`` table → state (missing keys take the defaults)."""
         kwargs: dict[str, Any] = {}
-        for field in attrs.fields(SchedulerState):
+        for field in attrs.fields(EngineState):
             text = rows.get(field.name)
             if text is None:
                 continue
@@ -170,7 +194,8 @@ _BOOL_FIELDS = frozenset({"profiles_enabled"})
 
 @attrs.define
 class StateKeeper:
-    """Holds the committed :class:`SchedulerState`; the only way to change it.
+    """Holds the committed :class:`EngineState` (without key states); the only way to
+    change it.
 
     ``save`` persists a whole state (e.g. ``Store.save_state``). :meth:`commit` adopts
     the changed copy as the save starts and puts the previous one back if the save
@@ -180,32 +205,32 @@ class StateKeeper:
     takes :meth:`propose`'s copy and :meth:`adopt`\\ s it after.
 
     The key states are the queue's (:meth:`track_keys`): every proposal carries them as
-    they are now, so no save writes older ones (a save whose caller was cancelled
-    commits without being adopted; the next save from the old copy overwrote a 429's
-    wait, and a restart forgot it: simulator seed 23 with cancelled ticks).
+    they are now, so no save writes older ones, and none is kept here (a save whose
+    caller was cancelled commits without being adopted; the next save from the old
+    copy overwrote a 429's wait, and a restart forgot it: simulator seed 23 with
+    cancelled ticks).
     """
 
-    current: SchedulerState = attrs.field(factory=SchedulerState)
+    current: EngineState = attrs.field(factory=EngineState)
     _live_keys: Callable[[], dict[str, KeyState]] | None = None
 
     def track_keys(self, live: Callable[[], dict[str, KeyState]]) -> None:
         """Take the key states from ``live`` (the queue's) in every proposal."""
         self._live_keys = live
 
-    def propose(self, **changes: Any) -> SchedulerState:
+    def propose(self, **changes: Any) -> EngineState:
         """A copy of the current state with ``changes`` (and the live key states);
         nothing is stored yet."""
         if self._live_keys is not None and "keys" not in changes:
             changes["keys"] = self._live_keys()
         return attrs.evolve(self.current, **changes)
 
-    def adopt(self, state: SchedulerState) -> None:
-        """Take ``state`` as current (it was committed by the caller)."""
-        self.current = state
+    def adopt(self, state: EngineState) -> None:
+        """Take ``state`` as current (it was committed by the caller; its key states
+        are the queue's, and are not kept here)."""
+        self.current = _without_keys(state)
 
-    async def commit(
-        self, save: Callable[[SchedulerState], Awaitable[None]], **changes: Any
-    ) -> None:
+    async def commit(self, save: Callable[[EngineState], Awaitable[None]], **changes: Any) -> None:
         """Persist the current state with ``changes`` through ``save``, and adopt it.
 
         ``save`` runs shielded (a store unit): a caller cancelled while it runs leaves
@@ -213,12 +238,17 @@ class StateKeeper:
         tick's new canvas code was saved, not adopted, and a stale ``/info`` answering
         the old code then looked current). A save that fails puts the old copy back."""
         previous, proposed = self.current, self.propose(**changes)
-        self.current = proposed
+        kept = self.current = _without_keys(proposed)
         try:
             await save(proposed)
         except asyncio.CancelledError:
             raise  # the save goes on and commits what memory now holds
         except BaseException:
-            if self.current is proposed:
+            if self.current is kept:
                 self.current = previous
             raise
+
+
+def _without_keys(state: EngineState) -> EngineState:
+    """``state`` with no key states (they live in the queue)."""
+    return attrs.evolve(state, keys={}) if state.keys else state

@@ -19,6 +19,9 @@ from .queue import Command, CommandQueue, Kind
 
 @attrs.frozen
 class Window:
+    """At most ``size`` commands of ``kind`` queued (the part that plans them keeps the
+    rest in the database); sync, changes nothing but the queue it is given."""
+
     kind: Kind
     size: int
 

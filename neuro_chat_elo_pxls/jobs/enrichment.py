@@ -3,7 +3,9 @@
 :class:`EnrichmentWindow` keeps at most :data:`ENRICH_WINDOW` enrichment commands
 queued (the rest wait in the database, oldest hold first), remembers the users it
 gave up on until the next pull, and releases holds older than ``enrichment_hold``
-without Discord/faction, with one warning saying why. Times are host time (UTC).
+without Discord/faction, with one warning saying why. It plans ENRICH commands; the
+tick runs them as profile reads (:mod:`.profiles`) and hands it each read
+(:meth:`EnrichmentWindow.read`). Times are the host's ``now`` (aware UTC).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ..engine.job import Job, Visit
-from ..engine.queue import Command, CommandQueue, Key, Kind
+from ..engine.queue import CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..engine.window import Window
 from ..store.writer import Store
 from ..util.times import fmt_duration
+from .profiles import Visit
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -34,11 +36,10 @@ PROGRESS_FROM = 50
 
 
 @attrs.define
-class EnrichmentWindow(Job):
+class EnrichmentWindow:
     """Held first deltas: the queued window, the give-up set and the release deadline.
-    Profile work of the first rank: it is never held."""
-
-    plans = frozenset({Kind.ENRICH})
+    Profile work of the first rank: it is never held. Every method may raise what the
+    store raises."""
 
     hold: timedelta
     state: StateKeeper  # read only: a pull that ingested shows in last_pull_at
@@ -58,13 +59,17 @@ class EnrichmentWindow(Job):
         else:
             await self.release_all(store, f"{self.token_env} is not set")
 
-    async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
+    async def plan(self, store: Store, queue: CommandQueue, now: datetime) -> bool:
+        """Queue due enrichment (a pull's new holds first), release holds that ran out.
+        True if enrichment waits (queued, or more held than queued): later profile
+        work is held."""
         await self._after_pull(store, queue)  # (a cancelled after() is finished here)
         await self.refill(store, queue)
         await self.release_due(store, now)
         return bool(queue.count(Kind.ENRICH)) or self._backlog
 
     def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        """The earliest host time enrichment has work (None: none known)."""
         if self.state.current.last_pull_at != self._pulled_at:
             return now  # a pull's holds not yet looked at (a cancelled after())
         if not self._backlog:
@@ -72,7 +77,8 @@ class EnrichmentWindow(Job):
         ready = max(now, queue.state(Key.PROFILE).ready_at or now)  # the window is fed then
         return ready if self._next_release is None else min(ready, self._next_release)
 
-    async def after(self, store: Store, queue: CommandQueue, command: Command) -> None:
+    async def after_command(self, store: Store, queue: CommandQueue) -> None:
+        """A command ran: if it was a pull that ingested, queue its new holds now."""
         await self._after_pull(store, queue)
 
     async def _after_pull(self, store: Store, queue: CommandQueue) -> None:
@@ -97,16 +103,16 @@ class EnrichmentWindow(Job):
                 fmt_duration(self.hold),
             )
 
-    def failed(self, command: Command, error: BaseException) -> None:
-        if command.key is Key.PROFILE:  # the release warning says why
-            self._problem = str(error)
+    def failed(self, error: BaseException) -> None:
+        """A profile request failed with ``error``: the release warning says why."""
+        self._problem = str(error)
 
-    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
+    def gave_up(self, user_id: int) -> None:
         """Stop asking for this user's profile until the next pull; the hold releases it."""
-        if command.user_id is not None:
-            self._given_up.add(command.user_id)
+        self._given_up.add(user_id)
 
-    async def visited(self, store: Store, visit: Visit) -> None:
+    async def read(self, store: Store, visit: Visit) -> None:
+        """A profile was read (any kind): a released or merged hold moves the deadline."""
         self._problem = ""  # profiles flow: the release warning blames the queue
         if visit.holds_changed:
             self._progress()
@@ -124,7 +130,7 @@ class EnrichmentWindow(Job):
         elif read * 4 // total > (read - 1) * 4 // total:
             log.info("enrichment: %d of %d new users' profiles read", read, total)
 
-    async def clamp(self, store: Store, now: datetime, jumped_back: bool) -> None:
+    async def clamp(self, store: Store, now: datetime) -> None:
         """Holds that began in the future (a wrong clock) begin now."""
         release = self._next_release
         if release is not None and release > now + self.hold + _SLACK:

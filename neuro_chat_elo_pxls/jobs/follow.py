@@ -21,8 +21,7 @@ from datetime import datetime
 
 import attrs
 
-from ..engine.job import Job, Visit
-from ..engine.queue import Command, CommandQueue, Key, Kind
+from ..engine.queue import CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..engine.window import Window
 from ..pxls.parsing import is_valid_username
@@ -32,6 +31,7 @@ from ..store.writer import Store
 from ..util.logs import event
 from ..util.text import shown
 from ..util.times import fmt_duration, us
+from .profiles import Visit
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -113,22 +113,20 @@ def profile_capacity_per_hour(settings: PxlsSettings) -> float:
 
 @attrs.define
 class Round:
+    """One follow round's figures (for its log line); ``started_at`` host time."""
+
     started_at: datetime
     refreshed: int = 0
     changed: int = 0
     not_found: int = 0
 
 
-#: follow refreshes' rank among profile work (after enrichment, and after a sweep
-#: behind a schedule it can keep; beside a sweep that only shares)
-FOLLOW_RANK = 2
-
-
 @attrs.define
-class FollowList(Job):
-    """Who is followed, and their refreshes; see the module docstring."""
-
-    plans = frozenset({Kind.FOLLOW})
+class FollowList:
+    """Who is followed, and their refreshes; see the module docstring. It plans FOLLOW
+    commands; the tick runs them as profile reads (:mod:`.profiles`) and hands it each
+    read (:meth:`count`). Its state is its own (in memory) but for
+    ``follow_round_finished_at`` of the engine state, whose one writer it is."""
 
     settings: PxlsSettings
     state: StateKeeper
@@ -149,12 +147,10 @@ class FollowList(Job):
     _next: datetime | None = None
     _version: int = 0  # bumped when who is followed (or skipped) may have changed
 
-    def rank(self, now: datetime) -> int:
-        return FOLLOW_RANK
-
     async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
         """Sync who is followed (always: names a host added with ``source.follow()``
-        live in the database), then, unless held, queue due refreshes."""
+        live in the database), then, unless ``held``, queue due refreshes. True if
+        refreshes wait (queued, or more due than queued). Raises what the store raises."""
         await self.sync(store, now)
         if not held:
             await self.refill(store, queue, now)
@@ -165,18 +161,19 @@ class FollowList(Job):
         return bool(queue.count(Kind.FOLLOW)) or self._backlog
 
     def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        """The earliest host time a refresh can be queued (None: none known)."""
         ready = max(now, queue.state(Key.PROFILE).ready_at or now)
         times = [ready] if self._backlog else []
         if self._wake is not None:
             times.append(max(self._wake, ready))
         return min(times) if times else None
 
-    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
+    def gave_up(self, user_id: int) -> None:
         """Reading this profile failed for good: skip the user until the next round."""
-        if command.user_id is not None:
-            self._given_up.add(command.user_id)
+        self._given_up.add(user_id)
 
-    async def visited(self, store: Store, visit: Visit) -> None:
+    def count(self, visit: Visit) -> None:
+        """A profile was read: a follow refresh counts in the round's figures."""
         if visit.command.kind is Kind.FOLLOW and self._round is not None:
             self._round.refreshed += 1
             self._round.changed += visit.changed

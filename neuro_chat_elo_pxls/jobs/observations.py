@@ -1,11 +1,20 @@
-"""Profile pixel counts waiting for ``/info`` to confirm their canvas (DESIGN 7).
+"""Profile pixel counts, from the read to the outbox (DESIGN 7).
 
-A profile's ``pixelCount`` has no canvas code. A count is applied only when
+A profile's ``pixelCount`` has no canvas code. A count is credited only when
 ``/info`` said the same canvas before the answer (the canvas the source knew when
-it asked) and after it (the next ``/info``, from a pull or a confirm command);
-counts that straddle a reset are dropped with a log line, never credited to the
-wrong canvas. While counts wait, ``/info`` is checked at least every
-:data:`CONFIRM_EVERY`. Times are the host's ``now`` (aware UTC).
+it asked) and after it (the next ``/info``); counts that straddle a reset are
+dropped with a log line, never credited to the wrong canvas. The flow, all here:
+
+1. :meth:`Observations.record`: a profile read's count waits, in memory;
+2. :meth:`Observations.plan`: while counts wait, a CONFIRM command (``/info`` only)
+   is queued at least every :data:`CONFIRM_EVERY` (a queued pull's ``/info`` does
+   it instead);
+3. :meth:`Observations.settle`: ``/info`` answered a current code (a pull's or the
+   confirm's): the counts taken on it are credited (``store.follows``, which writes
+   the deltas to the outbox), the others dropped; :meth:`Observations.checked`: it
+   answered a stale cache, the counts wait on.
+
+Times are the host's ``now`` (aware UTC).
 """
 
 from __future__ import annotations
@@ -15,9 +24,10 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ..engine.job import Job, Visit
+from ..engine.queue import Command, CommandQueue, Key, Kind
 from ..store.writer import Store
 from ..util.text import shown
+from .profiles import Visit
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -29,6 +39,9 @@ MAX_PENDING = 20_000
 
 @attrs.frozen
 class Observation:
+    """One profile count waiting: ``at`` host time of the answer (aware UTC),
+    ``canvas`` the code ``/info`` said before the request."""
+
     user_id: int
     pixels: int
     at: datetime  # host time of the profile answer
@@ -36,18 +49,38 @@ class Observation:
 
 
 @attrs.define
-class PendingObservations(Job):
-    """Counts waiting for the /info after them; see the module docstring. It plans
-    nothing itself: the pull job asks :meth:`confirm_due` and runs the confirm."""
+class Observations:
+    """Counts waiting for the /info after them, and the CONFIRM command that asks it;
+    see the module docstring. The only writer of the waiting counts (in memory)."""
 
     _pending: list[Observation] = attrs.field(factory=list)
     _last_info_at: datetime | None = None
 
-    async def visited(self, store: Store, visit: Visit) -> None:
-        """A profile's count is an observation of the canvas the source knew."""
+    def record(self, visit: Visit) -> None:
+        """A profile's count is an observation of the canvas the source knew (none:
+        a 404, a profile without a count, or no canvas known yet)."""
         profile = visit.profile
         if profile is not None and profile.canvas_pixels is not None and visit.canvas:
             self.add(Observation(visit.user_id, profile.canvas_pixels, visit.now, visit.canvas))
+
+    def plan(self, queue: CommandQueue, now: datetime) -> None:
+        """Queue a CONFIRM when waiting counts are due one (not while a pull, whose
+        ``/info`` confirms them, is queued; a second confirm is refused)."""
+        confirm = self.confirm_due()
+        if confirm is not None and now >= confirm and not queue.count(Kind.PULL):
+            queue.push(Command(Kind.CONFIRM))  # refused if one is queued
+
+    def next_due(self, queue: CommandQueue) -> datetime | None:
+        """When a confirm command should be queued (None: none needed, or a pull or a
+        confirm is queued already: the queue's own time covers it)."""
+        due = self.confirm_due()
+        if due is None or queue.count(Kind.PULL) or queue.count(Kind.CONFIRM):
+            return None
+        return max(due, queue.state(Key.LEADERBOARD).ready_at or due)
+
+    def gave_up(self, now: datetime) -> None:
+        """The confirm failed for good: the counts wait; ask again in 15 minutes."""
+        self.checked(now)
 
     async def clamp(self, store: Store, now: datetime, jumped_back: bool) -> None:
         """After a jump back, counts stamped by the wrong clock would block every later
@@ -67,6 +100,7 @@ class PendingObservations(Job):
             )
 
     def add(self, observation: Observation) -> None:
+        """Keep ``observation`` waiting (over :data:`MAX_PENDING`, the oldest go)."""
         self._pending.append(observation)
         if len(self._pending) > MAX_PENDING:
             lost = len(self._pending) - MAX_PENDING
@@ -100,7 +134,7 @@ class PendingObservations(Job):
     async def settle(self, store: Store, canvas: str, checked_at: datetime) -> int:
         """``/info`` answered ``canvas`` (a current code, not a stale cache) at
         ``checked_at``: apply the counts taken on it before then, drop those taken on
-        another canvas. Returns the deltas written."""
+        another canvas. Returns the deltas written. Raises what the store raises."""
         self._last_info_at = checked_at
         ready = [o for o in self._pending if o.at <= checked_at]
         if not ready:

@@ -1,9 +1,11 @@
 """Timer 1, the leaderboard pull: when it is due, and what one pull does.
 
-A pull reads ``/info`` (canvas code) and ``/stats/stats.json`` and ingests the
-toplist in one transaction with the new schedule. The schedule follows the data:
-the next pull is due at the first expected regeneration (the last accepted
-``generatedAt`` plus whole :data:`REGENERATION` periods) at least
+A pull reads ``/info`` (the canvas code: :mod:`.canvas`, run by the tick before
+:meth:`Pull.ingest`) and ``/stats/stats.json``, and ingests the toplist in one
+transaction with the new schedule (``pull_due_at``, ``last_pull_at``,
+``last_generated_at`` of the engine state: this part is their one writer). The
+schedule follows the data: the next pull is due at the first expected regeneration (the
+last accepted ``generatedAt`` plus whole :data:`REGENERATION` periods) at least
 ``leaderboard_interval`` after it, plus :data:`GENERATION_DELAY`, so the data is a
 minute or two old when pulled. A pull that finds nothing newer looks again after
 :data:`LOOK_AGAIN` (doubling up to :data:`STALE_RETRY`). Times are host time (UTC).
@@ -11,7 +13,8 @@ minute or two old when pulled. A pull that finds nothing newer looks again after
 pxls and its caches are not always in order: a ``generatedAt`` in the repeated
 autumn hour is read as the reading that fits (newer than the last, not in the
 future); one more than :data:`FUTURE_LIMIT` ahead is rejected; canvas codes only
-move forward (an ``/info`` answering an earlier code is a stale cache).
+move forward (an ``/info`` answering an earlier code is a stale cache: the pull
+looks again, :meth:`Pull.skip`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from ..engine.job import Job
-from ..engine.queue import Command, CommandQueue, Key, Kind
+from ..engine.clockguard import far_ahead, say_pulled_back
+from ..engine.queue import Command, CommandQueue, Kind
 from ..engine.state import StateKeeper
 from ..models import Snapshot
 from ..pxls.client import PxlsApi
@@ -31,7 +34,6 @@ from ..store.writer import Store
 from ..util.logs import event
 from ..util.text import shown
 from ..util.times import fmt_duration, ts
-from .observations import PendingObservations
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -48,58 +50,51 @@ STALE_RETRY = timedelta(minutes=15)
 FUTURE_LIMIT = timedelta(hours=1)
 #: Server and host clocks may disagree by this much when choosing a DST reading.
 CLOCK_SKEW = timedelta(minutes=5)
-#: How many earlier canvas codes are remembered (codes only move forward).
-CANVAS_HISTORY = 50
 
 
 @attrs.define
-class Pull(Job):
-    """The pull schedule, the pull command and the confirm command (an ``/info`` check
-    for waiting profile counts). Persisted through ``state``."""
-
-    key = Key.LEADERBOARD
-    runs = plans = frozenset({Kind.PULL, Kind.CONFIRM})
+class Pull:
+    """The pull schedule and the pull command; see the module docstring."""
 
     state: StateKeeper
     interval: timedelta
-    observations: PendingObservations = attrs.field(factory=PendingObservations)
     hold_new: bool = False  # new users' first deltas wait for their profile
     _looks: int = 0  # consecutive pulls that found nothing newer
 
-    async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
-        """Queue the pull when due, and a confirm when waiting counts need one."""
+    async def plan(self, store: Store, queue: CommandQueue, now: datetime) -> None:
+        """Queue the pull when due (see :meth:`arm`)."""
         await self.arm(store, queue, now)
-        confirm = self.observations.confirm_due()
-        if confirm is not None and now >= confirm and not queue.count(Kind.PULL):
-            queue.push(Command(Kind.CONFIRM))  # refused if one is queued
-        return False
 
     def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
-        due = self.due(now, queue)
-        confirm = self._confirm_due(queue)
-        return min(due, confirm) if due is not None and confirm is not None else due or confirm
+        """When the next pull is due (see :meth:`due`)."""
+        return self.due(now, queue)
 
-    def _confirm_due(self, queue: CommandQueue) -> datetime | None:
-        """When a confirm command should be queued (None: none needed, or a pull or a
-        confirm is queued already: the queue's own time covers it)."""
-        due = self.observations.confirm_due()
-        if due is None or queue.count(Kind.PULL) or queue.count(Kind.CONFIRM):
-            return None
-        return max(due, queue.state(Key.LEADERBOARD).ready_at or due)
+    async def clamp(self, store: Store, now: datetime) -> None:
+        """Pull back this part's times a wrong host clock stored too far ahead of
+        ``now``: a pull is due at most one interval and one regeneration period ahead;
+        the last pull is not in the future; a ``generatedAt`` more than an hour ahead
+        becomes the time of the pull that took it (the data was real, its time was
+        not: anything generated after that pull is newer). Raises what the store
+        raises."""
+        current = self.state.current
+        limits = {
+            "pull_due_at": self.interval + timedelta(minutes=20),
+            "last_pull_at": timedelta(0),
+            "last_generated_at": timedelta(hours=1),
+        }
+        changes: dict[str, datetime | None] = {**far_ahead(current, limits, now)}
+        if not changes:
+            return
+        if "last_generated_at" in changes:
+            # no such pull known: take the next one
+            pulled = current.last_pull_at
+            changes["last_generated_at"] = pulled if pulled is not None and pulled <= now else None
+        say_pulled_back(current, list(changes), now)
+        await self.state.commit(store.save_state, **changes)
 
-    async def run(self, store: Store, client: PxlsApi, command: Command, now: datetime) -> bool:
-        if command.kind is Kind.CONFIRM:
-            await self.check_canvas(store, client, now)
-        else:
-            await self.pull(store, client, now, hold_new=self.hold_new)
-        return True
-
-    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
-        if command.kind is Kind.PULL:
-            # the next timer (one interval on) tries again
-            await self.state.commit(store.save_state, pull_due_at=now + self.interval)
-        else:  # a confirm: the counts wait; ask again in 15 minutes
-            self.observations.checked(now)
+    async def gave_up(self, store: Store, now: datetime) -> None:
+        """The pull failed for good: the next timer (one interval on) tries again."""
+        await self.state.commit(store.save_state, pull_due_at=now + self.interval)
 
     def due(self, now: datetime, queue: CommandQueue) -> datetime | None:
         """When the next pull is due (None: one is queued already, or a confirm holds the
@@ -127,22 +122,22 @@ class Pull(Job):
             due += REGENERATION
         return due
 
-    async def pull(
-        self, store: Store, client: PxlsApi, now: datetime, *, hold_new: bool
+    async def ingest(
+        self, store: Store, client: PxlsApi, canvas: str, now: datetime
     ) -> IngestResult | None:
-        """One pull: /info, stats.json, ingest. None if the snapshot was skipped."""
-        canvas = await self.check_canvas(store, client, now)
-        if canvas is None:
-            return None
+        """The pull after its ``/info`` answered the current ``canvas``: stats.json,
+        then ingest (scores, outbox and the schedule in one transaction). None if the
+        snapshot was skipped (the next look scheduled). Raises what the client and the
+        store raise."""
         snapshot = await client.fetch_stats()
         _log_rejected(snapshot)
         generated = self._reading(snapshot, now)
         ambiguous = self._ambiguous(snapshot)
         if ambiguous is not None:
-            await self._skip(store, now, ambiguous)
+            await self.skip(store, now, ambiguous)
             return None
         if generated > now + FUTURE_LIMIT:
-            await self._skip(
+            await self.skip(
                 store,
                 now,
                 f"generatedAt {ts(generated)} is more than {fmt_duration(FUTURE_LIMIT)} "
@@ -152,7 +147,7 @@ class Pull(Job):
             return None
         skip = self._skip_reason(generated)
         if skip is not None:
-            await self._skip(store, now, skip)
+            await self.skip(store, now, skip)
             return None
         snapshot = attrs.evolve(snapshot, generated_at=generated, generated_alt=None)
         proposed = self.state.propose(
@@ -160,36 +155,18 @@ class Pull(Job):
             last_pull_at=now,
             pull_due_at=self._next(generated, now),
         )
-        result = await store.ingest(canvas, snapshot, now, hold_new=hold_new, state=proposed)
+        result = await store.ingest(canvas, snapshot, now, hold_new=self.hold_new, state=proposed)
         self.state.adopt(proposed)
         self._looks = 0
         _log_pull(now, canvas, generated, snapshot, result, proposed.pull_due_at)
         return result
 
-    async def check_canvas(self, store: Store, client: PxlsApi, now: datetime) -> str | None:
-        """Ask ``/info``: a reset is recorded, waiting profile counts are settled; None
-        (and a retry scheduled) if it answered an earlier code (a stale cache)."""
-        canvas = (await client.fetch_info()).canvas_code
-        if canvas in self.state.current.canvas_history or _older(canvas, self.state.current.canvas):
-            self.observations.checked(now)  # asked: the next confirm is 15 minutes on
-            # codes only move forward: an older code after a newer one is a stale cache
-            await self._skip(
-                store,
-                now,
-                f"/info answered canvas {shown(canvas)} again after "
-                f"{shown(self.state.current.canvas or '-')}: a stale cache, not a reset",
-                logging.WARNING,
-            )
-            return None
-        # the code first: a tick cancelled between the two must not leave the counts
-        # settled on the new code while the source still believes the old one
-        await self._see_canvas(store, canvas, now)
-        await self.observations.settle(store, canvas, now)
-        return canvas
-
-    async def _skip(
+    async def skip(
         self, store: Store, now: datetime, reason: str, level: int = logging.INFO
     ) -> None:
+        """Nothing to ingest (``reason``, logged at ``level``): look again after
+        :data:`LOOK_AGAIN`, doubling while it keeps finding nothing (at most
+        :data:`STALE_RETRY` or one interval)."""
         wait = min(STALE_RETRY, self.interval, LOOK_AGAIN * 2 ** min(self._looks, 8))
         self._looks += 1
         retry = now + wait
@@ -201,29 +178,6 @@ class Pull(Job):
             ts(retry),
             extra=event("pull_skipped", reason=reason, wait_s=wait.total_seconds()),
         )
-
-    async def _see_canvas(self, store: Store, canvas: str, now: datetime) -> None:
-        current = self.state.current
-        previous = current.canvas
-        if canvas == previous:
-            return
-        history = [*current.canvas_history, previous] if previous is not None else []
-        await self.state.commit(
-            store.save_state,
-            canvas=canvas,
-            canvas_first_seen=now,
-            canvas_changed_at=now if previous is not None else None,
-            canvas_history=history[-CANVAS_HISTORY:],
-        )
-        if previous is None:
-            log.info("canvas %s first seen", shown(canvas), extra=event("canvas", canvas=canvas))
-        else:
-            log.warning(
-                "canvas reset: %s -> %s; scores restart from 0 on the new canvas",
-                shown(previous),
-                shown(canvas),
-                extra=event("canvas_reset", canvas=canvas, previous=previous),
-            )
 
     def _reading(self, snapshot: Snapshot, now: datetime) -> datetime:
         """The reading of ``generatedAt`` to use: in the repeated autumn hour, the one
@@ -275,20 +229,6 @@ class Pull(Job):
         if current.last_generated_at is not None and generated <= current.last_generated_at:
             return f"generatedAt {ts(generated)} already processed"
         return None
-
-
-def _older(code: str, current: str | None) -> bool:
-    """Numeric codes (pxls.space's are: 86, 87, ...) move up: a lower one is an earlier
-    canvas even if this source never saw it (two resets between pulls, then a stale
-    cache answering the one in between)."""
-    return (
-        current is not None
-        and code.isascii()
-        and code.isdigit()
-        and current.isascii()
-        and current.isdigit()
-        and int(code) < int(current)
-    )
 
 
 def _log_pull(

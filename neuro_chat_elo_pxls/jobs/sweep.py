@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from enum import Enum
 
 import attrs
 
-from ..engine.job import Job, Visit
-from ..engine.queue import Command, CommandQueue, Key, Kind
+from ..engine.clockguard import far_ahead, say_pulled_back
+from ..engine.queue import CommandQueue, Key, Kind
 from ..engine.state import StateKeeper
 from ..engine.window import Window
 from ..store.writer import Store
 from ..util.logs import event
 from ..util.times import fmt_duration
-from .follow import FOLLOW_RANK
+from .profiles import Visit
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -44,15 +45,21 @@ def sweep_possible(users: int, cooldown: timedelta, interval: timedelta) -> bool
     return users * cooldown <= interval
 
 
+class Place(Enum):
+    """Where the sweep's commands go among profile work, relative to follow refreshes."""
+
+    BEFORE = "before"  # behind a schedule it can keep (:meth:`Sweep.urgent`)
+    BESIDE = "beside"  # behind one it cannot keep: they share the budget
+    AFTER = "after"  # on schedule
+
+
 @attrs.define
-class Sweep(Job):
-    """The sweep in progress (or the next one's due time). Persisted through ``state``.
-
-    Its rank among profile work: before follow refreshes while behind a schedule it
-    can keep (:meth:`urgent`), beside them while behind one it cannot, after them
-    otherwise."""
-
-    plans = frozenset({Kind.SWEEP})
+class Sweep:
+    """The sweep in progress (or the next one's due time); see the module docstring.
+    The one writer of ``sweep_number``, ``sweep_started_at``, ``sweep_finished_at``
+    and ``sweep_total`` of the engine state. It plans SWEEP commands; the tick runs
+    them as profile reads (:mod:`.profiles`) and hands it every read (:meth:`count`).
+    """
 
     state: StateKeeper
     interval: timedelta
@@ -61,34 +68,48 @@ class Sweep(Job):
     _logged: int = 0  # visits done when progress was last logged
     _cursor: tuple[int, int] = (0, 0)  # last id queued in the dirty and the clean phase
 
-    def rank(self, now: datetime) -> int:
+    def place(self, now: datetime) -> Place:
+        """Its place among profile work at ``now``: before follow refreshes while behind
+        a schedule it can keep, beside them while behind one it cannot, after them
+        otherwise."""
         if self.urgent(now):
-            return FOLLOW_RANK - 1
-        return FOLLOW_RANK if self.behind(now) else FOLLOW_RANK + 1
+            return Place.BEFORE
+        return Place.BESIDE if self.behind(now) else Place.AFTER
 
     async def plan(self, store: Store, queue: CommandQueue, now: datetime, held: bool) -> bool:
+        """Start, feed or finish the sweep (``held``: queue nothing now). True if sweep
+        commands are queued. Raises what the store raises."""
         await self.feed(store, queue, now, may_queue=not held)
         return bool(queue.count(Kind.SWEEP))
 
     def next_due(self, now: datetime, queue: CommandQueue) -> datetime | None:
+        """The earliest host time the sweep has work (None: none known)."""
         if self.active:  # its window is fed once the profile key is ready
             return max(now, queue.state(Key.PROFILE).ready_at or now)
         return self.due()
 
-    async def gave_up(self, store: Store, command: Command, now: datetime) -> None:
-        if command.user_id is not None:
-            await self.skip(store, command.user_id)
+    async def clamp(self, store: Store, now: datetime) -> None:
+        """Pull back the sweep's start and finish a wrong host clock stamped after
+        ``now``. Raises what the store raises."""
+        current = self.state.current
+        limits = {"sweep_started_at": timedelta(0), "sweep_finished_at": timedelta(0)}
+        changes = far_ahead(current, limits, now)
+        if changes:
+            say_pulled_back(current, list(changes), now)
+            await self.state.commit(store.save_state, **changes)
 
-    async def visited(self, store: Store, visit: Visit) -> None:
+    def count(self, visit: Visit) -> None:
         """Any profile read counts as the visit (an enrichment or a follow refresh)."""
         self._count_visit(visit.swept_in, visit.now)
 
     @property
     def number(self) -> int:
+        """The current (or last) sweep's number (0: none has run)."""
         return self.state.current.sweep_number
 
     @property
     def active(self) -> bool:
+        """A sweep has started and not finished."""
         return self.state.current.sweep_active
 
     def due(self) -> datetime | None:
@@ -230,7 +251,7 @@ class Sweep(Job):
             ),
         )
 
-    async def skip(self, store: Store, user_id: int) -> None:
+    async def gave_up(self, store: Store, user_id: int) -> None:
         """Gave up on a user's profile: count it as visited by this sweep."""
         await store.mark_swept(user_id, self.number)
         if self.remaining:

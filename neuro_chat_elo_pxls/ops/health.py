@@ -1,6 +1,6 @@
 """Health of a source judged from its database: what ``status --check`` reports.
 
-:func:`health_problems` is a pure function of the persisted scheduler state, the
+:func:`health_problems` is a pure function of the persisted engine state, the
 settings and the time the check runs (aware UTC). It returns one line per
 problem; none means healthy. The rules:
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from ..engine.state import SchedulerState
+from ..engine.state import EngineState
 from ..jobs.pull import REGENERATION
 from ..settings import PxlsSettings
 from ..util.text import shown
@@ -44,7 +44,7 @@ def _when(value: datetime) -> str:
 
 
 def health_problems(
-    state: SchedulerState,
+    state: EngineState,
     settings: PxlsSettings,
     now: datetime,
     *,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..engine.queue import Key
-from ..engine.state import KeyState, SchedulerState
+from ..engine.state import EngineState, KeyState
 from ..jobs.follow import profile_capacity_per_hour, profile_demand_per_hour
 from ..jobs.sweep import sweep_eta, sweep_possible
 from ..settings import TOKEN_ENV, PxlsSettings
@@ -28,11 +28,12 @@ def _ts(value: datetime | None) -> str | None:
 
 
 def key_records_json(keys: dict[str, KeyState]) -> dict[str, dict[str, Any]]:
+    """Every key's state as ``status`` shows it (see :meth:`KeyState.to_json`)."""
     return {name: k.to_json() for name, k in keys.items()}
 
 
 async def _sweep_status(
-    reader: StoreReader, state: SchedulerState, now: datetime, settings: PxlsSettings
+    reader: StoreReader, state: EngineState, now: datetime, settings: PxlsSettings
 ) -> dict[str, Any]:
     sweep: dict[str, Any] = {
         "number": state.sweep_number,
@@ -62,7 +63,7 @@ async def _sweep_status(
 
 
 async def _follow_status(
-    reader: StoreReader, state: SchedulerState, settings: PxlsSettings, users: int
+    reader: StoreReader, state: EngineState, settings: PxlsSettings, users: int
 ) -> dict[str, Any]:
     listed = None if state.last_pull_at is None else us(state.last_pull_at)
     counts = await reader.follow_counts(listed)
@@ -77,7 +78,7 @@ async def _follow_status(
     }
 
 
-def _next_pull(state: SchedulerState) -> datetime | None:
+def _next_pull(state: EngineState) -> datetime | None:
     """The pull's due time, or later if the leaderboard key is cooling down."""
     due = state.pull_due_at
     key = state.keys.get(Key.LEADERBOARD.value)
@@ -89,7 +90,7 @@ def _next_pull(state: SchedulerState) -> datetime | None:
 
 async def build_status(
     reader: StoreReader,
-    state: SchedulerState,
+    state: EngineState,
     now: datetime,
     settings: PxlsSettings,
     *,

@@ -38,13 +38,8 @@ from ..errors import (
 )
 from ..models import CanvasInfo, Profile, Snapshot
 from ..settings import PxlsSettings
-from .parsing import (
-    is_valid_username,
-    parse_info,
-    parse_profile_html,
-    parse_profile_json,
-    parse_stats,
-)
+from .page import parse_profile_html
+from .parsing import is_valid_username, parse_info, parse_profile_json, parse_stats
 
 _TRY_AGAIN_RE = re.compile(rb"Try again in (\d{1,6}) seconds")
 _CHUNK = 64 * 1024
@@ -149,12 +144,25 @@ class AiohttpTransport:
 
 
 class PxlsApi(Protocol):
-    """What the source needs from a pxls.space client (tests substitute a fake)."""
+    """What the source needs from a pxls.space client (tests substitute a fake). Each
+    fetch is one request (async); a failure raises a :class:`~..errors.PxlsError`
+    (a profile's 404: :class:`~..errors.NotFoundError`)."""
 
-    async def fetch_info(self) -> CanvasInfo: ...
-    async def fetch_stats(self) -> Snapshot: ...
-    async def fetch_profile(self, username: str) -> Profile: ...
-    async def close(self) -> None: ...
+    async def fetch_info(self) -> CanvasInfo:
+        """``/info``: the current canvas code."""
+        ...
+
+    async def fetch_stats(self) -> Snapshot:
+        """``/stats/stats.json``: the toplist and its ``generatedAt``."""
+        ...
+
+    async def fetch_profile(self, username: str) -> Profile:
+        """One user's profile."""
+        ...
+
+    async def close(self) -> None:
+        """Close the HTTP session (idempotent)."""
+        ...
 
 
 class PxlsClient:

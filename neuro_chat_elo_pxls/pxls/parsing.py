@@ -1,8 +1,11 @@
-"""Pure parsers for what pxls.space serves: stats.json, /info, profile JSON and HTML.
+"""Parsers for what pxls.space serves: stats.json, /info, profile JSON and HTML.
 
 Every parser takes bytes (or text) and returns a model value or raises
 :class:`~neuro_chat_elo_pxls.errors.MalformedDataError`; no other exception escapes.
-They are synchronous and do no I/O.
+They are synchronous, do no I/O and keep no state; the one side effect is a log
+line for an absurd profile count (:func:`checked_count`: the count is then None).
+The same input always gives the same value or error. The HTML profile page, whose
+parser logs once per process, is :mod:`.page`'s.
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from html import unescape
-from html.parser import HTMLParser
 from operator import countOf, itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -185,7 +186,9 @@ def parse_info(body: bytes | str) -> CanvasInfo:
     return CanvasInfo(code)
 
 
-def _opt_str(value: object, field: str, max_len: int = 64) -> str | None:
+def opt_str(value: object, field: str, max_len: int = 64) -> str | None:
+    """An optional short string field of a profile (None and "" give None). Raises
+    :class:`MalformedDataError` for anything else or longer than ``max_len``."""
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > max_len:
@@ -214,7 +217,7 @@ def parse_profile_json(body: bytes | str, expected_name: str) -> Profile:
     if name != expected_name:
         raise MalformedDataError(f"profile: asked for {expected_name!r}, got {name!r:.60}")
     pxls_id = _int(user.get("id"), "id")
-    discord = _opt_str(user.get("discordName"), "discordName")
+    discord = opt_str(user.get("discordName"), "discordName")
     displayed = user.get("displayedFactionId", 0)
     displayed = 0 if displayed is None else _int(displayed, "displayedFactionId")
     faction: Faction | None = None
@@ -227,8 +230,8 @@ def parse_profile_json(body: bytes | str, expected_name: str) -> Profile:
                 color = entry.get("color")
                 faction = Faction(
                     id=displayed,
-                    tag=_opt_str(entry.get("tag"), "faction tag") or "",
-                    name=_opt_str(entry.get("name"), "faction name", 256) or "",
+                    tag=opt_str(entry.get("tag"), "faction tag") or "",
+                    name=opt_str(entry.get("name"), "faction name", 256) or "",
                     color=(color & 0xFFFFFF)
                     if isinstance(color, int) and not isinstance(color, bool)
                     else None,
@@ -241,160 +244,11 @@ def parse_profile_json(body: bytes | str, expected_name: str) -> Profile:
     return Profile(name, pxls_id, discord, faction, checked_count(canvas_pixels, alltime, name))
 
 
-class _ProfilePageParser(HTMLParser):
-    """Collects ``<title>`` and the th/td pairs of ``div#tab-details``'s table."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.title = ""
-        self.heading = ""  # the first <h1>: "[TAG] {name}'s Profile", as written
-        self.rows: dict[str, str] = {}  # label → cell text, whitespace collapsed
-        self.raw: dict[str, str] = {}  # label → cell text as written (names untrimmed)
-        self._in_title = False
-        self._in_heading = False
-        self._headings = 0
-        self._in_details = False
-        self._div_depth = 0
-        self._cell: str | None = None  # "th" | "td" while inside one
-        self._text: list[str] = []
-        self._label: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self._in_title = True
-        elif tag == "h1":
-            self._headings += 1
-            self._in_heading = self._headings == 1
-        elif tag == "div":
-            if self._in_details:
-                self._div_depth += 1
-            elif dict(attrs).get("id") == "tab-details":
-                self._in_details, self._div_depth = True, 1
-        elif self._in_details and tag in ("th", "td"):
-            self._cell, self._text = tag, []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        elif tag == "h1":
-            self._in_heading = False
-        elif tag == "div" and self._in_details:
-            self._div_depth -= 1
-            self._in_details = self._div_depth > 0
-        elif tag == self._cell:
-            text = " ".join("".join(self._text).split())
-            if tag == "th":
-                self._label = text
-            elif self._label is not None:
-                self.rows[self._label] = text
-                self.raw[self._label] = "".join(self._text)
-                self._label = None
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        if self._in_heading:
-            self.heading += data
-        if self._cell is not None:
-            self._text.append(data)
-
-
-_FACTION_RE = re.compile(r"\[(?P<tag>.*?)\] (?P<name>.*) \(ID: (?P<id>\d{1,18})\)", re.DOTALL)
-_FACTION_ID = re.compile(r" \(ID: (\d{1,18})\)\Z")
-#: the pixel row's label in the current template, and in the older one other pxls
-#: instances still run (API.md section 9)
-_PIXEL_LABELS = ("Current Canvas Pixels", "Canvas Pixels")
-_inexact_said = False
-
-
-def _faction_from_page(heading: str, cell: str, name: str) -> Faction:
-    """The faction of a profile page, exactly: the tag from the ``<h1>`` (``[TAG]
-    {name}'s Profile``), the name sliced from the cell between ``[TAG] `` and the last
-    `` (ID: n)``, inner and outer whitespace kept (pxls stores names untrimmed; a tag
-    may hold ``]`` and spaces). A page that allows no exact answer is read the old
-    way (the first ``]`` ends the tag), said once in a log line."""
-    global _inexact_said
-    suffix = f"] {name}'s Profile"
-    last_id = _FACTION_ID.search(cell)
-    if heading.startswith("[") and heading.endswith(suffix) and last_id is not None:
-        tag = heading[1 : -len(suffix)]
-        prefix = f"[{tag}] "
-        if cell.startswith(prefix) and len(prefix) <= last_id.start():
-            return Faction(int(last_id[1]), tag, cell[len(prefix) : last_id.start()], None)
-    match = _FACTION_RE.fullmatch(" ".join(cell.split()))
-    if match is None:
-        raise MalformedDataError(f"profile page: unparseable faction {cell[:80]!r}")
-    if not _inexact_said:
-        _inexact_said = True
-        log.warning(
-            "profile page of %s: the faction's tag and name cannot be read exactly from "
-            'this page (its heading does not show the tag); profile_endpoint = "api" '
-            "reads them exactly",
-            shown(name),
-        )
-    return Faction(int(match["id"]), match["tag"], match["name"], None)
-
-
-def _cell_value(raw: str) -> str:
-    """A name cell's value as the JSON has it: the text exactly as written (entities
-    unescaped once, by the parser), whitespace kept; a legacy Discord tag may start with
-    a space or hold two (``' lead#0001'``, ``'ab  cd#1234'``). pxls-web writes the value
-    inline (``<td class="text-left">NAME</td>``); only a template that puts it on a line
-    of its own loses that line's indentation and breaks (a name holds no line break)."""
-    if "\n" not in raw and "\r" not in raw:
-        return raw
-    lines = [line for line in raw.splitlines() if line.strip()]
-    return lines[0].strip(" \t") if len(lines) == 1 else " ".join(raw.split())
-
-
-def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
-    """Parse the pxls-web page ``/profile/<name>`` (English labels) of any pxls
-    instance: the title ``{name} - {site name}``, the pixel row under either template's
-    label, the all-time row optional, the faction exact (:func:`_faction_from_page`).
-
-    The page has no user id, so ``pxls_id`` is None. Entities are unescaped.
-    """
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    parser = _ProfilePageParser()
-    try:
-        parser.feed(text)
-        parser.close()
-    except (AssertionError, ValueError) as exc:  # pragma: no cover - HTMLParser is lenient
-        raise MalformedDataError(f"profile page: unparseable HTML ({exc})") from exc
-    title = unescape(parser.title).strip()
-    site = title.removeprefix(f"{expected_name} - ")
-    if site == title or not site.strip():  # "{name} - {site name}", any pxls instance
-        raise MalformedDataError(f"profile page: title is {title[:80]!r}, not {expected_name}'s")
-    rows = parser.rows
-    if "Discord Tag" not in rows or "Faction" not in rows:
-        raise MalformedDataError("profile page: no Discord Tag/Faction rows (localized page?)")
-    discord_text = _cell_value(parser.raw["Discord Tag"])
-    discord = None if discord_text in ("", "Not Set") else _opt_str(discord_text, "Discord Tag")
-    faction: Faction | None = None
-    if rows["Faction"] != "(None)":
-        heading = parser.heading.strip(" \t\r\n")
-        faction = _faction_from_page(heading, parser.raw["Faction"], expected_name)
-    label = next((label for label in _PIXEL_LABELS if label in rows), None)
-    canvas_pixels = _page_count(rows.get(label)) if label else None
-    alltime = _page_count(rows.get("Alltime Pixels"))  # (absent from the older template)
-    return Profile(
-        expected_name, None, discord, faction, checked_count(canvas_pixels, alltime, expected_name)
-    )
-
-
-def _page_count(text: str | None) -> int | None:
-    """A count cell of the profile page (ASCII digits only: ``"²".isdigit()`` is true
-    and ``int("²")`` raises); None when absent or not a number."""
-    if not text or not (text.isascii() and text.isdigit()) or len(text) > _DIGITS + 1:
-        return None
-    return int(text)
-
-
 def checked_count(pixels: int | None, alltime: int | None, name: str) -> int | None:
     """A profile's canvas count, bounded like a toplist row (at most :data:`MAX_PIXELS`,
     and never above the all-time count when both are given); an absurd one is
-    rejected with a log line (None: the profile's other fields still count)."""
+    rejected with a WARNING log line (None: the profile's other fields still count).
+    Never raises."""
     if pixels is None:
         return None
     if pixels > MAX_PIXELS or (alltime is not None and pixels > alltime):

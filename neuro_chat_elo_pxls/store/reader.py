@@ -45,6 +45,7 @@ class StoreReader:
 
     @property
     def path(self) -> str:
+        """The database file's path (for messages)."""
         return self._db.path
 
     @property
@@ -105,11 +106,13 @@ class StoreReader:
     # -- reads -----------------------------------------------------------------
 
     async def load_state_rows(self) -> dict[str, str | None]:
-        """The engine state last committed, as its rows (``SchedulerState.from_rows``)."""
+        """The engine state last committed, as its rows (``EngineState.from_rows``)."""
         rows = await self._db.rows("SELECT key, value FROM state")
         return {row[0]: row[1] for row in rows}
 
     async def get_user(self, user_id: int) -> UserRow | None:
+        """The user with database id ``user_id`` (None: no such row, e.g. merged away
+        by a rename). Raises what the database raises."""
         users = await self._db.read(lambda conn: fetch_users(conn, "WHERE id = ?", (user_id,)))
         return users[0] if users else None
 
@@ -215,6 +218,7 @@ class StoreReader:
         return await self._db.read(optout.listed)
 
     async def count_outbox(self) -> int:
+        """Deltas waiting in the outbox (handed out or not)."""
         return await self._db.read(lambda conn: scalar(conn, "SELECT COUNT(*) FROM outbox"))
 
     async def counts(self) -> dict[str, int]:

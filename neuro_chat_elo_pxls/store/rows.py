@@ -20,9 +20,11 @@ from ..util.times import EPOCH
 
 class StateRows(Protocol):
     """What the store persists as the engine state: its rows of the ``state`` table
-    (``SchedulerState``; the store does not know the type)."""
+    (``EngineState``; the store does not know the type)."""
 
-    def to_rows(self) -> dict[str, str | None]: ...
+    def to_rows(self) -> dict[str, str | None]:
+        """The ``state`` table's rows (None: the key has no value)."""
+        ...
 
 
 USER_COLS = (
@@ -100,6 +102,7 @@ class UserRow:
 
     @property
     def held(self) -> bool:
+        """The user's first delta is held until the profile is read."""
         return self.held_score is not None
 
 
@@ -126,6 +129,7 @@ class ProfileOutcome:
 
 
 async def save_users(conn: aiosqlite.Connection, users: Iterable[UserRow]) -> None:
+    """Write every column of ``users`` back (inside the caller's transaction)."""
     await conn.executemany(
         "UPDATE users SET name=?, pxls_id=?, discord=?, faction_id=?, faction_tag=?, "
         "faction_name=?, faction_color=?, score=?, canvas=?, held_score=?, held_canvas=?, "
@@ -156,6 +160,8 @@ async def save_users(conn: aiosqlite.Connection, users: Iterable[UserRow]) -> No
 async def outbox_rows(
     conn: aiosqlite.Connection, after_seq: int, instance: str = ""
 ) -> list[EloDelta]:
+    """The outbox's deltas with ``seq`` above ``after_seq``, in seq order, as
+    :class:`EloDelta` of ``instance`` (read only; the caller's unit)."""
     async with conn.execute(
         "SELECT seq, user, pxls_id, discord, faction_id, faction_tag, faction_name, "
         "faction_color, delta, score, canvas, observed_at, via FROM outbox WHERE seq > ? "

@@ -1,4 +1,4 @@
-"""``Store``: the SQLite cache (aiosqlite) of users, the delta outbox and scheduler state.
+"""``Store``: the SQLite cache (aiosqlite) of users, the delta outbox and the engine state.
 
 Contracts:
 
@@ -99,7 +99,7 @@ class Store(StoreReader):
 
     @staticmethod
     async def _write_state(conn: aiosqlite.Connection, state: StateRows) -> None:
-        """The one write path of the scheduler state (inside the caller's transaction)."""
+        """The one write path of the engine state (inside the caller's transaction)."""
         await conn.executemany(
             "INSERT INTO state (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",

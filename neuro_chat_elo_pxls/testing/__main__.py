@@ -17,6 +17,7 @@ from .standin import PxlsStandIn, Scenario
 
 
 async def serve(args: argparse.Namespace) -> None:
+    """Run the stand-in until SIGINT or SIGTERM, then say what it served."""
     clock = SimClock(speed=args.speed)
     start = clock.now()
     scenario = Scenario(
@@ -43,6 +44,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The stand-in's command line (``argv`` default: the process's)."""
     parser = argparse.ArgumentParser(
         prog="python -m neuro_chat_elo_pxls.testing", description=__doc__
     )

@@ -17,6 +17,9 @@ PALETTE = "ffffff,b9c3cf,777f8c,424651,1f1e26,000000"
 
 @attrs.define
 class SimUser:
+    """A simulated pxls user: ``faction`` is (id, tag, name, color); ``score`` the
+    current canvas's count; ``banned_until`` simulated UTC time."""
+
     pxls_id: int
     name: str
     discord: str | None
@@ -41,6 +44,7 @@ def gson_json(value: object) -> bytes:
 
 
 def profile_dict(user: SimUser) -> dict[str, object]:
+    """``/api/v1/profile``'s JSON object for ``user``, as pxls.space serves it. Pure."""
     signup = 1_689_093_291_139
     profile: dict[str, object] = {
         "id": user.pxls_id,

@@ -84,6 +84,8 @@ class Fault(StrEnum):
 
 @attrs.frozen
 class RequestRecord:
+    """One request the stand-in served (``status``: the HTTP status it answered)."""
+
     path: str
     at: datetime  # host (simulated) time
     in_flight: int  # requests being served when this one arrived (including it)
@@ -111,6 +113,7 @@ class PxlsStandIn(CanvasModel):
     # -- server --------------------------------------------------------------
 
     async def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1:``port`` (0: any free port); the base URL."""
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/stats/stats.json", self._stats)
         app.router.add_get("/info", self._info)
@@ -143,6 +146,7 @@ class PxlsStandIn(CanvasModel):
                 await asyncio.wait_for(self._stopping.wait(), 0.05)
 
     async def stop(self) -> None:
+        """Stop serving (lingering slow answers end at once); idempotent."""
         self._stopping.set()  # lingering SLOW answers end now
         if self._runner is not None:
             await self._runner.cleanup()

@@ -25,9 +25,11 @@ class SimClock:
         self.speed = speed
 
     def now(self) -> datetime:
+        """Simulated time now (aware UTC)."""
         return self.start + timedelta(seconds=(time.time() - self.epoch) * self.speed)
 
     def real_seconds(self, delta: timedelta) -> float:
+        """Real seconds a simulated wait of ``delta`` takes (>= 0)."""
         return max(0.0, delta.total_seconds() / self.speed)
 
 
@@ -42,9 +44,11 @@ class JumpClock:
         self.current = start
 
     def now(self) -> datetime:
+        """Host time now (aware UTC): where the jumps have brought it."""
         return self.current
 
     def real_seconds(self, delta: timedelta) -> float:
+        """Jump ahead by ``delta`` (if positive); no real wait: 0."""
         if delta > timedelta(0):
             self.current += delta
         return 0.0

@@ -94,6 +94,7 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object per log record (for log shippers), with the structured fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (text made safe for one line)."""
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -119,6 +120,7 @@ class TextLogFormatter(logging.Formatter):
     can forge a log line or drive the terminal. A traceback follows on its lines."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        """The message with control characters escaped."""
         record.message = shown(record.message)
         return super().formatMessage(record)
 
