@@ -180,3 +180,30 @@ def test_the_cli_lists_adds_removes_and_forgets(
         path = db + suffix
         if os.path.exists(path):
             assert b"grid.master.discord" not in Path(path).read_bytes()
+
+
+async def test_taking_a_name_off_the_list_takes_its_later_names_too(tmp_path: Path) -> None:
+    """Found by the simulator (seed 22): a person listed, then renamed twice while
+    listed (the source listed the new names by their pxls id), then taken off the list:
+    the later names stayed listed (a DELETE whose subquery read the same table saw its
+    own first deletion), so the person was never counted again."""
+    from neuro_chat_elo_pxls.store import optout
+    from neuro_chat_elo_pxls.store.writer import Store
+
+    async with await Store.open(str(tmp_path / "db.sqlite3")) as store:
+
+        async def edit(conn: object) -> int:
+            import aiosqlite
+
+            assert isinstance(conn, aiosqlite.Connection)
+            rows = [("r1", 100000, "cli"), ("r4", 100000, "rename"), ("r5", 100000, "rename")]
+            rows += [("r6", 100000, "rename"), ("someone_else", 7, "cli")]
+            await conn.executemany(
+                "INSERT INTO opted_out (name, pxls_id, listed_by, since) VALUES (?, ?, ?, 0)",
+                rows,
+            )
+            await optout.add(conn, ["r6"], "cli", 1)  # the operator lists r6 too: kept
+            return await optout.remove(conn, ["r1"])
+
+        assert await store._db.write(edit) == 3
+        assert [entry[0] for entry in await store.opt_out_list()] == ["r6", "someone_else"]

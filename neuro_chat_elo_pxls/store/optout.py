@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import aiosqlite
 import attrs
@@ -66,25 +66,36 @@ class Applied:
 
 async def add(conn: aiosqlite.Connection, names: Iterable[str], by: str, now: int) -> int:
     """Put ``names`` on the database's list (``by``: one of :data:`LISTED_BY`); a name
-    listed already keeps its entry. Returns how many were new."""
+    listed already keeps its entry, but one the source listed as a rename becomes the
+    operator's own (taking another of the person's names off the list keeps it).
+    Returns how many were new."""
     before = await scalar(conn, "SELECT COUNT(*) FROM opted_out")
     await conn.executemany(
         "INSERT INTO opted_out (name, listed_by, since) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO NOTHING",
+        "ON CONFLICT (name) DO UPDATE SET listed_by = excluded.listed_by "
+        "WHERE opted_out.listed_by = 'rename'",
         [(name, by, now) for name in names],
     )
     return await scalar(conn, "SELECT COUNT(*) FROM opted_out") - before
 
 
 async def remove(conn: aiosqlite.Connection, names: Iterable[str]) -> int:
-    """Take ``names`` off the database's list (and every name recognised through the same
-    pxls id): they are counted again, as new users. Returns how many entries went."""
+    """Take ``names`` off the database's list, with the names the source listed as the
+    same person's renames (same pxls id); names listed by the operator or the config
+    stay. They are counted again, as new users. Returns how many entries went."""
     wanted = json.dumps(sorted(set(names)))
+    # the ids first: a DELETE whose subquery reads the same table sees the rows it has
+    # already deleted gone (SQLite evaluates it row by row), and kept the other names
+    ids = await _rows(
+        conn,
+        "SELECT DISTINCT pxls_id FROM opted_out WHERE pxls_id IS NOT NULL "
+        "AND name IN (SELECT value FROM json_each(:names))",
+        {"names": wanted},
+    )
     cur = await conn.execute(
         "DELETE FROM opted_out WHERE name IN (SELECT value FROM json_each(:names)) "
-        "OR pxls_id IN (SELECT pxls_id FROM opted_out WHERE pxls_id IS NOT NULL "
-        "AND name IN (SELECT value FROM json_each(:names)))",
-        {"names": wanted},
+        "OR (listed_by = 'rename' AND pxls_id IN (SELECT value FROM json_each(:ids)))",
+        {"names": wanted, "ids": json.dumps([row[0] for row in ids])},
     )
     return max(0, cur.rowcount)
 
@@ -123,41 +134,48 @@ async def apply(
         "UPDATE opted_out SET pxls_id = (SELECT pxls_id FROM users WHERE users.name = "
         "opted_out.name) WHERE applied_at IS NULL AND pxls_id IS NULL",
     )
+    # every name of theirs, read once (a statement that writes a table while its own
+    # subquery reads that table sees its own deletions): as listed, and any other the
+    # pxls id ties to them (a name before a rename keeps its credited rows and their id)
     ids = (
         "(SELECT pxls_id FROM opted_out WHERE pxls_id IS NOT NULL "
         "AND name IN (SELECT value FROM json_each(:names)))"
     )
-    # every name of theirs: as listed, and any other the pxls id ties to them (a name
-    # they had before a rename keeps its credited rows, with the id they came with)
-    everyone = (
-        f"(SELECT value FROM json_each(:names) UNION SELECT name FROM users WHERE pxls_id "
-        f"IN {ids} UNION SELECT user FROM credited WHERE pxls_id IN {ids})"
-    )
-    withdrawn = await _rows(
+    found = await _rows(
         conn,
-        f"SELECT COUNT(*), COALESCE(SUM(ABS(score)), 0) FROM credited "
-        f"WHERE score != 0 AND user IN {everyone}",
+        f"SELECT value FROM json_each(:names) UNION SELECT name FROM users WHERE pxls_id "
+        f"IN {ids} UNION SELECT user FROM credited WHERE pxls_id IN {ids}",
         {"names": names},
     )
-    await conn.execute(
+    everyone = "(SELECT value FROM json_each(:everyone))"
+    params = {"everyone": json.dumps([str(row[0]) for row in found])}
+    withdrawals = await _rows(
+        conn,
+        f"SELECT user, pxls_id, score, canvas FROM credited WHERE score != 0 "
+        f"AND user IN {everyone} ORDER BY user, canvas",
+        params,
+    )
+    await conn.executemany(  # (each insert's trigger sets credited to 0)
         "INSERT INTO outbox (user, pxls_id, delta, score, canvas, observed_at, via) "
-        f"SELECT user, pxls_id, -score, 0, canvas, :now, 'opt-out' FROM credited "
-        f"WHERE score != 0 AND user IN {everyone} ORDER BY user, canvas",
-        {"names": names, "now": now},
+        "VALUES (?, ?, ?, 0, ?, ?, 'opt-out')",
+        [
+            (user, pxls_id, -int(str(score)), canvas, now)
+            for user, pxls_id, score, canvas in withdrawals
+        ],
     )
     await conn.execute(
         "UPDATE outbox SET discord = NULL, faction_id = NULL, faction_tag = NULL, "
         f"faction_name = NULL, faction_color = NULL WHERE user IN {everyone}",
-        {"names": names},
+        params,
     )
-    cur = await conn.execute(f"DELETE FROM users WHERE name IN {everyone}", {"names": names})
+    cur = await conn.execute(f"DELETE FROM users WHERE name IN {everyone}", params)
     erased = max(0, cur.rowcount)
-    await conn.execute(f"DELETE FROM credited WHERE user IN {everyone}", {"names": names})
+    await conn.execute(f"DELETE FROM credited WHERE user IN {everyone}", params)
     await conn.execute(
         "UPDATE opted_out SET applied_at = :now WHERE applied_at IS NULL", {"now": now}
     )
-    rows, points = withdrawn[0]
-    return Applied(len(pending), int(str(rows)), int(str(points)), erased, back_in)
+    points = sum(abs(int(str(row[2]))) for row in withdrawals)
+    return Applied(len(pending), len(withdrawals), points, erased, back_in)
 
 
 #: anything for :func:`apply` to do but mirroring the config (a name listed and not yet
@@ -211,7 +229,7 @@ async def checkpoint(conn: aiosqlite.Connection) -> bool:
 
 
 async def _rows(
-    conn: aiosqlite.Connection, sql: str, params: dict[str, object] | None = None
+    conn: aiosqlite.Connection, sql: str, params: Mapping[str, object] | None = None
 ) -> list[tuple[object, ...]]:
     async with conn.execute(sql, params or {}) as cur:
         return [tuple(row) for row in await cur.fetchall()]

@@ -46,7 +46,9 @@ within 15 minutes of its 403 or before a server-given wait ends, across restarts
 (new credentials may try at once); ``/info`` and stats.json requests per hour
 bounded; every sweep finishes when the budget allows it; followed people refreshed;
 ``next_due_at`` never makes a host spin; ``status --check`` never cries wolf (no
-problem at the end of the calm hours); no exception reaches the host; a seed
+problem at the end of the calm hours); opt-outs, forgets and opt-ins drawn at random
+times (:mod:`.optouts`): no profile request for a listed person, their deltas withdrawn
+to 0 on every canvas, none in an export; no exception reaches the host; a seed
 finishes within its real-time limit (else a violation, not a hang); no ERROR
 without an injected cause; what pxls answered is applied by the end (the last three
 simulated hours are calm). The simulated world and the host's choices depend on the

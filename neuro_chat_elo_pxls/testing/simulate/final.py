@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ...settings import PxlsSettings
     from ...source import PxlsSource
     from .checker import Checker
+    from .optouts import OptOuts
     from .world import World
 
 
@@ -49,6 +50,7 @@ class FinalChecks:
         final_status: dict[str, Any]
         followed_config: list[str]
         followed_file: list[str]
+        opt_outs: OptOuts
 
         async def _hook(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any: ...
 
@@ -57,6 +59,7 @@ class FinalChecks:
     async def _finish(self) -> None:
         """Collect what is left, then check the invariants that need the whole run."""
         await self._collect()
+        await self.opt_outs.check(self)
         await self._check_sweep()
         self._check_accounting()
         self._check_applied()
@@ -118,6 +121,8 @@ class FinalChecks:
             last[(d.user, d.canvas)] = d
             at = self._true_time(d)
             truth = self.world.truth(d.user, d.canvas, at)
+            if d.via == "opt-out":  # a withdrawal: score 0 by design (checked in optouts)
+                continue
             if d.score != truth and not self._unknowable(d, at):
                 self.checker.fail(
                     "scores are the truth",
@@ -225,6 +230,9 @@ class FinalChecks:
             person = world.holder(name, self.end)
             if person is None or world.holder(name, at) is not person:
                 continue
+            opted = self.opt_outs
+            if opted.touched_since(name, world.calm_from) or opted.covers(world, name, at):
+                continue  # listed: not counted (or counted again only from its next read)
             since = person.count_at(canvas, at)
             later = {c for t, c in person.history.get(canvas, []) if t > at}
             if since == 0 and name not in last:
@@ -238,7 +246,7 @@ class FinalChecks:
         wanted = set(self.followed_config) | set(self.followed_file)
         if self.settings.profile_cooldown > timedelta(seconds=30):
             return  # a tight budget: follow refreshes may slip (DESIGN 7)
-        for name in sorted(wanted):
+        for name in sorted(wanted - set(self.opt_outs.spans)):
             person = world.holder(name, self.end)
             answers = [
                 t for t in self.checker.profile_answers.get(name, []) if t >= world.calm_from

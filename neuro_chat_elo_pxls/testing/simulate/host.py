@@ -24,6 +24,7 @@ from ...settings import PxlsSettings, Secret
 from ...source import PxlsSource
 from .checker import Checker
 from .final import ErrorRecords, FinalChecks
+from .optouts import OptOuts
 from .plugins import ForeignSource, plugin_manager
 from .wire import WireTransport
 from .world import World
@@ -89,6 +90,8 @@ class Host(FinalChecks):
         self.settings = self._drawn_settings(rng, cooldown)
         self.wire = WireTransport(self.world, self.settings)
         self._plugins(seed)
+        #: the operator's opt-outs (their own generator: the run's draws keep their order)
+        self.opt_outs = OptOuts(random.Random(f"optout-{seed}"))
         self.source = self._new_source()
         self.skew = timedelta(0)
         self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
@@ -388,6 +391,7 @@ class Host(FinalChecks):
         if kind == "crash":
             await _kill(self.source)
             self.restarts += 1
+            await self.opt_outs.maybe_forget(self)  # (no source holds the database now)
             self.source = self._new_source()
         elif kind == "restart":
             await self._hook("on_shutdown", self.source.on_shutdown)
@@ -417,6 +421,7 @@ class Host(FinalChecks):
             # one tick from a clock far ahead, then back (DESIGN 3); a clock behind sets
             # every wait in the past, which no source can tell from a long sleep
             self.skew = rng.choice((timedelta(days=365), timedelta(hours=5)))
+        await self.opt_outs.maybe_act(self)  # the operator lists or unlists someone
 
     async def _hostile_file(self) -> None:
         rng = self.rng
