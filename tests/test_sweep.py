@@ -167,3 +167,17 @@ async def test_a_small_sweep_logs_a_line_per_quarter_not_per_user(
 
     by_sweep = Counter(getattr(r, FIELDS_ATTR)["sweep"] for r in lines)
     assert by_sweep and max(by_sweep.values()) <= 4, by_sweep
+
+
+async def test_an_empty_sweep_on_a_new_database_is_one_line(
+    make_source: Callable[..., PxlsSource], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 29, item 23: a fresh database logged "sweep 1 started: 0 users ..." and
+    "sweep 1 finished after 0m00s" at once: noise. Now one line says there is nobody."""
+    import logging
+
+    source = make_source()
+    with caplog.at_level(logging.INFO, logger="neuro_chat_elo_pxls"):
+        await source.on_tick(clock.now)
+    sweep_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sweep")]
+    assert len(sweep_lines) == 1 and "nobody to re-check yet" in sweep_lines[0], sweep_lines

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import StoreError
-from ..ops.status import build_status, format_status
+from ..ops.status import build_status, format_status, when_text
 from ..util.text import shown
 from .config import configured_instances, load_config, open_database
 
@@ -67,6 +67,7 @@ def _print(status: dict[str, Any], *, check: bool) -> None:
         for problem in status["problems"]:
             print(f"UNHEALTHY: {shown(problem)}")
         if status["healthy"]:
-            print(f"OK: last pull {status['last_pull_at']}, {status['outbox']} deltas waiting")
+            last = when_text(status["last_pull_at"], status.get("checked_at"), "never")
+            print(f"OK: last pull {last}, {status['outbox']} deltas waiting")  # (as status)
     else:
         print(format_status(status))

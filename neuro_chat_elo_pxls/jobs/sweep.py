@@ -179,6 +179,13 @@ class Sweep:
             sweep_total=total,
         )
         self._logged, self.remaining, self._cursor = 0, total, (0, 0)
+        if total == 0:  # (a new database: one line, not a start and a finish of nothing)
+            log.info(
+                "sweep %d: nobody to re-check yet; the next at %s",
+                number,
+                (now + self.interval).isoformat(timespec="seconds"),
+            )
+            return
         log.info(
             "sweep %d started: %d users to re-check at <= 1 per %gs",
             number,
@@ -201,6 +208,8 @@ class Sweep:
         started = self.state.current.sweep_started_at or now
         took = now - started
         await self.state.commit(store.save_state, sweep_finished_at=now)
+        if self.state.current.sweep_total == 0:
+            return  # (said when it started)
         if took >= self.interval:
             log.warning(
                 "sweep %d finished after %s, longer than sweep_interval %s: the next sweep "

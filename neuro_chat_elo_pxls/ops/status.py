@@ -139,7 +139,7 @@ async def build_status(
     }
 
 
-def _when_text(value: str | None, checked_at: str | None, missing: str = "-") -> str:
+def when_text(value: str | None, checked_at: str | None, missing: str = "-") -> str:
     """A time of the status for a terminal: ``2026-01-05 12:00:00Z (3m09s ago)`` or
     ``(in 5m00s)``, to the second (the JSON keeps the exact time); text that is not
     a time is shown as it is (escaped)."""
@@ -168,7 +168,7 @@ def format_status(status: dict[str, Any]) -> str:
     checked = status.get("checked_at")
 
     def when(key: str, missing: str = "-", record: dict[str, Any] = status) -> str:
-        return _when_text(record.get(key), checked, missing)
+        return when_text(record.get(key), checked, missing)
 
     lines = [
         f"instance        {shown(status.get('instance') or '-')}",
@@ -218,7 +218,7 @@ def _key_lines(keys: dict[str, dict[str, Any]], checked_at: str | None) -> list[
     for key, st in keys.items():
         until = st.get("cooling_until")
         state_text = (
-            f"cooling until {_when_text(until, checked_at)}: {shown(st['reason'])}"
+            f"cooling until {when_text(until, checked_at)}: {shown(st['reason'])}"
             if until and (checked_at is None or _later(until, checked_at))
             else "ready"  # (a wait that has ended is no wait)
         )
@@ -242,7 +242,7 @@ def _follow_lines(follow: dict[str, Any], checked_at: str | None) -> list[str]:
         f"follow          {follow['followed']} followed, {follow['outside_toplist']} outside "
         f"the toplist, {follow['not_found']} not found; profile demand "
         f"{follow['demand_per_hour']:.0f}/h of {follow['capacity_per_hour']:.0f}/h; "
-        f"last round {_when_text(follow['last_round_finished_at'], checked_at)}"
+        f"last round {when_text(follow['last_round_finished_at'], checked_at)}"
     ]
     if follow["not_found_names"]:
         names = ", ".join(shown(n) for n in follow["not_found_names"])
