@@ -56,9 +56,13 @@ from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 #: With the real PxlsClient behind an in-memory transport (its answers HTTP-level), a
 #: planted misreading of the body's "Try again in N seconds" (at most 3 digits: 3600
 #: read as no wait) sent a profile 3568 s before the wait ended: 6 (waits honoured)
+#: With one to three instances per host and the per-hour bounds derived from the
+#: settings (checker fixes): 56 and 74 a pull's jitter put two pulls of a 1-hour
+#: interval in one rolling hour; 56 a wrong-clock tick pulled twice (at the wrong clock
+#: and after it); 217 a file from before a reset, skipped, was not counted as a setback
 REGRESSIONS = (
-    *(3, 6, 15, 16, 18, 23, 28, 30, 55, 85, 103, 109, 129, 179, 181, 185, 213, 266, 318),
-    *(521, 554, 586, 1170, 1176, 1438, 3235, 3650, 4959, 8852, 9305, 30548),
+    *(3, 6, 15, 16, 18, 23, 28, 30, 55, 56, 74, 85, 103, 109, 129, 179, 181, 185, 213),
+    *(217, 266, 318, 521, 554, 586, 1170, 1176, 1438, 3235, 3650, 4959, 8852, 9305, 30548),
 )
 
 
@@ -87,7 +91,7 @@ def test_many_seeds_hold_every_promise(part: int) -> None:
         pytest.skip(f"PXLS_SIM_SEEDS={seeds}: fewer seeds than parts")
     command = [sys.executable, "-m", "neuro_chat_elo_pxls.testing.simulate"]
     command += ["--seeds", str(count), "--first", str(first), "--hours", "48", "--jobs", "1"]
-    # the timeout only guards against a hang (a part takes ~15 s): no outcome rests on it
+    # the timeout only guards against a hang (a part takes ~30 s): no outcome rests on it
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
     out = done.stdout
     assert out.splitlines()[-1].startswith(f"{count} seeds, 48 simulated hours each: 0 violations")

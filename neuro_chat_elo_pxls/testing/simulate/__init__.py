@@ -47,7 +47,14 @@ driven in simulated time by
   but an instance's whose batch the host keeps unacknowledged, so each source must
   take exactly its own), ``source.follow()`` calls and a follow file that changes and
   turns hostile (a FIFO, bad UTF-8, a directory, too big), each on one drawn
-  instance.
+  instance;
+* on a share of the seeds with several instances, ``run``'s delivery
+  (:mod:`.delivery`): the real ``deliver`` (collect, write, flush and fsync, then
+  ``acknowledge``) into the real ``OutputFile`` on a disk that fails (ENOSPC on a
+  write, EIO on a flush; the unsynced lines then lost, kept or cut inside a line); an
+  I/O failure is what ``run`` exits 75 on, and is followed by a restart (no other
+  plugin then: ``run``'s host has pxls sources only). The file's whole lines are the
+  host's ledger.
 
 Invariants (:class:`Checker`), while it runs and at the end: per name and canvas the
 deltas add up to the last score and every delta's score is the model's count at its
@@ -60,7 +67,10 @@ never read whole; nothing sent to a key
 within 15 minutes of its 403 or before a server-given wait ends, across restarts
 (new credentials may try at once); ``/info`` and stats.json requests per rolling
 hour within the schedule the instance's settings give plus one per setback
-(:meth:`Checker.per_hour_bound`); every sweep finishes when the budget allows it;
+(:meth:`Checker.per_hour_bound`); with ``run``'s delivery, an out-file failure
+surfaces as ``OutputError`` (exit 75), a line is written again only after a failure,
+a malformed line only where a failure cut one, and every outbox is empty at the end;
+every sweep finishes when the budget allows it;
 followed people refreshed;
 ``next_due_at`` never makes a host spin; ``status --check`` never cries wolf (no
 problem at the end of the calm hours); no exception reaches the host; a seed

@@ -148,9 +148,8 @@ class Checker:
         """The most ``/info`` (``endpoint="info"``) or stats.json requests the rolling
         hour before ``now`` may see, derived from the instance's settings.
 
-        ``info <= P + C + 1 + S`` and ``stats <= P + 1 + S``, where
-
-        A pull (``/info`` then stats.json) is due once per ``leaderboard_interval``
+        ``info <= P + C + 1 + S`` and ``stats <= P + 1 + S``. A pull (``/info`` then
+        stats.json) is due once per ``leaderboard_interval``
         rounded up to whole 15-minute regenerations (pull.py's ``_next``): ``P =
         60 min / (15 min * ceil(interval / 15 min))`` pulls an hour (4, 2 or 1). While
         profile counts wait for their canvas, ``/info`` is also asked 15 minutes after
@@ -160,10 +159,12 @@ class Checker:
         ``1`` is :data:`PER_HOUR_SLACK` (a pull's time jitters by up to a minute).
         ``S`` counts the setbacks in the hour and the :data:`RETRY_REACH` before it;
         each allows one more of each (a failed or fruitless pull is retried whole,
-        ``/info`` then stats.json): a faulty, cancelled, stale or flapping answer, a
+        ``/info`` then stats.json): a faulty, cancelled or flapping answer, a stale
+        file (not newer than the last, or from before a reset: seed 217), a
         cancelled tick, a crash or restart, and a wrong-clock tick twice (its pull and
-        the pull after the clock is back). A doubled schedule breaks this within the
-        first calm hour; 300 seeds hold it with none to spare (0 slack fails)."""
+        the pull after the clock is back). Pulls or confirms twice as often break it
+        (tests/test_simulate.py plants both); 300 seeds hold it with nothing to spare
+        (no slack fails)."""
         assert self.settings is not None, "the checker's settings are set by the host"
         settings = self.settings
         periods = _ceil_div(settings.leaderboard_interval, REGENERATION)
@@ -171,11 +172,10 @@ class Checker:
         confirms = _ceil_div(timedelta(hours=1), REGENERATION) if settings.profiles_enabled else 0
         normal = pulls + confirms if endpoint == "info" else pulls
         since = now - timedelta(hours=1) - RETRY_REACH
-        setbacks = self.setbacks
-        while setbacks and setbacks[0] < since - timedelta(hours=1):
-            setbacks.popleft()  # (kept a while: a clock-ordered deque, trimmed lazily)
-        recent = sum(1 for t in setbacks if t >= since)
-        return normal + PER_HOUR_SLACK[endpoint] + recent
+        setbacks = self.setbacks  # (in time order, as the run goes)
+        while setbacks and setbacks[0] < since:
+            setbacks.popleft()
+        return normal + PER_HOUR_SLACK[endpoint] + len(setbacks)
 
     def server_wait(self, key: str, until: datetime, why: str) -> None:
         current = self.forbidden.get(key)

@@ -84,8 +84,9 @@ class Host:
         # the first instance draws from the host's generator in the order a host of
         # one source always did (a seed with one instance runs as it always ran); the
         # number of instances and everything about the others come from their own
-        self.instances_rng = random.Random(f"instances-{seed}")
         count = instance_count(seed)
+        #: which instance an operator's action is about
+        self.instances_rng = random.Random(f"instance-choices-{seed}")
         self.instances = [
             Instance.drawn(1, rng, random.Random(f"wire-{seed}"), start, self.end, workdir, seed)
         ]
@@ -129,9 +130,9 @@ class Host:
 
     def _delivery_mode(self, seed: int) -> None:
         """On a share of the seeds with several instances (drawn apart), the host
-        delivers like ``run --out``:
-        through the real ``deliver`` into an out file that fails now and then, every
-        source with ``delivery = "ack"`` (as ``run`` forces), no other plugin."""
+        delivers like ``run --out``: through the real ``deliver`` into an out file that
+        fails now and then, every source with ``delivery = "ack"`` (as ``run`` forces),
+        no other plugin."""
         self.out: ModelOut | None = None
         self.reader: OutFileReader | None = None
         self.totals = Totals()

@@ -399,8 +399,11 @@ class World:
             }
         )
         if fault is None:
-            if self.generations_served and served.at <= self.generations_served[-1].at:
-                self.checker.setback(self.now)  # nothing newer: the source looks again
+            newer = not self.generations_served or served.at > self.generations_served[-1].at
+            if not newer or served.canvas != self.canvas:
+                # nothing newer, or a file from before a reset (seed 217): skipped, the
+                # source looks again
+                self.checker.setback(self.now)
             self.generations_served.append(served)
             self.checker.served_generation(served)
         return self._ok(body, self._json_type(), fault)
