@@ -56,9 +56,13 @@ from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 #: With the real PxlsClient behind an in-memory transport (its answers HTTP-level), a
 #: planted misreading of the body's "Try again in N seconds" (at most 3 digits: 3600
 #: read as no wait) sent a profile 3568 s before the wait ended: 6 (waits honoured)
+#: With one to three instances per host and the per-hour bounds derived from the
+#: settings (checker fixes): 56 and 74 a pull's jitter put two pulls of a 1-hour
+#: interval in one rolling hour; 56 a wrong-clock tick pulled twice (at the wrong clock
+#: and after it); 217 a file from before a reset, skipped, was not counted as a setback
 REGRESSIONS = (
-    *(3, 6, 15, 16, 18, 23, 28, 30, 55, 85, 103, 109, 129, 179, 181, 185, 213, 266, 318),
-    *(521, 554, 586, 1170, 1176, 1438, 3235, 3650, 4959, 8852, 9305, 30548),
+    *(3, 6, 15, 16, 18, 23, 28, 30, 55, 56, 74, 85, 103, 109, 129, 179, 181, 185, 213),
+    *(217, 266, 318, 521, 554, 586, 1170, 1176, 1438, 3235, 3650, 4959, 8852, 9305, 30548),
 )
 
 
@@ -87,7 +91,7 @@ def test_many_seeds_hold_every_promise(part: int) -> None:
         pytest.skip(f"PXLS_SIM_SEEDS={seeds}: fewer seeds than parts")
     command = [sys.executable, "-m", "neuro_chat_elo_pxls.testing.simulate"]
     command += ["--seeds", str(count), "--first", str(first), "--hours", "48", "--jobs", "1"]
-    # the timeout only guards against a hang (a part takes ~15 s): no outcome rests on it
+    # the timeout only guards against a hang (a part takes ~30 s): no outcome rests on it
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
     out = done.stdout
     assert out.splitlines()[-1].startswith(f"{count} seeds, 48 simulated hours each: 0 violations")
@@ -240,7 +244,7 @@ def test_only_a_profile_observation_is_looked_up_among_host_times() -> None:
         def truth(self, name: str, canvas: str, at: datetime) -> int:
             return {t: 9243, later: 10470}[at]
 
-    checks = FinalChecks()
+    checks = object.__new__(FinalChecks)
     checks.world = World()  # type: ignore[assignment]
     checks.checker = simulate.Checker(seed=4959, cooldown=timedelta(seconds=1))
     checks.host_times = {later: t}  # the +5 h tick
@@ -281,7 +285,7 @@ def test_a_seed_that_does_not_finish_is_a_violation_not_a_hang(tmp_path: Path) -
     with simulate.inline_sqlite():
         host = simulate.Host(7, 48, str(tmp_path), real_limit=0.0)
         asyncio.run(host.run())
-    (violation,) = [v for v in host.checker.violations if v.invariant == "a seed finishes"]
+    (violation,) = [v for v in host.violations if v.invariant == "a seed finishes"]
     assert "still running after 0 real seconds" in violation.line(48)
     assert "--seed 7 --hours 48" in violation.line(48)
 
@@ -292,10 +296,144 @@ def test_the_host_calls_every_hook_through_a_plugin_manager(tmp_path: Path) -> N
     import asyncio
 
     with simulate.inline_sqlite():
-        host = simulate.Host(11, 6, str(tmp_path))
+        host = simulate.Host(9, 6, str(tmp_path))
         assert host.pm.get_plugin("pxls") is not None
-        assert host.source in host.pm.get_plugins() and host.foreign in host.pm.get_plugins()
+        first = host.instances[0]
+        assert first.source in host.pm.get_plugins() and host.foreign in host.pm.get_plugins()
         asyncio.run(host.run())
-    assert not host.checker.violations
+    assert not host.violations
     assert host.foreign.handed_out > 0  # the other plugin's deltas went through the hooks
-    assert host.checker.ledger
+    assert first.checker.ledger
+
+
+def test_a_seed_with_one_instance_runs_as_before_instances_existed() -> None:
+    """The number of instances and everything about the extra ones are drawn from
+    generators of their own: seed 0 (one instance) has the figures it always had."""
+    assert simulate.instance.instance_count(0) == 1
+    violations, stats = simulate.run_seed_with_stats(0, 48)
+    assert not violations, "\n".join(v.line(48) for v in violations)
+    figures = {k: stats[k] for k in ("ticks", "requests", "deltas", "restarts")}
+    assert figures == {"ticks": 618, "requests": 473, "deltas": 495, "restarts": 8}
+
+
+def test_several_instances_share_one_host(tmp_path: Path) -> None:
+    """Seed 7 draws three pxls instances: three sites, three sources in one
+    PluginManager with the other plugin's, names, databases and follow files apart,
+    each instance's deltas routed to its own checker, every promise kept."""
+    import asyncio
+
+    with simulate.inline_sqlite():
+        host = simulate.Host(7, 6, str(tmp_path))
+        names = [inst.instance_name for inst in host.instances]
+        assert names == ["simulated.invalid", "event2", "event3"]
+        assert len({inst.settings.db_path for inst in host.instances}) == 3
+        plugins = host.pm.get_plugins()
+        assert all(inst.source in plugins for inst in host.instances)
+        asyncio.run(host.run())
+    assert not host.violations, [v.line(6) for v in host.violations]
+    for inst in host.instances:
+        assert inst.world.requests and inst.checker.ledger
+        assert {d.instance for d in inst.checker.ledger} == {inst.instance_name}
+        assert all(r.at for r in inst.world.requests)
+
+
+def test_instances_under_one_name_are_a_violation(tmp_path: Path) -> None:
+    """Two sources under one instance name would make ``(instance, seq)`` ambiguous."""
+    import attrs
+
+    with simulate.inline_sqlite():
+        host = simulate.Host(7, 1, str(tmp_path))
+    second = host.instances[1]
+    second.settings = attrs.evolve(second.settings, instance="event3")
+    host._check_instances_apart()
+    assert [v.invariant for v in host.checker.violations] == ["instances apart"]
+
+
+def test_the_per_hour_bounds_catch_a_doubled_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound on /info and stats.json requests per rolling hour is derived from the
+    settings (the flat 40/30 it replaced let these pass): pulls planned every 7.5
+    minutes break it on seed 0, confirms every 7.5 minutes on seed 2 (12 hours)."""
+    from neuro_chat_elo_pxls.jobs import observations, pull
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pull, "REGENERATION", timedelta(minutes=7.5))
+        violations = simulate.run_seed(0, 12)
+    assert "stats requests per hour bounded" in {v.invariant for v in violations}
+    with monkeypatch.context() as patch:
+        patch.setattr(observations, "CONFIRM_EVERY", timedelta(minutes=7.5))
+        violations = simulate.run_seed(2, 12)
+    assert "info requests per hour bounded" in {v.invariant for v in violations}
+
+
+def test_pacing_is_checked_per_site(tmp_path: Path) -> None:
+    """One request in flight and the profile cooldown are what a site sees, whichever
+    source sent: two instances' sources answered by one site (a planted bug) break
+    its cooldown at once (seed 3)."""
+    import asyncio
+
+    with simulate.inline_sqlite():
+        host = simulate.Host(3, 12, str(tmp_path))
+        first, second = host.instances
+        second.wire.world = first.world
+        asyncio.run(host.run())
+    assert any(
+        v.invariant == "profile cooldown" and v.detail.startswith("[simulated.invalid]")
+        for v in host.violations
+    ), [v.line(12) for v in host.violations]
+
+
+def test_run_delivery_survives_a_failing_out_file(tmp_path: Path) -> None:
+    """A seed delivering like ``run --out`` (seed 5: three instances): every delta
+    through the real ``deliver`` into a file that fails (ENOSPC, EIO; the unsynced
+    lines lost, kept or cut); each failure an OutputError (exit 75) and a restart;
+    nothing lost, a line again only after a failure, every outbox empty at the end."""
+    import asyncio
+
+    with simulate.inline_sqlite():
+        host = simulate.Host(5, 12, str(tmp_path))
+        assert host.out is not None and host.foreign not in host.pm.get_plugins()
+        asyncio.run(host.run())
+    assert not host.violations, [v.line(12) for v in host.violations]
+    assert host.output_failures >= 1 and host.exit_statuses == [75] * host.output_failures
+    assert all(inst.checker.ledger for inst in host.instances)
+
+
+def test_run_delivery_that_acknowledges_before_writing_loses_deltas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A planted bug: ``deliver`` acknowledging a batch before it is written and
+    fsynced. A failed write then loses it (seed 1: conservation); a ``deliver`` that
+    lets an OSError out unwrapped (``run`` would exit 1, never restarted) is caught
+    too."""
+    import pluggy
+
+    from neuro_chat_elo_pxls import host as real
+    from neuro_chat_elo_pxls import jsonlines
+    from neuro_chat_elo_pxls.hookspecs import call_async_hook
+    from neuro_chat_elo_pxls.testing.simulate import host
+
+    async def acks_first(pm: pluggy.PluginManager, out: real.LineSink, totals: real.Totals) -> None:
+        for batch in await call_async_hook(pm.hook.collect_deltas):
+            if batch:
+                await call_async_hook(pm.hook.acknowledge, deltas=batch)
+                try:
+                    for delta in batch:
+                        out.write(jsonlines.dumps(delta) + "\n")
+                    out.flush()
+                except OSError as exc:
+                    raise real.OutputError(str(exc)) from exc
+
+    async def unwrapped(pm: pluggy.PluginManager, out: real.LineSink, totals: real.Totals) -> None:
+        for batch in await call_async_hook(pm.hook.collect_deltas):
+            if batch:
+                for delta in batch:
+                    out.write(jsonlines.dumps(delta) + "\n")
+                out.flush()
+                await call_async_hook(pm.hook.acknowledge, deltas=batch)
+
+    monkeypatch.setattr(host, "deliver", acks_first)
+    found = {v.invariant for v in simulate.run_seed(1, 12)}
+    assert "conservation" in found, found
+    monkeypatch.setattr(host, "deliver", unwrapped)
+    found = {v.invariant for v in simulate.run_seed(1, 12)}
+    assert "an output failure is an OutputError (run exits 75)" in found, found

@@ -24,27 +24,54 @@ driven in simulated time by
   headers, caps, Content-Type, the parsers, the mapping to the package's errors);
   no socket, thread or timer, a request one event-loop step, where the host may
   cancel it;
+* a model deployment: per seed one to three pxls instances (:class:`Instance`, drawn
+  apart from the seed's other draws, so a seed with one runs as it always ran), each
+  its own model site (a :class:`World` with its people, faults and base URL
+  ``http://event{n}.simulated.invalid``), its own source (settings with an explicit
+  ``instance`` name, its own database and follow file) and its own :class:`Checker`
+  (every invariant below, per instance: the deltas are routed to it by
+  ``delta.instance``; the end checks run per instance);
 * a model host (:class:`Host`): a real pluggy ``PluginManager`` that finds the pxls
-  plugin through its entry point and holds another plugin's source beside the pxls one
-  (its deltas are not EloDeltas; its ``collect_deltas`` is slow), every hook called
+  plugin through its entry point and holds every instance's source and another
+  plugin's source (its deltas are not EloDeltas; its ``collect_deltas`` is slow), so
+  every hook call goes across all sources and a cancelled ``collect_deltas`` may land
+  in any of them; every hook called
   through ``pm.hook`` and ``call_async_hook`` (``acknowledge`` with every plugin's
   deltas; a ``collect_deltas`` cancelled while the other plugin runs); it ticks at
   the earliest ``next_due_at`` or at its own cadence, overlapping hook calls,
-  cancellation inside a request, crashes (the source
+  cancellation inside a request, crashes (every source
   abandoned without ``on_shutdown``, its connection and lock gone as at a process's
-  death) and clean restarts (sometimes with new credentials), host clock jumps, both
-  delivery modes, ``source.follow()`` calls, and a follow file that changes and turns
-  hostile (a FIFO, bad UTF-8, a directory, too big).
+  death) and clean restarts of the host process (every source; an instance in an
+  auth outage sometimes with new credentials), host clock jumps (every source), both
+  delivery modes (per instance; ``acknowledge`` is called with every plugin's deltas
+  but an instance's whose batch the host keeps unacknowledged, so each source must
+  take exactly its own), ``source.follow()`` calls and a follow file that changes and
+  turns hostile (a FIFO, bad UTF-8, a directory, too big), each on one drawn
+  instance;
+* on a share of the seeds with several instances, ``run``'s delivery
+  (:mod:`.delivery`): the real ``deliver`` (collect, write, flush and fsync, then
+  ``acknowledge``) into the real ``OutputFile`` on a disk that fails (ENOSPC on a
+  write, EIO on a flush; the unsynced lines then lost, kept or cut inside a line); an
+  I/O failure is what ``run`` exits 75 on, and is followed by a restart (no other
+  plugin then: ``run``'s host has pxls sources only). The file's whole lines are the
+  host's ledger.
 
 Invariants (:class:`Checker`), while it runs and at the end: per name and canvas the
 deltas add up to the last score and every delta's score is the model's count at its
 ``observed_at``; no zero delta; no ``seq`` handed out twice with other content; one
-request in flight (until its answer is released); profile requests at least
-``profile_cooldown`` apart; requests go to pxls's URLs; a body over the size cap is
+request in flight and profile requests at least ``profile_cooldown`` apart, per
+model site (what the site saw, whichever source sent it); no two instances share an
+instance name (or a database or follow file), and every delta names one; requests go
+to pxls's URLs; a body over the size cap is
 never read whole; nothing sent to a key
 within 15 minutes of its 403 or before a server-given wait ends, across restarts
-(new credentials may try at once); ``/info`` and stats.json requests per hour
-bounded; every sweep finishes when the budget allows it; followed people refreshed;
+(new credentials may try at once); ``/info`` and stats.json requests per rolling
+hour within the schedule the instance's settings give plus one per setback
+(:meth:`Checker.per_hour_bound`); with ``run``'s delivery, an out-file failure
+surfaces as ``OutputError`` (exit 75), a line is written again only after a failure,
+a malformed line only where a failure cut one, and every outbox is empty at the end;
+every sweep finishes when the budget allows it;
+followed people refreshed;
 ``next_due_at`` never makes a host spin; ``status --check`` never cries wolf (no
 problem at the end of the calm hours); opt-outs, forgets and opt-ins drawn at random
 times (:mod:`.optouts`): no profile request for a listed person, their deltas withdrawn
@@ -69,6 +96,7 @@ prints one line per violation (with the command that replays its seed) and last
 
 from .checker import Checker, Violation
 from .host import Host
+from .instance import Instance
 from .run import inline_sqlite, main, run_seed, run_seed_with_stats
 from .wire import WireTransport
 from .world import Answer, FaultPlan, Generation, Person, Request, World
@@ -79,6 +107,7 @@ __all__ = [
     "FaultPlan",
     "Generation",
     "Host",
+    "Instance",
     "Person",
     "Request",
     "Violation",

@@ -1,15 +1,19 @@
-"""The end of a run: collect what is left, then check the invariants that need the
-whole run (sweeps finished, scores the truth, conservation, renames counted once, what
-pxls answered applied, followed people refreshed, no ERROR without a cause)."""
+"""The end of a run, per pxls instance (the host has collected what is left): the
+invariants that need the whole run (sweeps finished, scores the truth, conservation,
+renames counted once, what pxls answered applied, followed people refreshed, no ERROR
+without a cause)."""
 
 from __future__ import annotations
 
 import logging
+import random
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ...models import EloDelta
+from ...util.logs import INSTANCE_ATTR
+from .optouts import OptOuts
 from .world import CALM_END
 
 if TYPE_CHECKING:
@@ -19,7 +23,8 @@ if TYPE_CHECKING:
     from ...settings import PxlsSettings
     from ...source import PxlsSource
     from .checker import Checker
-    from .optouts import OptOuts
+    from .host import Host
+    from .instance import Instance
     from .world import World
 
 
@@ -35,30 +40,47 @@ class ErrorRecords(logging.Handler):
 
 
 class FinalChecks:
-    """A base of :class:`~.host.Host`: its end of a run (the state is the host's)."""
+    """The end of a run for one instance of the :class:`~.host.Host` (its model site,
+    source, settings and checker; the host's times, restarts and log records)."""
 
-    if TYPE_CHECKING:
-        end: datetime
-        world: World
-        checker: Checker
-        settings: PxlsSettings
-        source: PxlsSource
-        handler: ErrorRecords
-        host_times: dict[datetime, datetime]
-        restart_times: list[datetime]
-        unacked: list[datetime]
-        final_status: dict[str, Any]
-        followed_config: list[str]
-        followed_file: list[str]
-        opt_outs: OptOuts
+    end: datetime
+    world: World
+    checker: Checker
+    settings: PxlsSettings
+    source: PxlsSource
+    handler: ErrorRecords
+    host_times: dict[datetime, datetime]
+    restart_times: list[datetime]
+    unacked: list[datetime]
+    final_status: dict[str, Any]
+    followed_config: list[str]
+    followed_file: list[str]
+    #: the log tag of this instance's records (None: untagged), and whether the
+    #: untagged records are this instance's to judge (the first instance's)
+    tag: str | None
+    untagged: bool
+    #: the faults injected anywhere (an untagged record may be any source's)
+    injected_anywhere: bool
+    _hook: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+    #: the operator's opt-outs: the first instance's (the others' lists stay empty)
+    opt_outs: OptOuts
 
-        async def _hook(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any: ...
+    def __init__(self, host: Host, inst: Instance) -> None:
+        assert inst.source is not None
+        self.end, self.handler = host.end, host.handler
+        self.host_times, self.restart_times = host.host_times, host.restart_times
+        self._hook = host._hook
+        self.world, self.checker, self.settings = inst.world, inst.checker, inst.settings
+        self.source, self.unacked = inst.source, inst.unacked
+        self.final_status = inst.final_status
+        self.followed_config, self.followed_file = inst.followed_config, inst.followed_file
+        self.tag, self.untagged = inst.settings.label, inst is host.instances[0]
+        self.injected_anywhere = any(i.world.injected for i in host.instances)
+        first = inst is host.instances[0]
+        self.opt_outs = host.opt_outs if first else OptOuts(random.Random(0))
 
-        async def _collect(self) -> None: ...
-
-    async def _finish(self) -> None:
-        """Collect what is left, then check the invariants that need the whole run."""
-        await self._collect()
+    async def run(self) -> None:
+        """Check the invariants that need the whole run."""
         await self.opt_outs.check(self)
         await self._check_sweep()
         self._check_accounting()
@@ -70,7 +92,8 @@ class FinalChecks:
         give or take the time profile requests were paused by the model's faults; and
         the status at the end of the calm hours reports no problem."""
         status = await self._hook("status", lambda: self.source.status(self.end))
-        self.final_status = status or {}
+        self.final_status.clear()
+        self.final_status.update(status or {})
         # status --check never cries wolf: after the calm hours (no faults, no jumps)
         # a source that did its work is healthy, whatever happened before
         # a batch the host left unacknowledged since its last restart stays in the
@@ -260,8 +283,14 @@ class FinalChecks:
                 )
 
     def _check_errors(self) -> None:
-        injected = {f for _, f in self.world.injected}
+        """No ERROR record without an injected cause: a record tagged with this
+        instance's name needs a fault of its site; an untagged one (judged by the
+        first instance, whose source logs untagged) a fault of any site."""
         for record in self.handler.records:
+            tag = getattr(record, INSTANCE_ATTR, None)
+            if (tag is None and not self.untagged) or (tag is not None and tag != self.tag):
+                continue
+            injected = bool(self.world.injected) if tag is not None else self.injected_anywhere
             message = record.getMessage()
             caused = injected and not record.exc_info and "unexpected" not in message
             if not caused:

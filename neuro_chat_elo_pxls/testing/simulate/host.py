@@ -13,21 +13,22 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ...hookspecs import call_async_hook
+from ...host import OutputError, Totals, deliver
 from ...models import EloDelta
-from ...pxls.client import PxlsClient
-from ...settings import PxlsSettings, Secret
 from ...source import PxlsSource
-from .checker import Checker
+from .checker import Checker, Violation
 from .final import ErrorRecords, FinalChecks
+from .instance import Instance, instance_count
 from .optouts import OptOuts
 from .plugins import ForeignSource, plugin_manager
-from .wire import WireTransport
-from .world import World
+
+if TYPE_CHECKING:
+    from .delivery import ModelOut, OutFileReader
 
 #: Where a run can start: ordinary days and the nights the clocks change in Berlin.
 STARTS = (
@@ -36,6 +37,9 @@ STARTS = (
     datetime(2026, 10, 24, 12, 0, tzinfo=UTC),  # fall back 2026-10-25 01:00 UTC
     datetime(2026, 6, 14, 21, 30, tzinfo=UTC),
 )
+#: The share of the seeds with several instances whose host delivers like ``run
+#: --out`` (:mod:`.delivery`).
+DELIVER_SHARE = 0.4
 #: When Berlin's clocks change (UTC) in those runs.
 DST_CHANGES = (datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 10, 25, 1, tzinfo=UTC))
 
@@ -60,8 +64,10 @@ def _kill(source: PxlsSource) -> Awaitable[None]:
     return store.close()
 
 
-class Host(FinalChecks):
-    """Drives sources like a real host would, and sometimes like a hostile one."""
+class Host:
+    """Drives sources like a real host would, and sometimes like a hostile one: one to
+    three pxls instances (:class:`~.instance.Instance`, each its own model site, source
+    and checker) and another plugin's source, all in one PluginManager."""
 
     def __init__(self, seed: int, hours: float, workdir: str, *, real_limit: float = 600.0) -> None:
         self.seed = seed
@@ -72,86 +78,97 @@ class Host(FinalChecks):
         start = rng.choice(STARTS) + timedelta(minutes=rng.randint(0, 120), seconds=rng.random())
         self.true = start
         self.end = start + timedelta(hours=hours)
-        cooldown = rng.choice(
-            (
-                timedelta(seconds=1),
-                timedelta(seconds=30),
-                timedelta(minutes=2),
-                timedelta(minutes=5),
-            )
-        )
-        self.checker = Checker(seed, cooldown)
-        # the shapes of pxls's answers are drawn apart, so the model's own draws stay
-        self.world = World(rng, start, self.end, self.checker, random.Random(f"wire-{seed}"))
         self.workdir = workdir
-        self.follow_path = os.path.join(workdir, "follow.txt")
-        self._add_followed_people(rng, start)
-        self.token = 1
-        self.settings = self._drawn_settings(rng, cooldown)
-        self.wire = WireTransport(self.world, self.settings)
+        #: the host's own invariants (no exception reaches it, no spin, hooks return,
+        #: the seed finishes, instances apart); each instance has its site's checker
+        self.checker = Checker(seed, timedelta(0))
+        # the first instance draws from the host's generator in the order a host of
+        # one source always did (a seed with one instance runs as it always ran); the
+        # number of instances and everything about the others come from their own
+        count = instance_count(seed)
+        #: which instance an operator's action is about
+        self.instances_rng = random.Random(f"instance-choices-{seed}")
+        self.instances = [
+            Instance.drawn(1, rng, random.Random(f"wire-{seed}"), start, self.end, workdir, seed)
+        ]
+        for n in range(2, count + 1):
+            self.instances.append(
+                Instance.drawn(
+                    n,
+                    random.Random(f"instance-{n}-{seed}"),
+                    random.Random(f"wire-{n}-{seed}"),
+                    start,
+                    self.end,
+                    workdir,
+                    seed,
+                )
+            )
+        if count > 1:
+            for inst in self.instances:
+                inst.checker.label = inst.instance_name
+        self._check_instances_apart()
+        self._delivery_mode(seed)
         self._plugins(seed)
-        #: the operator's opt-outs (their own generator: the run's draws keep their order)
+        #: the operator's opt-outs, about the first instance (their own generator)
         self.opt_outs = OptOuts(random.Random(f"optout-{seed}"))
-        self.source = self._new_source()
+        for inst in self.instances:
+            self._new_source(inst)
         self.skew = timedelta(0)
         self.host_times: dict[datetime, datetime] = {}  # host now → true time (every tick)
-        self.unacked: list[datetime] = []  # when a batch was stored and not acknowledged
         self.handler = ErrorRecords()
         self.ticks = 0
         self.idle_due_streak = 0
         self.restarts = 0
         self.restart_times: list[datetime] = []
-        self.final_status: dict[str, Any] = {}  # the source's status at the end
         self.sent = False
         self.cadence: tuple[timedelta, timedelta] | None = None
-        self._fifo = False
-        self.fifo_blocked = False
+        self.fifo_blocked: Instance | None = None
 
-    def _add_followed_people(self, rng: random.Random, start: datetime) -> None:
-        """People outside the toplist (few pixels), followed half by the config and
-        half by the follow file (written now, with a comment and a bad line)."""
-        world = self.world
-        outside = [
-            world._add_person(f"swarm_{i}", start, rate=rng.choice((0.2, 1.0, 3.0)))
-            for i in range(rng.choice((0, 3, 6, 12)))
+    @property
+    def violations(self) -> list[Violation]:
+        """Every violation of the run: the host's, then each instance's."""
+        return [
+            v for c in [self.checker, *(i.checker for i in self.instances)] for v in c.violations
         ]
-        for p in outside:
-            p.count = min(p.count, 30)
-            p.history[world.canvas] = [(start - timedelta(days=1), p.count)]
-        self.followed_config = [p.name for p in outside[: len(outside) // 2]]
-        self.followed_file = [p.name for p in outside[len(outside) // 2 :]]
-        self.file_good = True
-        self.use_file = bool(self.followed_file) or rng.random() < 0.3
-        if self.use_file:
-            self._write_follow_file([*self.followed_file, "# comment", "not a name!"])
 
-    def _drawn_settings(self, rng: random.Random, cooldown: timedelta) -> PxlsSettings:
-        """The source's settings, drawn from the seed (the draws' order is the run's)."""
-        return PxlsSettings(
-            base_url="http://simulated.invalid",
-            db_path=os.path.join(self.workdir, "pxls.sqlite3"),
-            token=Secret(f"sim-token-{self.token}"),
-            cf_auth=None,
-            profile_endpoint=self.world.endpoint,
-            delivery=rng.choice(("drain", "ack")),
-            leaderboard_interval=rng.choice(
-                (timedelta(minutes=5), timedelta(minutes=20), timedelta(hours=1))
-            ),
-            sweep_interval=rng.choice(
-                (timedelta(hours=3), timedelta(hours=8), timedelta(hours=24))
-            ),
-            profile_cooldown=cooldown,
-            enrichment_hold=rng.choice((timedelta(minutes=20), timedelta(hours=1))),
-            follow=tuple(self.followed_config),
-            follow_file=self.follow_path if self.use_file else None,
-            follow_factions=(3680,) if rng.random() < 0.3 else (),
-            follow_interval=rng.choice((timedelta(minutes=30), timedelta(hours=1))),
-        )
+    def _delivery_mode(self, seed: int) -> None:
+        """On a share of the seeds with several instances (drawn apart), the host
+        delivers like ``run --out``: through the real ``deliver`` into an out file that
+        fails now and then, every source with ``delivery = "ack"`` (as ``run`` forces),
+        no other plugin."""
+        self.out: ModelOut | None = None
+        self.reader: OutFileReader | None = None
+        self.totals = Totals()
+        self.output_failures = 0
+        self.exit_statuses: list[int] = []
+        #: (instance, seq) → output failures before the line was first read
+        self.written: dict[tuple[str, int], int] = {}
+        draw = random.Random(f"deliver-{seed}")
+        if len(self.instances) == 1 or draw.random() >= DELIVER_SHARE:
+            return  # (a seed with one instance runs as it always ran)
+        from .delivery import ModelOut, OutFileReader  # (imports the cli package)
+
+        for inst in self.instances:
+            inst.settings = attrs.evolve(inst.settings, delivery="ack")
+            inst.checker.settings = inst.settings
+        path = os.path.join(self.workdir, "deltas.jsonl")
+        calm_from = self.instances[0].world.calm_from
+        self.out = ModelOut(path, draw, lambda: self.true < calm_from)
+        self.reader = OutFileReader(path)
+
+    def _check_instances_apart(self) -> None:
+        """Two sources never share an instance name (``(instance, seq)`` names a delta
+        across sources), a database or a follow file."""
+        for what in ("instance_name", "db_path", "follow_file"):
+            values = [getattr(i.settings, what) for i in self.instances]
+            values = [v for v in values if v is not None]
+            if len(set(values)) != len(values):
+                self.checker.fail("instances apart", f"two instances share a {what}: {values}")
 
     def _plugins(self, seed: int) -> None:
         """The host's PluginManager (the pxls plugin found through its entry point) and
-        another plugin's source, registered before or after the pxls one. Drawn from a
-        generator of their own, so the run's other draws stay what they were."""
+        another plugin's source, registered before or after the first pxls one. Drawn
+        from a generator of their own, so the run's other draws stay what they were."""
         self.pm = plugin_manager()
         self.plugins_rng = random.Random(f"plugins-{seed}")
         registered: list[object] = []
@@ -162,28 +179,26 @@ class Host(FinalChecks):
         self.foreign_first = self.plugins_rng.random() < 0.5
         #: ack delivery: the acknowledge hook with every stored delta (else ack_deltas)
         self.ack_by_hook = self.plugins_rng.random() < 0.7
-        if self.foreign_first:
+        if self.foreign_first and self.out is None:  # (run's host has pxls sources only)
             self.pm.register(self.foreign)
 
-    def _new_source(self) -> PxlsSource:
-        """A new source, registered with the host's PluginManager (the one it replaces,
-        if any, unregistered: its hooks are never called again)."""
-        old = getattr(self, "source", None)
+    def _new_source(self, inst: Instance) -> PxlsSource:
+        """A new source for ``inst``, registered with the host's PluginManager (the one
+        it replaces, if any, unregistered: its hooks are never called again)."""
+        old = inst.source
         if old is not None:
             self.pm.unregister(old)
-        # the real client, its requests answered by the model pxls through the transport
-        client = PxlsClient(self.settings, transport=self.wire)
-        source = PxlsSource(self.settings, client=client, rng=random.Random(self.rng.random()))
+        source = inst.new_source()
         self.pm.register(source)
-        if old is None and not self.foreign_first:
+        if old is None and inst.number == 1 and not self.foreign_first and self.out is None:
             self.pm.register(self.foreign)
         return source
 
-    def _write_follow_file(self, lines: list[str]) -> None:
-        tmp = self.follow_path + ".new"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-        os.replace(tmp, self.follow_path)
+    def _drawn_instance(self) -> Instance:
+        """The instance an operator's action is about (with one, that one: no draw)."""
+        if len(self.instances) == 1:
+            return self.instances[0]
+        return self.instances_rng.choice(self.instances)
 
     # -- hooks, guarded ------------------------------------------------------------
 
@@ -200,16 +215,21 @@ class Host(FinalChecks):
     async def tick(self) -> None:
         host_now = self.true + self.skew
         self.host_times[host_now] = self.true
-        self.world.advance(self.true)
-        self.world.skewed = bool(self.skew)
-        if self.skew:
-            # a clock far ahead makes every wait look over, whether or not this tick
-            # sends (a cancelled one still paces the key from the wrong time, and the
-            # pull-back restarts that pace, not the wait before it): a documented limit
-            self.checker.forbidden.clear()
+        for inst in self.instances:
+            inst.world.advance(self.true)
+            inst.world.skewed = bool(self.skew)
+            if self.skew:
+                # a clock far ahead makes every wait look over, whether or not this tick
+                # sends (a cancelled one still paces the key from the wrong time, and the
+                # pull-back restarts that pace, not the wait before it): a documented limit
+                inst.checker.forbidden.clear()
+                # a pull at the wrong clock, and one after the clock is back
+                inst.checker.setback(self.true)
+                inst.checker.setback(self.true)
         rng = self.rng
-        if self.true < self.world.calm_from and rng.random() < 0.01:
-            self.world.cancel_next_request = True
+        for inst in self.instances:  # (the first instance's draw is the host's)
+            if self.true < inst.world.calm_from and inst.rng.random() < 0.01:
+                inst.world.cancel_next_request = True
         calls: list[Awaitable[Any]] = [
             self._cancelled_tick(host_now)  # a host that waits a few loop steps only
             if rng.random() < 0.03
@@ -223,22 +243,28 @@ class Host(FinalChecks):
                     "on_tick", lambda: call_async_hook(self.pm.hook.on_tick, now=host_now)
                 )
             )
-        before = len(self.world.requests)
+        before = self._requests()
         await self._guarded(asyncio.gather(*calls), "on_tick")
-        self.world.cancel_next_request = False
+        for inst in self.instances:
+            inst.world.cancel_next_request = False
         self.ticks += 1
-        self.sent = len(self.world.requests) > before
+        self.sent = self._requests() > before
+
+    def _requests(self) -> int:
+        """Requests every model site has seen so far."""
+        return sum(len(inst.world.requests) for inst in self.instances)
 
     async def _guarded(self, call: Awaitable[Any], what: str) -> None:
         """A hook that does not return within 20 real seconds is stuck (a FIFO read on
         the event loop would block even this: the watchdog thread unblocks it)."""
-        fifo = self.follow_path if self._fifo else None
+        blocking = next((inst for inst in self.instances if inst.fifo), None)
+        fifo = blocking.follow_path if blocking is not None else None
         done = threading.Event()
 
         def watchdog() -> None:
             if not done.wait(20) and fifo is not None:
                 self.checker.fail("hooks return", f"{what} blocked on the follow file (a FIFO)")
-                self.fifo_blocked = True
+                self.fifo_blocked = blocking
                 with contextlib.suppress(OSError):
                     fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
                     os.close(fd)
@@ -253,10 +279,13 @@ class Host(FinalChecks):
         finally:
             done.set()
         if self.fifo_blocked:  # found once is enough: give the run back its speed
-            self.fifo_blocked = False
-            self._restore_file()
+            self._restore_file(self.fifo_blocked)
+            self.fifo_blocked = None
 
     async def _collect(self) -> None:
+        if self.out is not None:
+            await self._deliver()
+            return
         batches = await self._hook(
             "collect_deltas", lambda: call_async_hook(self.pm.hook.collect_deltas)
         )
@@ -264,29 +293,135 @@ class Host(FinalChecks):
 
     async def _stored(self, batches: list[list[Any]] | None) -> None:
         """What a host does with the batches of one ``collect_deltas`` call: store them
-        (the checker's ledger), then acknowledge (ack delivery) with the hook, every
-        plugin's deltas together, or with the source's ``ack_deltas``."""
+        (each instance's checker's ledger, routed by ``delta.instance``), then
+        acknowledge (ack delivery) with the hook, every plugin's deltas together but
+        those of an instance whose batch the host keeps unacknowledged this time (each
+        source must take exactly its own), or with each source's ``ack_deltas``."""
         stored = [d for batch in batches or [] for d in batch]
         deltas = [d for d in stored if isinstance(d, EloDelta)]
         if not deltas:
             return
-        self.checker.collected(deltas)
-        if self.settings.delivery != "ack":
-            return
-        if self.rng.random() >= 0.9:
-            # stored, not yet acknowledged (a restart brings them again)
-            self.unacked.append(self.true)
-        elif self.ack_by_hook:
+        routed = self._route(deltas)
+        held: set[str] = set()
+        by_hook = False
+        for inst in self.instances:
+            mine = routed.get(inst.instance_name)
+            if not mine or inst.settings.delivery != "ack":
+                continue
+            if inst.rng.random() >= 0.9:
+                # stored, not yet acknowledged (a restart brings them again)
+                inst.unacked.append(self.true)
+                held.add(inst.instance_name)
+            elif self.ack_by_hook:
+                by_hook = True
+            else:
+                await self._ack(inst, mine[-1].seq)
+        if by_hook:
+            acked = [d for d in stored if not (isinstance(d, EloDelta) and d.instance in held)]
             await self._hook(
-                "acknowledge", lambda: call_async_hook(self.pm.hook.acknowledge, deltas=stored)
+                "acknowledge", lambda: call_async_hook(self.pm.hook.acknowledge, deltas=acked)
+            )
+
+    async def _deliver(self) -> None:
+        """``run``'s delivery: the real ``deliver`` into the model out file. An I/O
+        failure must surface as ``OutputError`` (``run`` exits 75 and is restarted);
+        anything else would exit 1, and no service manager restarts that."""
+        assert self.out is not None
+        try:
+            await deliver(self.pm, self.out, self.totals)
+        except OutputError:
+            await self._output_failed()
+        except Exception as exc:
+            self.checker.fail(
+                "an output failure is an OutputError (run exits 75)",
+                f"deliver raised {exc!r} after {self.out.injected[-1:]}",
+                once=False,
             )
         else:
-            await self._hook("ack", lambda: self.source.ack_deltas(deltas[-1].seq))
+            self._read_out()
+
+    async def _output_failed(self) -> None:
+        """What ``run`` does after a failed write: exit status 75 (EX_TEMPFAIL), no last
+        delivery, ``on_shutdown``; its service manager starts it again (new sources, the
+        file opened on a fresh line)."""
+        from ...cli.run import EXIT_OUTPUT_FAILED
+
+        assert self.out is not None
+        self.exit_statuses.append(EXIT_OUTPUT_FAILED)
+        for inst in self.instances:
+            source = inst.source
+            assert source is not None
+            await self._hook("on_shutdown", source.on_shutdown)
+        self.out.restart()
+        self._read_out()  # (what the closed file got counts as before the failure)
+        self.output_failures += 1
+        self.restart_times.append(self.true)
+        self.restarts += 1
+        for inst in self.instances:
+            inst.checker.setback(self.true)
+            self._new_source(inst)
+
+    def _check_delivery(self) -> None:
+        """``run``'s delivery at the end of the calm hours: every source's outbox is
+        empty (each delta written, fsynced, acknowledged); a malformed line only where
+        a failed write cut one (closed off by the restart); every failure exited 75."""
+        if self.out is None or self.reader is None:
+            return
+        for inst in self.instances:
+            left = inst.final_status.get("outbox")
+            if left:
+                inst.checker.fail("run delivers everything", f"{left} deltas left in the outbox")
+        cut = self.out.injected.count("kept cut")
+        if len(self.reader.malformed) > cut:
+            self.checker.fail(
+                "no malformed line but a cut one",
+                f"{len(self.reader.malformed)} malformed lines, {cut} cut by a failed write: "
+                f"{self.reader.malformed[:2]}",
+            )
+        if any(status != 75 for status in self.exit_statuses):
+            self.checker.fail("an output failure exits 75", f"exit statuses {self.exit_statuses}")
+
+    def _read_out(self) -> None:
+        """The out file's new whole lines are the host's ledger, routed per instance.
+        A line again is at-least-once delivery: only after a failed write."""
+        assert self.reader is not None
+        fresh: list[EloDelta] = []
+        for delta in self.reader.new_deltas():
+            key = (delta.instance, delta.seq)
+            if self.written.get(key) == self.output_failures:
+                self.checker.fail(
+                    "a delta is written once (again only after a failed write)",
+                    f"{key} written twice with no failed write between",
+                    once=False,
+                )
+            self.written.setdefault(key, self.output_failures)
+            fresh.append(delta)
+        self._route(fresh)
+
+    def _route(self, deltas: list[EloDelta]) -> dict[str, list[EloDelta]]:
+        """Each instance's checker stores its own deltas (by ``delta.instance``)."""
+        by_name = {inst.instance_name: inst for inst in self.instances}
+        routed: dict[str, list[EloDelta]] = {}
+        for delta in deltas:
+            if delta.instance not in by_name:
+                self.checker.fail("deltas name their instance", f"{delta}", once=False)
+                continue
+            routed.setdefault(delta.instance, []).append(delta)
+        for name, mine in routed.items():
+            by_name[name].checker.collected(mine)
+        return routed
+
+    async def _ack(self, inst: Instance, upto: int) -> None:
+        source = inst.source
+        assert source is not None
+        await self._hook("ack", lambda: source.ack_deltas(upto))
 
     async def _cancelled_tick(self, host_now: datetime) -> None:
         """``wait_for(on_tick, tiny)``: the tick is cancelled after 1-40 event-loop
         steps, at whatever await it has reached (a database statement, a request, a
         thread): nothing may be lost, no pause shortened."""
+        for inst in self.instances:  # (the cancellation may land in any source)
+            inst.checker.setback(self.true)
         task = asyncio.ensure_future(call_async_hook(self.pm.hook.on_tick, now=host_now))
         for _ in range(self.rng.randint(1, 40)):
             if task.done():
@@ -299,7 +434,11 @@ class Host(FinalChecks):
     async def _cancel_collect(self) -> None:
         """A host that gives the whole collect_deltas call a few event-loop steps only:
         the cancellation lands inside the pxls source's database call, or in the other
-        plugin's slow call after the pxls source has handed its batch out."""
+        plugin's slow call after the pxls source has handed its batch out. (``run``'s
+        host never cancels its delivery: in that mode, a delivery.)"""
+        if self.out is not None:
+            await self._deliver()
+            return
         task = asyncio.ensure_future(call_async_hook(self.pm.hook.collect_deltas))
         steps = self.rng.randint(1, 6) + self.plugins_rng.choice((0, 0, 10, 20, 40))
         for _ in range(steps):
@@ -322,11 +461,18 @@ class Host(FinalChecks):
         try:
             await self._loop()
             await self._finish()
+            for inst in self.instances:
+                await FinalChecks(self, inst).run()
+            self._check_delivery()
         finally:
             await call_async_hook(self.pm.hook.on_shutdown)
             logger.removeHandler(self.handler)
             logger.setLevel(previous_level)
             logger.propagate = True
+
+    async def _finish(self) -> None:
+        """Collect what is left (the end checks then run per instance)."""
+        await self._collect()
 
     async def _loop(self) -> None:
         rng = self.rng
@@ -378,9 +524,13 @@ class Host(FinalChecks):
             self.true += wait
 
     async def _event(self) -> None:
-        """Something the host or its operator does."""
-        rng, world = self.rng, self.world
-        calm = self.true >= world.calm_from
+        """Something the host or its operator does. A crash or a restart is the host
+        process's: every source goes (a crash abandons them all, a restart shuts each
+        down), and every source starts again; a renewed token, a ``follow()`` call
+        or a hostile follow file is about one instance (drawn); a clock jump or a
+        cadence is the host's, for every source."""
+        rng = self.rng
+        calm = self.true >= self.instances[0].world.calm_from
         kind = rng.choice(("crash", "restart", "follow", "file", "jump", "cadence", "nothing"))
         if calm and kind in ("jump", "file"):
             kind = "nothing"
@@ -388,30 +538,41 @@ class Host(FinalChecks):
             kind = "nothing"  # a wrong clock in the repeated hour: no reading can be right
         if kind in ("crash", "restart"):
             self.restart_times.append(self.true)
+            self.restarts += 1
+            for inst in self.instances:
+                inst.checker.setback(self.true)
         if kind == "crash":
-            await _kill(self.source)
-            self.restarts += 1
-            await self.opt_outs.maybe_forget(self)  # (no source holds the database now)
-            self.source = self._new_source()
+            for inst in self.instances:
+                assert inst.source is not None
+                await _kill(inst.source)
+            # (no source holds a database now: forget works alone)
+            await self.opt_outs.maybe_forget(self, self.instances[0])
+            for inst in self.instances:
+                self._new_source(inst)
         elif kind == "restart":
-            await self._hook("on_shutdown", self.source.on_shutdown)
-            self.restarts += 1
-            if rng.random() < 0.5 and world.faults.auth_outage(self.true):
-                self.token += 1  # the operator renewed PXLS_TOKEN
-                self.settings = attrs.evolve(self.settings, token=Secret(f"sim-token-{self.token}"))
-                world.faults.end_outages(self.true)
-                self.checker.new_credentials()
-            self.source = self._new_source()
+            for inst in self.instances:
+                assert inst.source is not None
+                await self._hook("on_shutdown", inst.source.on_shutdown)
+            for inst in self.instances:
+                if inst.rng.random() < 0.5 and inst.world.faults.auth_outage(self.true):
+                    inst.renew_token(self.true)  # the operator renewed its PXLS_TOKEN
+                self._new_source(inst)
         elif kind == "follow":
+            inst = self._drawn_instance()
+            world, draw = inst.world, inst.rng
             renamed = [new for _, _, _, new in world.renames]
-            names = rng.sample(renamed, min(len(renamed), 2)) + [
-                p.name for p in rng.sample(world.people, 2)
+            names = draw.sample(renamed, min(len(renamed), 2)) + [
+                p.name for p in draw.sample(world.people, 2)
             ]
-            if rng.random() < 0.2:
+            if draw.random() < 0.2:
                 names += ["<b>bad</b>", "x" * 40]
-            await self._hook("follow", lambda: self.source.follow(names, self.true + self.skew))
-        elif kind == "file" and self.use_file:
-            await self._hostile_file()
+            source = inst.source
+            assert source is not None
+            await self._hook("follow", lambda: source.follow(names, self.true + self.skew))
+        elif kind == "file":
+            inst = self._drawn_instance()
+            if inst.use_file:
+                await self._hostile_file(inst)
         elif kind == "cadence":
             self.cadence = (
                 timedelta(minutes=rng.randint(5, 30)),
@@ -421,39 +582,39 @@ class Host(FinalChecks):
             # one tick from a clock far ahead, then back (DESIGN 3); a clock behind sets
             # every wait in the past, which no source can tell from a long sleep
             self.skew = rng.choice((timedelta(days=365), timedelta(hours=5)))
-        await self.opt_outs.maybe_act(self)  # the operator lists or unlists someone
+        await self.opt_outs.maybe_act(self, self.instances[0])  # the operator (un)lists someone
 
-    async def _hostile_file(self) -> None:
-        rng = self.rng
-        path = self.follow_path
-        if self._fifo or not self.file_good:
-            self._restore_file()
+    async def _hostile_file(self, inst: Instance) -> None:
+        rng = inst.rng
+        path = inst.follow_path
+        if inst.fifo or not inst.file_good:
+            self._restore_file(inst)
             return
         choice = rng.choice(("fifo", "utf8", "directory", "big", "edit"))
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
         if choice == "fifo":
             os.mkfifo(path)
-            self._fifo = True
+            inst.fifo = True
         elif choice == "utf8":
-            text = "\n".join(self.followed_file) + "\n\xff\xfe bad\n"
+            text = "\n".join(inst.followed_file) + "\n\xff\xfe bad\n"
             await asyncio.to_thread(_write_bytes, path, text.encode("latin-1"))
         elif choice == "directory":
             os.mkdir(path)
         elif choice == "big":
             await asyncio.to_thread(_write_bytes, path, b"", 64 * 1024 * 1024)
         else:
-            self._write_follow_file([*self.followed_file, "# edited"])
+            inst.write_follow_file([*inst.followed_file, "# edited"])
             return
-        self.file_good = False
+        inst.file_good = False
 
-    def _restore_file(self) -> None:
-        path = self.follow_path
+    def _restore_file(self, inst: Instance) -> None:
+        path = inst.follow_path
         if os.path.isdir(path):
             os.rmdir(path)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
-        self._fifo = False
-        self.file_good = True
-        self._write_follow_file(self.followed_file)
+        inst.fifo = False
+        inst.file_good = True
+        inst.write_follow_file(inst.followed_file)

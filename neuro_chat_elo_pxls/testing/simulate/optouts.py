@@ -28,6 +28,7 @@ from ...util.times import us
 if TYPE_CHECKING:
     from .final import FinalChecks
     from .host import Host
+    from .instance import Instance
     from .world import World
 
 
@@ -56,44 +57,44 @@ class OptOuts:
             for s, e in self.spans.get(name, [])
         )
 
-    async def maybe_act(self, host: Host) -> None:
-        """At one of the host's events: sometimes list someone the source knows, or take
-        someone off the list (the CLI's path: one transaction beside the source's)."""
-        if host.true >= host.world.calm_from or self.rng.random() < 0.6:
+    async def maybe_act(self, host: Host, inst: Instance) -> None:
+        """At one of the host's events: sometimes list someone ``inst``'s source knows,
+        or take someone off the list (the CLI's path: one transaction beside the
+        source's)."""
+        if host.true >= inst.world.calm_from or self.rng.random() < 0.6:
             return
         listed = self.listed_now()
         if listed and self.rng.random() < 0.35:
             name = self.rng.choice(listed)
-            await optout.edit_list(
-                host.settings.db_path, [name], add_names=False, now=us(host.true)
-            )
+            db, now = inst.settings.db_path, us(host.true)
+            await optout.edit_list(db, [name], add_names=False, now=now)
             self.spans[name][-1][1] = host.true
         else:
-            chosen = self._candidate(host)
+            chosen = self._candidate(inst)
             if chosen is None:
                 return
-            db, now = host.settings.db_path, us(host.true)
+            db, now = inst.settings.db_path, us(host.true)
             await optout.edit_list(db, [chosen], add_names=True, now=now)
             self.spans[chosen].append([host.true, None])
         self.actions += 1
 
-    async def maybe_forget(self, host: Host) -> None:
+    async def maybe_forget(self, host: Host, inst: Instance) -> None:
         """Right after a crash, before the new source opens: ``forget`` with no source
         running (the whole withdrawal and erasure at once, the lock taken)."""
-        if host.true >= host.world.calm_from or self.rng.random() < 0.5:
+        if host.true >= inst.world.calm_from or self.rng.random() < 0.5:
             return
-        name = self._candidate(host)
+        name = self._candidate(inst)
         if name is None:
             return
-        async with await Store.open(host.settings.db_path) as store:
+        async with await Store.open(inst.settings.db_path) as store:
             await store.opt_out_add([name], host.true)
             await store.apply_opt_outs(None, host.true)
         self.spans[name].append([host.true, None])
         self.actions += 1
 
-    def _candidate(self, host: Host) -> str | None:
+    def _candidate(self, inst: Instance) -> str | None:
         """Someone the source has handed out a delta for, not listed now."""
-        known = sorted({d.user for d in host.checker.ledger} - set(self.listed_now()))
+        known = sorted({d.user for d in inst.checker.ledger} - set(self.listed_now()))
         return self.rng.choice(known) if known else None
 
     def covers(self, world: World, name: str, at: datetime) -> bool:

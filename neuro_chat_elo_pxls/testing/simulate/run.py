@@ -66,11 +66,13 @@ async def _run(seed: int, hours: float) -> tuple[list[Violation], dict[str, Any]
         await host.run()
         stats = {
             "ticks": host.ticks,
-            "requests": len(host.world.requests),
-            "deltas": len(host.checker.ledger),
+            "requests": sum(len(i.world.requests) for i in host.instances),
+            "deltas": sum(len(i.checker.ledger) for i in host.instances),
             "restarts": host.restarts,
+            "instances": len(host.instances),
+            "output_failures": host.output_failures if host.out is not None else None,
         }
-        return host.checker.violations, stats
+        return host.violations, stats
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

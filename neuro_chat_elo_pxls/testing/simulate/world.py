@@ -92,6 +92,7 @@ class World:
         self.cancel_next_request = False
         self.skewed = False  # the host's clock is wrong on this tick
         self.requests: list[Request] = []
+        self.generations_served: list[Generation] = []  # the files answered whole
         self.injected: list[tuple[datetime, str]] = []
         self.renames: list[tuple[datetime, Person, str, str]] = []
         self.calm_from = end - CALM_END
@@ -288,11 +289,15 @@ class World:
         except asyncio.CancelledError:
             self.done()
             self.requests.append(Request(self.now, endpoint, name, "cancelled"))
+            if key == LEADERBOARD:
+                self.checker.setback(self.now)
             raise
         fault = self._fault(endpoint)
         self.requests.append(Request(self.now, endpoint, name, fault or "ok"))
         if fault is not None:
             self.injected.append((self.now, fault))
+            if key == LEADERBOARD:
+                self.checker.setback(self.now)
             error = self._error(fault, key)
             if error is not None:
                 return error
@@ -368,6 +373,7 @@ class World:
         flapping = self.flap_until is not None and self.now < self.flap_until
         if flapping and self.new_code_answered and self.rng.random() < self.flap_rate:
             code = self.canvases[-2]
+            self.checker.setback(self.now)  # a stale code: the pull is skipped
         body = php_json({"canvasCode": code, "width": 100, "height": 100})
         if fault in ("truncated", "absurd"):
             return self._ok(body, "application/json", "truncated")
@@ -393,6 +399,12 @@ class World:
             }
         )
         if fault is None:
+            newer = not self.generations_served or served.at > self.generations_served[-1].at
+            if not newer or served.canvas != self.canvas:
+                # nothing newer, or a file from before a reset (seed 217): skipped, the
+                # source looks again
+                self.checker.setback(self.now)
+            self.generations_served.append(served)
             self.checker.served_generation(served)
         return self._ok(body, self._json_type(), fault)
 
