@@ -128,10 +128,14 @@ class CanvasInfo:
 
 @attrs.frozen
 class Profile:
-    """What a profile tells about a user. ``pxls_id`` is None when read from HTML."""
+    """What a profile tells about a user. ``pxls_id`` is None when read from HTML.
+    ``alltime_pixels``: the all-time count (JSON ``pixelCountAllTime``, the page's
+    "Alltime Pixels" row); None when absent (snip mode, the older page template) or
+    when the canvas count was rejected as absurd (the pair is read together)."""
 
     name: str
     pxls_id: int | None
     discord: str | None
     faction: Faction | None
     canvas_pixels: int | None
+    alltime_pixels: int | None = None
