@@ -187,7 +187,7 @@ class Tick:
             await self.pull.skip(store, now, stale, logging.WARNING)
             return None
         await self.canvas.see(store, code, now)
-        await self.observations.settle(store, code, now)
+        await self.observations.settle(store, code, now, self.canvas.previous)
         return code
 
     async def _read_profile(
