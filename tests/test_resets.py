@@ -109,3 +109,21 @@ async def test_a_canvas_the_source_never_saw_in_between_is_not_settled(
     ledger.check_conservation()
     assert ledger.sums()[("big", "86")] == 1000 and ledger.sums()[("big", "88")] == 7
     assert not [d for d in ledger.deltas if d.via == "reset"]
+
+
+async def test_a_name_another_person_holds_after_the_reset_settles_nothing(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """The pairing is the person's: a profile with another pxls id under the name
+    (renamed away, the name taken) pairs with nothing kept, so nothing is settled."""
+    fake.add("big", 1000, alltime=50_000)
+    source = make_source()
+    ledger = Ledger()
+    await drive(source, clock, clock.now + 2 * H, ledger)
+    fake.canvas = "87"
+    fake.users["big"] = FakeUser(9999, 10, alltime=70_000)  # another person
+    fake.regenerate()
+    await drive(source, clock, clock.now + 26 * H, ledger)
+    ledger.check_conservation()
+    assert ledger.sums()[("big", "86")] == 1000
+    assert not [d for d in ledger.deltas if d.via == "reset"]
