@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from neuro_chat_elo_pxls import PxlsSource
+from neuro_chat_elo_pxls.ops.status import format_status
 
 from .helpers import FakeClock, FakePxls, FakeUser, Ledger, drive
 
@@ -127,3 +128,28 @@ async def test_a_name_another_person_holds_after_the_reset_settles_nothing(
     ledger.check_conservation()
     assert ledger.sums()[("big", "86")] == 1000
     assert not [d for d in ledger.deltas if d.via == "reset"]
+
+
+async def test_status_shows_how_far_the_old_canvas_is_settled(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    fake.add("big", 1000, alltime=50_000)
+    fake.add("fan", 500, alltime=900)
+    fake.add("snipped", 700)  # no all-time count: cannot be settled
+    source = make_source()
+    ledger = Ledger()
+    await drive(source, clock, clock.now + 2 * H, ledger)
+    assert (await source.status(clock.now))["settling"] is None  # no reset yet
+    fake.canvas = "87"
+    for user in fake.users.values():
+        user.score = 0
+    fake.regenerate()
+    await drive(source, clock, clock.now + timedelta(minutes=20), ledger)
+    status = await source.status(clock.now)
+    assert status["settling"] == {"canvas": "86", "settled": 0, "waiting": 2, "unsettleable": 1}
+    text = format_status(status)
+    assert "settling        canvas 86: 0 of 2 people (1 cannot be settled" in text
+    await drive(source, clock, clock.now + 26 * H, ledger)
+    status = await source.status(clock.now)
+    assert status["settling"] == {"canvas": "86", "settled": 2, "waiting": 0, "unsettleable": 1}
+    assert "settling" not in format_status(status)

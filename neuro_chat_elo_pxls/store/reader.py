@@ -205,6 +205,22 @@ class StoreReader:
         total, outside, missing = rows[0]
         return {"followed": int(total), "outside_toplist": int(outside), "not_found": int(missing)}
 
+    async def settling_counts(self, previous: str, current: str) -> dict[str, int]:
+        """People credited on the ``previous`` canvas, by where their pairing is
+        (DESIGN 3): ``settled`` (read with an all-time count on ``current``: settled, or
+        nothing was left), ``waiting`` (paired on ``previous``: the next read settles
+        it), ``unsettleable`` (no pairing there: no all-time count was ever read)."""
+        rows = await self._db.rows(
+            "SELECT COALESCE(SUM(u.pair_canvas IS ?), 0), COALESCE(SUM(u.pair_canvas IS ?), 0), "
+            "COUNT(*) FROM credited c LEFT JOIN users u ON u.name = c.user "
+            "WHERE c.canvas = ? AND c.score != 0",
+            current,
+            previous,
+            previous,
+        )
+        settled, waiting, total = (int(v) for v in rows[0])
+        return {"settled": settled, "waiting": waiting, "unsettleable": total - settled - waiting}
+
     async def not_found_names(self, limit: int = 20) -> list[str]:
         """Followed names whose profile 404'd (renamed or deleted?), first ``limit``."""
         rows = await self._db.rows(
