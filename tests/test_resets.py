@@ -153,3 +153,37 @@ async def test_status_shows_how_far_the_old_canvas_is_settled(
     status = await source.status(clock.now)
     assert status["settling"] == {"canvas": "86", "settled": 2, "waiting": 0, "unsettleable": 1}
     assert "settling" not in format_status(status)
+
+
+async def test_after_a_reset_the_active_and_the_followed_are_read_first(
+    make_source: Callable[..., PxlsSource], fake: FakePxls, clock: FakeClock
+) -> None:
+    """Once the reset is seen, not at the next sweep: the followed, and those seen active on
+    the old canvas after their pairing; a person whose credit is their pairing waits
+    for the sweep (nothing shows they painted since)."""
+    fake.top = 2
+    fake.add("big", 1000, alltime=50_000)
+    fake.add("quiet", 800, alltime=9_000)
+    fake.add("fan", 5, alltime=100)
+    source = make_source(follow=["fan"])
+    ledger = Ledger()
+    await drive(source, clock, clock.now + 2 * H, ledger)
+    fake.users["big"].paint(50)  # seen in the next stats.json, after its pairing
+    fake.regenerate()
+    await drive(source, clock, clock.now + timedelta(minutes=16), ledger)
+    fake.users["big"].paint(30)  # never seen
+    fake.users["fan"].paint(4)
+    fake.users["quiet"].paint(9)
+    fake.canvas = "87"
+    for user in fake.users.values():
+        user.score = 0
+    fake.regenerate()
+    read_from = clock.now
+    await drive(source, clock, clock.now + timedelta(minutes=90), ledger)
+    assert _reset_deltas(ledger, "big") == [(30, 1080, "86")]
+    assert _reset_deltas(ledger, "fan") == [(4, 9, "86")]
+    assert _reset_deltas(ledger, "quiet") == []  # the sweep's, later
+    read = [name for name, at in fake.profile_requests() if at >= read_from]
+    assert "quiet" not in read and {"big", "fan"} <= set(read)
+    status = await source.status(clock.now)
+    assert status["settling"] == {"canvas": "86", "settled": 2, "waiting": 1, "unsettleable": 0}

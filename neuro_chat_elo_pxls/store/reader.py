@@ -7,6 +7,7 @@ write method.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import urllib.parse
@@ -204,6 +205,21 @@ class StoreReader:
         )
         total, outside, missing = rows[0]
         return {"followed": int(total), "outside_toplist": int(outside), "not_found": int(missing)}
+
+    async def settle_ids(self, previous: str, skip: set[int], limit: int) -> list[int]:
+        """People paired on the ``previous`` canvas who may have pixels there that were
+        never observed (DESIGN 3): the followed, and those credited there with another
+        count than their pairing's. At most ``limit``, none of ``skip``, not missing."""
+        rows = await self._db.rows(
+            "SELECT u.id FROM users u LEFT JOIN credited c ON c.user = u.name "
+            "AND c.canvas = u.pair_canvas WHERE u.pair_canvas = ? AND u.missing = 0 "
+            "AND (u.followed != 0 OR c.score IS NOT u.pair_count) "
+            "AND u.id NOT IN (SELECT value FROM json_each(?)) ORDER BY u.id LIMIT ?",
+            previous,
+            json.dumps(sorted(skip)),
+            limit,
+        )
+        return [int(row[0]) for row in rows]
 
     async def settling_counts(self, previous: str, current: str) -> dict[str, int]:
         """People credited on the ``previous`` canvas, by where their pairing is
