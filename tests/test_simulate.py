@@ -136,10 +136,18 @@ def test_the_simulator_catches_absurd_profile_counts(monkeypatch: pytest.MonkeyP
     from neuro_chat_elo_pxls.pxls import parsing
 
     monkeypatch.setattr(parsing, "checked_count", lambda pixels, alltime, name: pixels)
-    violations = simulate.run_seed(1, 48)
-    assert any(
-        v.invariant == "scores are the truth" and "1000000000000000" in v.detail for v in violations
-    ), [v.line(48) for v in violations]
+    # looked for over the first seeds: which seed serves an absurd count that is then
+    # credited moves with the order of profile reads (seed 1 until the reads that settle
+    # a canvas after a reset came first; seeds 7, 9 and 10 since)
+    for seed in range(12):
+        violations = simulate.run_seed(seed, 48)
+        if any(
+            v.invariant == "scores are the truth" and "1000000000000000" in v.detail
+            for v in violations
+        ):
+            break
+    else:
+        raise AssertionError("no seed of the first 12 caught the absurd count")
 
 
 def test_the_simulator_reads_every_answer_through_the_real_client(
