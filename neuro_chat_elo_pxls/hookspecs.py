@@ -117,7 +117,10 @@ async def collect_deltas() -> list[Any]:  # type: ignore[empty-body]
     them out again after a restart (same ``seq``: de-duplicate on ``(instance, seq)``).
     ``delta`` is signed: a count that falls (a rollback) gives a negative one, and a
     person who asked not to be counted is withdrawn: one delta per canvas of minus what
-    was credited, ``via="opt-out"``, ``score`` 0 (drop them from the board)."""
+    was credited, ``via="opt-out"``, ``score`` 0 (drop them from the board). After a
+    canvas reset, one delta per person on the *old* canvas may follow, ``via="reset"``:
+    the pixels placed there after the last observation (``score`` the final count;
+    ``delta`` negative after a rollback)."""
 
 
 @hookspec

@@ -21,7 +21,11 @@ field          type                   meaning
                                       the profile answer) or ``"opt-out"`` (the person
                                       asked not to be counted: minus what was credited
                                       on ``canvas``, ``score`` 0, no Discord name or
-                                      faction); absent in older lines: ``"toplist"``
+                                      faction) or ``"reset"`` (after a canvas reset:
+                                      ``score`` the final count on the old ``canvas``,
+                                      from the profile's all-time count; ``delta``
+                                      negative after a rollback); absent in older
+                                      lines: ``"toplist"``
 ``instance``   string                 the pxls instance (``"pxls.space"``); ``seq`` is
                                       per source: de-duplicate on ``(instance, seq)``;
                                       absent in older lines: ``""``
@@ -73,8 +77,9 @@ def dumps(delta: EloDelta) -> str:
     return json_safe(json.dumps(delta_to_dict(delta), ensure_ascii=False, separators=(",", ":")))
 
 
-#: where a change was observed, or why it was made (``opt-out``: a withdrawal)
-VIAS = ("toplist", "profile", "opt-out")
+#: where a change was observed, or why it was made (``opt-out``: a withdrawal;
+#: ``reset``: an old canvas settled after a reset)
+VIAS = ("toplist", "profile", "opt-out", "reset")
 
 
 def _via(value: object) -> str:

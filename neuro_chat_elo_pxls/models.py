@@ -32,6 +32,11 @@ class EloDelta:
     ``via="opt-out"``: the person asked not to be counted: ``delta`` is minus what was
     credited to that name on ``canvas``, ``score`` 0, no Discord name or faction, and
     ``observed_at`` the host time of the withdrawal; nothing of theirs follows.
+    ``via="reset"``: after a canvas reset, the pixels a person placed on the *old*
+    ``canvas`` after the source's last observation there (read from the profile's
+    all-time count): ``score`` is their final count on that canvas, ``delta`` its
+    difference from what was handed out there before (negative after a rollback);
+    ``observed_at`` the host time of the profile answer that settled it.
     """
 
     seq: int
@@ -43,7 +48,9 @@ class EloDelta:
     score: int
     canvas: str
     observed_at: datetime
-    via: str = "toplist"  # "toplist" or "profile" (where observed), "opt-out" (withdrawn)
+    #: "toplist" or "profile" (where observed), "opt-out" (withdrawn), "reset" (an old
+    #: canvas settled after a reset)
+    via: str = "toplist"
     #: the pxls instance (``pxls.space``; a source's ``instance_name``): ``seq`` is per
     #: source, so a host with several sources de-duplicates on ``(instance, seq)``
     instance: str = ""
@@ -128,10 +135,14 @@ class CanvasInfo:
 
 @attrs.frozen
 class Profile:
-    """What a profile tells about a user. ``pxls_id`` is None when read from HTML."""
+    """What a profile tells about a user. ``pxls_id`` is None when read from HTML.
+    ``alltime_pixels``: the all-time count (JSON ``pixelCountAllTime``, the page's
+    "Alltime Pixels" row); None when absent (snip mode, the older page template) or
+    when the canvas count was rejected as absurd (the pair is read together)."""
 
     name: str
     pxls_id: int | None
     discord: str | None
     faction: Faction | None
     canvas_pixels: int | None
+    alltime_pixels: int | None = None

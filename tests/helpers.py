@@ -27,6 +27,14 @@ class FakeUser:
     discord: str | None = None
     faction: Faction | None = None
     banned: bool = False
+    #: the all-time count a profile serves (None: none, as in snip mode)
+    alltime: int | None = None
+
+    def paint(self, pixels: int) -> None:
+        """Place (or, negative, lose) ``pixels`` on the canvas: both counts move."""
+        self.score += pixels
+        if self.alltime is not None:
+            self.alltime += pixels
 
 
 @attrs.define
@@ -83,7 +91,7 @@ class FakePxls:
         user = self.users.get(username)
         if user is None:
             raise NotFoundError(f"/api/v1/profile: HTTP 404 ({username})")
-        return Profile(username, user.pxls_id, user.discord, user.faction, user.score)
+        return Profile(username, user.pxls_id, user.discord, user.faction, user.score, user.alltime)
 
     async def close(self) -> None:
         pass

@@ -240,8 +240,24 @@ def test_profile_counts_are_bounded_like_toplist_rows(
         data["user"]["pixelCountAllTime"] = alltime
     profile = parse_profile_json(json.dumps(data), "example_painter")
     assert profile.canvas_pixels == kept
+    # the all-time count is kept beside an accepted canvas count only (a pair)
+    assert profile.alltime_pixels == (alltime if kept is not None else None)
     assert profile.discord == "example.painter"  # the rest of the profile still counts
     assert ("absurd" in caplog.text) == (kept is None)
+
+
+@pytest.mark.parametrize(("template", "served"), [("current", 37210), ("older", None)])
+def test_the_alltime_count_is_read_from_json_and_page(template: str, served: int | None) -> None:
+    """JSON ``pixelCountAllTime`` and the page's "Alltime Pixels" row give the same
+    all-time count; the older template (and snip mode) has none: None, not a guess."""
+    user = SimUser(184467, "vedal987", None, None, score=4821, alltime=37210)
+    from_page = parse_profile_html(profile_page(user, "pxls.space", template), "vedal987")
+    assert from_page.alltime_pixels == served and from_page.canvas_pixels == 4821
+    from_json = parse_profile_json(gson_json(profile_dict(user)), "vedal987")
+    assert from_json.alltime_pixels == 37210
+    user.alltime = None  # snip mode: the rows and the key are absent
+    assert parse_profile_json(gson_json(profile_dict(user)), "vedal987").alltime_pixels is None
+    assert parse_profile_html(profile_page(user), "vedal987").alltime_pixels is None
 
 
 @pytest.mark.parametrize(

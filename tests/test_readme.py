@@ -244,7 +244,9 @@ def test_the_demo_is_reproducible_for_a_seed(tmp_path: Path) -> None:
     assert runs[0] and runs[0] == runs[1]
     assert runs[2] != runs[0]
     deltas = [jsonlines.loads(line) for line in runs[0].decode().splitlines()]
-    assert {d.via for d in deltas} == {"toplist", "profile"}
+    # the reset settles the old canvas: the pixels placed after the last observation
+    assert {d.via for d in deltas} == {"toplist", "profile", "reset"}
+    assert {d.canvas for d in deltas if d.via == "reset"} == {deltas[0].canvas}
     assert any(d.canvas != deltas[0].canvas for d in deltas), "the reset (hour 4.9) is in it"
 
 

@@ -140,10 +140,18 @@ def test_the_simulator_catches_absurd_profile_counts(monkeypatch: pytest.MonkeyP
     from neuro_chat_elo_pxls.pxls import parsing
 
     monkeypatch.setattr(parsing, "checked_count", lambda pixels, alltime, name: pixels)
-    violations = simulate.run_seed(1, 48)
-    assert any(
-        v.invariant == "scores are the truth" and "1000000000000000" in v.detail for v in violations
-    ), [v.line(48) for v in violations]
+    # looked for over the first seeds: which seed serves an absurd count that is then
+    # credited moves with the order of profile reads (seed 1 until the reads that settle
+    # a canvas after a reset came first; seeds 7, 9 and 10 since)
+    for seed in range(12):
+        violations = simulate.run_seed(seed, 48)
+        if any(
+            v.invariant == "scores are the truth" and "1000000000000000" in v.detail
+            for v in violations
+        ):
+            break
+    else:
+        raise AssertionError("no seed of the first 12 caught the absurd count")
 
 
 def test_the_simulator_reads_every_answer_through_the_real_client(
@@ -308,12 +316,14 @@ def test_the_host_calls_every_hook_through_a_plugin_manager(tmp_path: Path) -> N
 
 def test_a_seed_with_one_instance_runs_as_before_instances_existed() -> None:
     """The number of instances and everything about the extra ones are drawn from
-    generators of their own: seed 0 (one instance) has the figures it always had."""
+    generators of their own: seed 0 (one instance) has the figures it had before they
+    existed (since then, the opt-out step of every tick and the settlement reads after a
+    reset moved them: 618/473/495/8 then)."""
     assert simulate.instance.instance_count(0) == 1
     violations, stats = simulate.run_seed_with_stats(0, 48)
     assert not violations, "\n".join(v.line(48) for v in violations)
     figures = {k: stats[k] for k in ("ticks", "requests", "deltas", "restarts")}
-    assert figures == {"ticks": 618, "requests": 473, "deltas": 495, "restarts": 8}
+    assert figures == {"ticks": 943, "requests": 614, "deltas": 508, "restarts": 11}
 
 
 def test_several_instances_share_one_host(tmp_path: Path) -> None:

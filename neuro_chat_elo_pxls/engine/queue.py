@@ -38,6 +38,7 @@ class Kind(StrEnum):
     SWEEP = "sweep"  # Timer 2: daily profile re-check
     FOLLOW = "follow"  # profile of a followed user outside the toplist
     CONFIRM = "confirm"  # /info only: confirms the canvas of waiting profile counts
+    SETTLE = "settle"  # profile of a person to settle on the canvas before a reset
 
 
 _KEY_OF = {
@@ -45,6 +46,7 @@ _KEY_OF = {
     Kind.CONFIRM: Key.LEADERBOARD,
     Kind.ENRICH: Key.PROFILE,
     Kind.FOLLOW: Key.PROFILE,
+    Kind.SETTLE: Key.PROFILE,
     Kind.SWEEP: Key.PROFILE,
 }
 

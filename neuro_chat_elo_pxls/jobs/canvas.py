@@ -38,6 +38,13 @@ class Canvas:
         """The canvas code believed current (None: none seen yet)."""
         return self.state.current.canvas
 
+    @property
+    def previous(self) -> str | None:
+        """The canvas before the current one, as this source saw it (None: no reset
+        seen)."""
+        history = self.state.current.canvas_history
+        return history[-1] if history else None
+
     def stale(self, code: str) -> str | None:
         """Why ``code`` (what ``/info`` just answered) is a stale cache, for the log
         line; None if it is current (the same code, or a reset to a new one). Sync,

@@ -40,12 +40,14 @@ MAX_PENDING = 20_000
 @attrs.frozen
 class Observation:
     """One profile count waiting: ``at`` host time of the answer (aware UTC),
-    ``canvas`` the code ``/info`` said before the request."""
+    ``canvas`` the code ``/info`` said before the request, ``alltime`` the all-time
+    count read with it (None: none)."""
 
     user_id: int
     pixels: int
     at: datetime  # host time of the profile answer
     canvas: str  # the canvas /info said before the request
+    alltime: int | None = None
 
 
 @attrs.define
@@ -61,7 +63,15 @@ class Observations:
         a 404, a profile without a count, or no canvas known yet)."""
         profile = visit.profile
         if profile is not None and profile.canvas_pixels is not None and visit.canvas:
-            self.add(Observation(visit.user_id, profile.canvas_pixels, visit.now, visit.canvas))
+            self.add(
+                Observation(
+                    visit.user_id,
+                    profile.canvas_pixels,
+                    visit.now,
+                    visit.canvas,
+                    profile.alltime_pixels,
+                )
+            )
 
     def plan(self, queue: CommandQueue, now: datetime) -> None:
         """Queue a CONFIRM when waiting counts are due one (not while a pull, whose
@@ -131,16 +141,20 @@ class Observations:
         since = self._last_info_at if self._last_info_at and self._last_info_at > oldest else oldest
         return since + CONFIRM_EVERY
 
-    async def settle(self, store: Store, canvas: str, checked_at: datetime) -> int:
+    async def settle(
+        self, store: Store, canvas: str, checked_at: datetime, previous: str | None = None
+    ) -> int:
         """``/info`` answered ``canvas`` (a current code, not a stale cache) at
         ``checked_at``: apply the counts taken on it before then, drop those taken on
-        another canvas. Returns the deltas written. Raises what the store raises."""
+        another canvas. A count with its all-time count settles the ``previous`` canvas
+        of a person paired there (DESIGN 3). Returns the deltas written. Raises what
+        the store raises."""
         self._last_info_at = checked_at
         ready = [o for o in self._pending if o.at <= checked_at]
         if not ready:
             return 0
         self._pending = [o for o in self._pending if o.at > checked_at]
-        same = [(o.user_id, o.pixels, o.at) for o in ready if o.canvas == canvas]
+        same = [(o.user_id, o.pixels, o.at, o.alltime) for o in ready if o.canvas == canvas]
         other = len(ready) - len(same)
         if other:
             log.info(
@@ -149,4 +163,4 @@ class Observations:
                 other,
                 shown(canvas),
             )
-        return await store.follows.apply_observations(same, canvas) if same else 0
+        return await store.follows.apply_observations(same, canvas, previous) if same else 0

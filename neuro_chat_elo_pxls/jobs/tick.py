@@ -36,6 +36,7 @@ from .observations import Observations
 from .optout import OptOutList
 from .profiles import Answer, ProfileReads
 from .pull import Pull
+from .settle import Settling
 from .sweep import Place, Sweep
 
 
@@ -58,6 +59,7 @@ class Tick:
         self.observations = Observations()
         self.enrich = EnrichmentWindow(settings.enrichment_hold, state, settings.secret_envs[0])
         self.follow = FollowList(settings, state)
+        self.settle = Settling(state)
         self.sweep = Sweep(state, settings.sweep_interval, settings.profile_cooldown)
         self.profiles = ProfileReads(settings, self.queue, state)
         self.opt_outs = OptOutList(settings)
@@ -81,6 +83,7 @@ class Tick:
         times = [self.pull.next_due(now, self.queue), self.observations.next_due(self.queue)]
         if self.settings.profiles_enabled:
             times.append(self.enrich.next_due(now, self.queue))
+            times.append(self.settle.next_due(now, self.queue))
             times.append(self.follow.next_due(now, self.queue))
             times.append(self.sweep.next_due(now, self.queue))
         times.append(self.queue.next_ready_at(now))
@@ -112,10 +115,12 @@ class Tick:
             return  # no PXLS_TOKEN: no profile work
         place = self.sweep.place(now)  # (before anything plans, as it stands now)
         enrich = await self.enrich.plan(store, queue, now)  # first, never held
-        sweep = place is Place.BEFORE and await self.sweep.plan(store, queue, now, held=enrich)
-        follow = await self.follow.plan(store, queue, now, held=enrich or sweep)
+        # after a reset: the people to settle on the old canvas, ahead of the rest
+        first = await self.settle.plan(store, queue, now, held=enrich) or enrich
+        sweep = place is Place.BEFORE and await self.sweep.plan(store, queue, now, held=first)
+        follow = await self.follow.plan(store, queue, now, held=first or sweep)
         if place is not Place.BEFORE:
-            held = enrich or (place is Place.AFTER and follow)
+            held = first or (place is Place.AFTER and follow)
             await self.sweep.plan(store, queue, now, held=held)
 
     # -- 3. run ------------------------------------------------------------------
@@ -156,7 +161,7 @@ class Tick:
             case Kind.CONFIRM:
                 await self._info(store, client, now)
                 return True
-            case Kind.ENRICH | Kind.FOLLOW | Kind.SWEEP:
+            case Kind.ENRICH | Kind.FOLLOW | Kind.SWEEP | Kind.SETTLE:
                 return await self._read_profile(store, client, command, now)
 
     async def _gave_up(self, store: Store, command: Command, now: datetime) -> None:
@@ -173,6 +178,8 @@ class Tick:
                 self.follow.gave_up(user)
             case Kind.SWEEP if user is not None:
                 await self.sweep.gave_up(store, user)
+            case Kind.SETTLE if user is not None:
+                self.settle.gave_up(user)
 
     async def _info(self, store: Store, client: PxlsApi, now: datetime) -> str | None:
         """Ask ``/info`` (a pull's first request, or a confirm). A stale cache: the
@@ -187,7 +194,7 @@ class Tick:
             await self.pull.skip(store, now, stale, logging.WARNING)
             return None
         await self.canvas.see(store, code, now)
-        await self.observations.settle(store, code, now)
+        await self.observations.settle(store, code, now, self.canvas.previous)
         return code
 
     async def _read_profile(
@@ -211,5 +218,6 @@ class Tick:
         visit = await self.profiles.take(store, answer)
         self.observations.record(visit)  # the count waits for /info to confirm its canvas
         self.follow.count(visit)  # a follow refresh counts in its round
+        self.settle.count(visit)  # read once after a reset: not read again to settle
         self.sweep.count(visit)  # any read is the user's visit of this sweep
         await self.enrich.read(store, visit)  # a released hold moves the deadline

@@ -78,6 +78,16 @@ async def _follow_status(
     }
 
 
+async def _settling_status(reader: StoreReader, state: EngineState) -> dict[str, Any] | None:
+    """After a reset: how many people credited on the previous canvas are settled
+    from their all-time count (DESIGN 3); None before any reset."""
+    if not state.canvas_history or state.canvas is None:
+        return None
+    previous = state.canvas_history[-1]
+    counts = await reader.settling_counts(previous, state.canvas)
+    return {"canvas": previous, **counts}
+
+
 def _next_pull(state: EngineState) -> datetime | None:
     """The pull's due time, or later if the leaderboard key is cooling down."""
     due = state.pull_due_at
@@ -135,6 +145,7 @@ async def build_status(
         },
         "sweep": sweep,
         "follow": await _follow_status(reader, state, settings, counts["users"]),
+        "settling": await _settling_status(reader, state),
         "keys": key_records_json(state.keys),
     }
 
@@ -194,6 +205,13 @@ def format_status(status: dict[str, Any]) -> str:
     follow = status.get("follow")
     if follow:
         lines.extend(_follow_lines(follow, checked))
+    settling = status.get("settling")
+    if settling and settling["waiting"]:
+        people = settling["settled"] + settling["waiting"]
+        lines.append(
+            f"settling        canvas {shown(settling['canvas'])}: {settling['settled']} of "
+            f"{people} people ({settling['unsettleable']} cannot be settled: no all-time count)"
+        )
     if sweep["active"]:
         eta = fmt_duration(timedelta(seconds=sweep["eta_seconds"]))
         lines.append(

@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 from ..errors import MalformedDataError
 from ..models import Faction, Profile
 from ..util.text import shown
-from .parsing import MAX_PIXELS, checked_count, opt_str
+from .parsing import MAX_PIXELS, checked_count, opt_str, paired
 
 log = logging.getLogger("neuro_chat_elo_pxls")
 
@@ -166,9 +166,8 @@ def parse_profile_html(body: bytes | str, expected_name: str) -> Profile:
     label = next((label for label in _PIXEL_LABELS if label in rows), None)
     canvas_pixels = _page_count(rows.get(label)) if label else None
     alltime = _page_count(rows.get("Alltime Pixels"))  # (absent from the older template)
-    return Profile(
-        expected_name, None, discord, faction, checked_count(canvas_pixels, alltime, expected_name)
-    )
+    pixels = checked_count(canvas_pixels, alltime, expected_name)
+    return Profile(expected_name, None, discord, faction, pixels, paired(pixels, alltime))
 
 
 def _page_count(text: str | None) -> int | None:

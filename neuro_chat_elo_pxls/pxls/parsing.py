@@ -241,7 +241,16 @@ def parse_profile_json(body: bytes | str, expected_name: str) -> Profile:
     canvas_pixels = _int(pixels, "pixelCount") if pixels is not None else None
     alltime_value = user.get("pixelCountAllTime")
     alltime = _int(alltime_value, "pixelCountAllTime") if alltime_value is not None else None
-    return Profile(name, pxls_id, discord, faction, checked_count(canvas_pixels, alltime, name))
+    pixels_checked = checked_count(canvas_pixels, alltime, name)
+    return Profile(name, pxls_id, discord, faction, pixels_checked, paired(pixels_checked, alltime))
+
+
+def paired(pixels: int | None, alltime: int | None) -> int | None:
+    """The all-time count kept beside an accepted canvas count (None without one: the
+    pair settles a canvas after a reset, DESIGN 3, so half a pair is no pair)."""
+    if pixels is None or alltime is None or alltime > MAX_PIXELS:
+        return None
+    return alltime
 
 
 def checked_count(pixels: int | None, alltime: int | None, name: str) -> int | None:

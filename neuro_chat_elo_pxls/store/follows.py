@@ -6,6 +6,13 @@
 gets a row with no canvas and score 0: its first delta is its full canvas count,
 once its profile was read. A profile's pixel count is an *observation*, applied
 through the same accounting triggers as a toplist row, never over a newer one.
+
+A count read with the all-time count is also a *pairing* (``pair_canvas``,
+``pair_count``, ``pair_alltime``): the last such reading on a confirmed canvas. After
+a reset the first paired reading on the new canvas settles the previous one (DESIGN
+3, "the last pixels of a canvas count"): the person finished it at ``pair_count +
+(alltime - pair_alltime) - count``, and the difference from what was credited there
+goes out as one delta with ``via = 'reset'``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from datetime import datetime
 
 import aiosqlite
 
+from ..pxls.parsing import MAX_PIXELS
 from ..util.times import us
 from .connection import Database, scalar
 
@@ -27,6 +35,42 @@ BY_HOST = 4
 
 def _names_json(names: Iterable[str]) -> str:
     return json.dumps(sorted(set(names)))
+
+
+#: the count a paired person finished the previous canvas at (DESIGN 3)
+_FINAL = "(u.pair_count + (:alltime - u.pair_alltime) - :score)"
+
+#: one row on the previous canvas: what its final count adds to what was credited
+#: there (negative: a rollback after the last observation); not for a held first
+#: delta, never a count below 0 or above the bound, nothing when nothing changes
+_SETTLE = f"""
+INSERT INTO outbox (user, pxls_id, discord, faction_id, faction_tag, faction_name,
+                    faction_color, delta, score, canvas, observed_at, via)
+SELECT u.name, u.pxls_id, u.discord, u.faction_id, u.faction_tag, u.faction_name,
+       u.faction_color, {_FINAL} - COALESCE(c.score, 0), {_FINAL}, u.pair_canvas, :at,
+       'reset'
+FROM users u LEFT JOIN credited c ON c.user = u.name AND c.canvas = u.pair_canvas
+WHERE u.id = :id AND u.held_score IS NULL AND u.pair_canvas = :previous
+    AND {_FINAL} BETWEEN 0 AND :bound AND {_FINAL} != COALESCE(c.score, 0)
+"""
+
+#: the reading becomes the pairing, on the confirmed canvas (a held user's pairing
+#: on another canvas waits: its settlement waits for the release)
+_PAIR = """
+UPDATE users SET pair_canvas = :canvas, pair_count = :score, pair_alltime = :alltime
+WHERE id = :id AND (held_score IS NULL OR pair_canvas IS NULL OR pair_canvas = :canvas)
+"""
+
+
+def _next_canvas(previous: str | None, canvas: str) -> str | None:
+    """``previous`` if ``canvas`` directly follows it (numeric codes, as pxls.space's,
+    must be one apart: a canvas the source never saw in between would be counted in the
+    all-time difference), else None: nothing is settled."""
+    if previous is None or previous == canvas:
+        return None
+    if previous.isascii() and previous.isdigit() and canvas.isascii() and canvas.isdigit():
+        return previous if int(canvas) == int(previous) + 1 else None
+    return previous
 
 
 class FollowWrites:
@@ -101,19 +145,43 @@ class FollowWrites:
         return await self._db.write(unit)
 
     async def apply_observations(
-        self, observations: Sequence[tuple[int, int, datetime]], canvas: str
+        self,
+        observations: Sequence[tuple[int, int, datetime, int | None]],
+        canvas: str,
+        previous: str | None = None,
     ) -> int:
-        """Apply profile pixel counts ``(user id, pixels, observed at)`` confirmed to be
-        on ``canvas``; one transaction. A count older than the user's last applied
-        observation on that canvas, or for a user whose first delta is held, is
-        ignored. Returns the deltas written."""
+        """Apply profile pixel counts ``(user id, pixels, observed at, all-time or
+        None)`` confirmed to be on ``canvas``; one transaction. A count older than the
+        user's last applied observation on that canvas, or for a user whose first delta
+        is held, is ignored. A count with its all-time count first settles the
+        ``previous`` canvas (the one before ``canvas``) of a person paired there, then
+        becomes the person's pairing (see the module docstring). Returns the deltas
+        written (settlements included)."""
         rows = [
             {"score": pixels, "canvas": canvas, "at": us(at), "id": user_id}
-            for user_id, pixels, at in observations
+            for user_id, pixels, at, _ in observations
+        ]
+        settled_on = _next_canvas(previous, canvas)
+        pairs = [
+            {
+                "score": pixels,
+                "canvas": canvas,
+                "at": us(at),
+                "id": user_id,
+                "alltime": alltime,
+                "previous": settled_on,
+                "bound": MAX_PIXELS,
+            }
+            for user_id, pixels, at, alltime in observations
+            if alltime is not None
         ]
 
         async def unit(conn: aiosqlite.Connection) -> int:
             before = await scalar(conn, "SELECT COALESCE(MAX(seq), 0) FROM outbox")
+            if pairs:
+                if settled_on is not None:
+                    await conn.executemany(_SETTLE, pairs)
+                await conn.executemany(_PAIR, pairs)
             await conn.executemany(
                 "UPDATE users SET score = :score, canvas = :canvas, observed_at = :at, "
                 "observed_via = 'profile' WHERE id = :id AND held_score IS NULL "

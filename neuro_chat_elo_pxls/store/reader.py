@@ -7,6 +7,7 @@ write method.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import urllib.parse
@@ -204,6 +205,37 @@ class StoreReader:
         )
         total, outside, missing = rows[0]
         return {"followed": int(total), "outside_toplist": int(outside), "not_found": int(missing)}
+
+    async def settle_ids(self, previous: str, skip: set[int], limit: int) -> list[int]:
+        """People paired on the ``previous`` canvas who may have pixels there that were
+        never observed (DESIGN 3): the followed, and those credited there with another
+        count than their pairing's. At most ``limit``, none of ``skip``, not missing."""
+        rows = await self._db.rows(
+            "SELECT u.id FROM users u LEFT JOIN credited c ON c.user = u.name "
+            "AND c.canvas = u.pair_canvas WHERE u.pair_canvas = ? AND u.missing = 0 "
+            "AND (u.followed != 0 OR c.score IS NOT u.pair_count) "
+            "AND u.id NOT IN (SELECT value FROM json_each(?)) ORDER BY u.id LIMIT ?",
+            previous,
+            json.dumps(sorted(skip)),
+            limit,
+        )
+        return [int(row[0]) for row in rows]
+
+    async def settling_counts(self, previous: str, current: str) -> dict[str, int]:
+        """People credited on the ``previous`` canvas, by where their pairing is
+        (DESIGN 3): ``settled`` (read with an all-time count on ``current``: settled, or
+        nothing was left), ``waiting`` (paired on ``previous``: the next read settles
+        it), ``unsettleable`` (no pairing there: no all-time count was ever read)."""
+        rows = await self._db.rows(
+            "SELECT COALESCE(SUM(u.pair_canvas IS ?), 0), COALESCE(SUM(u.pair_canvas IS ?), 0), "
+            "COUNT(*) FROM credited c LEFT JOIN users u ON u.name = c.user "
+            "WHERE c.canvas = ? AND c.score != 0",
+            current,
+            previous,
+            previous,
+        )
+        settled, waiting, total = (int(v) for v in rows[0])
+        return {"settled": settled, "waiting": waiting, "unsettleable": total - settled - waiting}
 
     async def not_found_names(self, limit: int = 20) -> list[str]:
         """Followed names whose profile 404'd (renamed or deleted?), first ``limit``."""

@@ -264,10 +264,18 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO credited (user, canvas, score, pxls_id)
         SELECT name, canvas, score, pxls_id FROM users WHERE canvas IS NOT NULL;
     """,
+    # 6: the last profile reading that paired the canvas count with the all-time count
+    # on a confirmed canvas: after a reset it settles the old canvas (DESIGN 3, "the last
+    # pixels of a canvas count")
+    """
+    ALTER TABLE users ADD COLUMN pair_canvas TEXT;
+    ALTER TABLE users ADD COLUMN pair_count INTEGER;
+    ALTER TABLE users ADD COLUMN pair_alltime INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-#: the newest schema, for a database created by this version (= migrations 1-5)
+#: the newest schema, for a database created by this version (= migrations 1-6)
 LATEST = (
     """
     CREATE TABLE users (
@@ -293,7 +301,10 @@ LATEST = (
         last_seen INTEGER NOT NULL,
         observed_at INTEGER,
         observed_via TEXT,
-        followed INTEGER NOT NULL DEFAULT 0
+        followed INTEGER NOT NULL DEFAULT 0,
+        pair_canvas TEXT,
+        pair_count INTEGER,
+        pair_alltime INTEGER
     );
     CREATE INDEX users_held ON users (held_since) WHERE held_score IS NOT NULL;
     CREATE INDEX users_follow ON users (last_profile_check) WHERE followed != 0;

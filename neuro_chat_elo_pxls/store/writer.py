@@ -231,6 +231,13 @@ class Store(StoreReader):
                 return ProfileOutcome(False, None, 0)
             user = users[0]
             renamed_from, corrected = await self._merge_rename(conn, user, profile, now, canvas)
+            if profile.pxls_id is not None and user.pxls_id not in (None, profile.pxls_id):
+                # another person holds the name now: their counts pair with nothing kept
+                await conn.execute(
+                    "UPDATE users SET pair_canvas = NULL, pair_count = NULL, "
+                    "pair_alltime = NULL WHERE id = ?",
+                    (user.id,),
+                )
             faction = profile.faction
             user.pxls_id = profile.pxls_id if profile.pxls_id is not None else user.pxls_id
             user.discord = profile.discord
@@ -287,7 +294,8 @@ class Store(StoreReader):
         return old.name, corrected
 
     async def mark_missing(self, user_id: int, now: datetime, sweep: int) -> bool:
-        """The profile 404'd: mark the name missing, release a held delta. True if released."""
+        """The profile 404'd: mark the name missing, release a held delta. True if released.
+        The name's pairing goes (whoever holds the name next is another person)."""
 
         async def unit(conn: aiosqlite.Connection) -> bool:
             users = await fetch_users(conn, "WHERE id = ?", (user_id,))
@@ -295,7 +303,8 @@ class Store(StoreReader):
                 return False
             await conn.execute(
                 "UPDATE users SET missing = 1, last_profile_check = ?, "
-                "swept_in = MAX(swept_in, ?) WHERE id = ?",
+                "swept_in = MAX(swept_in, ?), pair_canvas = NULL, pair_count = NULL, "
+                "pair_alltime = NULL WHERE id = ?",
                 (us(now), sweep, user_id),
             )
             await self._release(conn, "id = :id", {"id": user_id})

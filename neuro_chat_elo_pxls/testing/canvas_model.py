@@ -135,7 +135,7 @@ class CanvasModel:
             # too quiet for the top 1000
             faction, discord = SWARM, discord or name.lower()
             activity = self._swarm_rng.choice([0.01, 0.02, 0.05, 0.05, 0.2, 1.0])
-        user = SimUser(self._ids, name, discord, faction, activity=activity)
+        user = SimUser(self._ids, name, discord, faction, activity=activity, alltime=0)
         self.users[name] = user
         return user
 
@@ -180,7 +180,9 @@ class CanvasModel:
             if user.banned_until is not None and user.banned_until <= at:
                 user.banned_until = None
             if user.banned_until is None and not quiet:
-                user.score += self._poisson(user.activity * minutes)
+                placed = self._poisson(user.activity * minutes)
+                user.score += placed
+                user.alltime = (user.alltime or 0) + placed
         if self._stale_until is not None and at < self._stale_until:
             return  # the cron fails during a reset: the old file stays
         self._stale_until = None

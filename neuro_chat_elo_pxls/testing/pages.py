@@ -28,6 +28,8 @@ class SimUser:
     activity: float = 1.0  # mean pixels per simulated minute while active
     banned_until: datetime | None = None
     snip: bool = False  # logged in with IP: shown as -snip-
+    #: the all-time count (None: not served, as in snip mode or the older template)
+    alltime: int | None = None
 
 
 def php_json(value: object) -> bytes:
@@ -51,7 +53,6 @@ def profile_dict(user: SimUser) -> dict[str, object]:
         "name": user.name,
         "signupTime": signup,
         "pixelCount": user.score,
-        "pixelCountAllTime": user.score * 3,
         "roles": [],
         "displayedFactionId": user.faction[0] if user.faction else 0,
         "factions": []
@@ -75,6 +76,8 @@ def profile_dict(user: SimUser) -> dict[str, object]:
         "chatBanExpiry": signup,
         "isFactionRestricted": False,
     }
+    if user.alltime is not None:
+        profile["pixelCountAllTime"] = user.alltime
     if user.discord is not None:
         profile["discordName"] = user.discord
     return {
@@ -98,8 +101,8 @@ def profile_page(user: SimUser, site: str = "pxls.space", template: str = "curre
     )
     count = f'<td class="text-left number">{user.score}</td>'
     rows = (
-        [("Alltime Pixels", f'<td class="text-left number">{user.score * 3}</td>')]
-        if template == "current"
+        [("Alltime Pixels", f'<td class="text-left number">{user.alltime}</td>')]
+        if template == "current" and user.alltime is not None
         else []
     ) + [
         ("Current Canvas Pixels" if template == "current" else "Canvas Pixels", count),

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .checker import Checker
     from .host import Host
     from .instance import Instance
+    from .people import Person
     from .world import World
 
 
@@ -84,6 +85,7 @@ class FinalChecks:
         await self.opt_outs.check(self)
         await self._check_sweep()
         self._check_accounting()
+        self._check_settled()
         self._check_applied()
         self._check_errors()
 
@@ -131,8 +133,8 @@ class FinalChecks:
         (DESIGN 6), which a wrong clock may have put ahead; a toplist row's is its
         snapshot's ``generatedAt``, pxls's own time, never looked up among host times
         (seed 4959: a file stamped 19:45:17 was read as the tick whose +5 h clock had
-        said 19:45:17, five hours earlier)."""
-        if delta.via != "profile":
+        said 19:45:17, five hours earlier). A reset's settlement is a profile answer's."""
+        if delta.via not in ("profile", "reset"):
             return delta.observed_at
         return self.host_times.get(delta.observed_at, delta.observed_at)
 
@@ -169,6 +171,36 @@ class FinalChecks:
                     "a rename counts once",
                     f"{old} renamed to {new} at {at:%m-%d %H:%M}: {old} still holds "
                     f"{held.score} on {self.world.canvas} after {new}'s profile was read",
+                )
+
+    def _check_settled(self) -> None:
+        """A finished canvas settled after its reset (a ``via="reset"`` delta, from the
+        all-time count): per person and name, the deltas on it sum to the person's
+        final count there, the pixels after the last observation included (DESIGN 3).
+        Per name too: a rename read from HTML (no pxls id) is not merged, so the person
+        is counted under both names (a known limit, not a reset's)."""
+        sums: dict[tuple[int, str, str], int] = defaultdict(int)
+        people: dict[int, Person] = {}
+        settled: set[tuple[int, str, str]] = set()
+        for d in self.checker.ledger:
+            person = self.world.holder(d.user, self._true_time(d))
+            if person is None:
+                continue
+            people[person.pxls_id] = person
+            key = (person.pxls_id, d.user, d.canvas)
+            sums[key] += d.delta
+            if d.via == "reset":
+                settled.add(key)
+        for key in sorted(settled):
+            pxls_id, name, canvas = key
+            if name in self.opt_outs.spans or self.opt_outs.covers(self.world, name, self.end):
+                continue  # withdrawn since (or counted again as new): not a settled sum
+            final = people[pxls_id].count_at(canvas, self.end)
+            if sums[key] != final:
+                self.checker.fail(
+                    "a settled canvas is exact",
+                    f"{name} (id {pxls_id}) on finished canvas {canvas}: "
+                    f"deltas sum to {sums[key]}, the final count is {final}",
                 )
 
     def _unknowable(self, delta: EloDelta, at: datetime) -> bool:

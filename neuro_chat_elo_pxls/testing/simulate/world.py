@@ -171,7 +171,7 @@ class World:
 
     def _set(self, person: Person, at: datetime, count: int) -> None:
         if count != person.count:
-            person.alltime += max(0, count - person.count)
+            person.alltime += count - person.count  # undo and rollback lower both
             person.count = count
             person.history.setdefault(self.canvas, []).append((at, count))
 
@@ -417,6 +417,7 @@ class World:
             return Answer(404, [("Content-Type", "application/json")], USER_NOT_FOUND_JSON)
         count = 10**15 if fault == "absurd" else person.count
         user = SimUser(person.pxls_id, person.name, person.discord, person.faction, count)
+        user.alltime = person.alltime
         user.banned_until = person.banned_until if self._banned(person, self.now) else None
         if fault is None:
             self.checker.served_profile(self, username, person)
