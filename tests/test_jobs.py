@@ -65,8 +65,8 @@ async def test_observations_confirm_then_credit_the_count_to_the_outbox(store: S
     await _ingest(store, {"alice": 10, "bob": 20})
     await store.outbox().drain()
     observations, queue, read = Observations(), CommandQueue(), T0 + timedelta(minutes=1)
-    observations.add(Observation(1, 15, read, "86"))
-    observations.add(Observation(2, 25, read, "85"))
+    observations.add(Observation(1, "alice", 15, read, "86"))
+    observations.add(Observation(2, "bob", 25, read, "85"))
     observations.plan(queue, read)
     assert not len(queue)  # not due yet
     due = read + CONFIRM_EVERY
@@ -85,7 +85,7 @@ async def test_observations_confirm_then_credit_the_count_to_the_outbox(store: S
 
 async def test_a_stale_info_is_a_check_that_confirms_nothing() -> None:
     observations = Observations()
-    observations.add(Observation(1, 15, T0, "86"))
+    observations.add(Observation(1, "alice", 15, T0, "86"))
     observations.gave_up(T0 + timedelta(minutes=20))  # (a failed confirm is a check too)
     assert observations.confirm_due() == T0 + timedelta(minutes=20) + CONFIRM_EVERY
     assert observations.drop_future(T0 - timedelta(minutes=1)) == 1

@@ -207,3 +207,34 @@ async def test_taking_a_name_off_the_list_takes_its_later_names_too(tmp_path: Pa
 
         assert await store._db.write(edit) == 3
         assert [entry[0] for entry in await store.opt_out_list()] == ["r6", "someone_else"]
+
+
+async def test_a_waiting_count_never_lands_on_the_new_user_who_got_an_erased_id(
+    tmp_path: Path,
+) -> None:
+    """Found by the simulator (seed 3026): a listed person's profile count waited for
+    /info; the opt-out erased their row, the next new user took the same id (SQLite
+    reuses the highest rowid) and the waiting count was credited to that stranger. A
+    count now applies only to the row with the id and the name it was read for."""
+    from neuro_chat_elo_pxls.jobs.observations import Observation, Observations
+    from neuro_chat_elo_pxls.models import Snapshot, ToplistRow
+    from neuro_chat_elo_pxls.store.writer import Store
+
+    from .helpers import T0
+
+    async with await Store.open(str(tmp_path / "db.sqlite3")) as store:
+        rows = (ToplistRow("painter_15_r3", 5000),)
+        await store.ingest("89", Snapshot.from_rows(T0, rows), T0, hold_new=False, state=None)
+        (erased_id,) = [row[0] for row in await store._db.rows("SELECT id FROM users")]
+        observations = Observations()
+        observations.add(Observation(erased_id, "painter_15_r3", 5335, T0, "89"))
+        await store.opt_out_add(["painter_15_r3"], T0)
+        await store.apply_opt_outs(None, T0)
+        later = T0 + timedelta(minutes=5)
+        rows = (ToplistRow("painter_1", 3),)
+        await store.ingest("89", Snapshot.from_rows(later, rows), later, hold_new=False, state=None)
+        (stranger,) = await store._db.rows("SELECT id FROM users WHERE name = 'painter_1'")
+        assert stranger[0] == erased_id  # the id came back
+        await store.outbox().drain()
+        assert await observations.settle(store, "89", later) == 0
+        assert await store.outbox().drain() == []  # painter_1 keeps 3, gets nothing

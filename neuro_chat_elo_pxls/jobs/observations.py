@@ -44,6 +44,8 @@ class Observation:
     count read with it (None: none)."""
 
     user_id: int
+    #: the name read: the count applies only to the row that still has id and name
+    name: str
     pixels: int
     at: datetime  # host time of the profile answer
     canvas: str  # the canvas /info said before the request
@@ -66,6 +68,7 @@ class Observations:
             self.add(
                 Observation(
                     visit.user_id,
+                    profile.name,
                     profile.canvas_pixels,
                     visit.now,
                     visit.canvas,
@@ -154,7 +157,7 @@ class Observations:
         if not ready:
             return 0
         self._pending = [o for o in self._pending if o.at > checked_at]
-        same = [(o.user_id, o.pixels, o.at, o.alltime) for o in ready if o.canvas == canvas]
+        same = [(o.user_id, o.name, o.pixels, o.at, o.alltime) for o in ready if o.canvas == canvas]
         other = len(ready) - len(same)
         if other:
             log.info(

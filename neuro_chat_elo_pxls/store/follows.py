@@ -50,7 +50,7 @@ SELECT u.name, u.pxls_id, u.discord, u.faction_id, u.faction_tag, u.faction_name
        u.faction_color, {_FINAL} - COALESCE(c.score, 0), {_FINAL}, u.pair_canvas, :at,
        'reset'
 FROM users u LEFT JOIN credited c ON c.user = u.name AND c.canvas = u.pair_canvas
-WHERE u.id = :id AND u.held_score IS NULL AND u.pair_canvas = :previous
+WHERE u.id = :id AND u.name = :name AND u.held_score IS NULL AND u.pair_canvas = :previous
     AND {_FINAL} BETWEEN 0 AND :bound AND {_FINAL} != COALESCE(c.score, 0)
 """
 
@@ -58,7 +58,8 @@ WHERE u.id = :id AND u.held_score IS NULL AND u.pair_canvas = :previous
 #: on another canvas waits: its settlement waits for the release)
 _PAIR = """
 UPDATE users SET pair_canvas = :canvas, pair_count = :score, pair_alltime = :alltime
-WHERE id = :id AND (held_score IS NULL OR pair_canvas IS NULL OR pair_canvas = :canvas)
+WHERE id = :id AND name = :name
+    AND (held_score IS NULL OR pair_canvas IS NULL OR pair_canvas = :canvas)
 """
 
 
@@ -146,20 +147,22 @@ class FollowWrites:
 
     async def apply_observations(
         self,
-        observations: Sequence[tuple[int, int, datetime, int | None]],
+        observations: Sequence[tuple[int, str, int, datetime, int | None]],
         canvas: str,
         previous: str | None = None,
     ) -> int:
-        """Apply profile pixel counts ``(user id, pixels, observed at, all-time or
-        None)`` confirmed to be on ``canvas``; one transaction. A count older than the
+        """Apply profile pixel counts ``(user id, name, pixels, observed at, all-time or
+        None)`` confirmed to be on ``canvas``; one transaction. A count applies only to
+        the row that still has that id and name (a row erased meanwhile, by an opt-out
+        or a rename merge, may have left its id to a new user). A count older than the
         user's last applied observation on that canvas, or for a user whose first delta
         is held, is ignored. A count with its all-time count first settles the
         ``previous`` canvas (the one before ``canvas``) of a person paired there, then
         becomes the person's pairing (see the module docstring). Returns the deltas
         written (settlements included)."""
         rows = [
-            {"score": pixels, "canvas": canvas, "at": us(at), "id": user_id}
-            for user_id, pixels, at, _ in observations
+            {"score": pixels, "canvas": canvas, "at": us(at), "id": user_id, "name": name}
+            for user_id, name, pixels, at, _ in observations
         ]
         settled_on = _next_canvas(previous, canvas)
         pairs = [
@@ -168,11 +171,12 @@ class FollowWrites:
                 "canvas": canvas,
                 "at": us(at),
                 "id": user_id,
+                "name": name,
                 "alltime": alltime,
                 "previous": settled_on,
                 "bound": MAX_PIXELS,
             }
-            for user_id, pixels, at, alltime in observations
+            for user_id, name, pixels, at, alltime in observations
             if alltime is not None
         ]
 
@@ -184,7 +188,8 @@ class FollowWrites:
                 await conn.executemany(_PAIR, pairs)
             await conn.executemany(
                 "UPDATE users SET score = :score, canvas = :canvas, observed_at = :at, "
-                "observed_via = 'profile' WHERE id = :id AND held_score IS NULL "
+                "observed_via = 'profile' WHERE id = :id AND name = :name "
+                "AND held_score IS NULL "
                 "AND (canvas IS NOT :canvas OR observed_at IS NULL OR observed_at < :at)",
                 rows,
             )
