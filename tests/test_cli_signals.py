@@ -108,3 +108,26 @@ async def test_run_hung_up_while_importing_runs_on_and_stops_cleanly(tmp_path: P
     assert "SIGHUP sent while importing" in text and "Traceback" not in text
     assert "SIGHUP during start-up" in text
     assert [jsonlines.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_a_sighup_at_start_up_reopens_a_file_moved_after_it_was_opened(tmp_path: Path) -> None:
+    """logrotate moved ``--out`` away after ``run`` had opened it, and its SIGHUP came
+    before ``run``'s own handler: the recorded SIGHUP reopens the file, so the lines go
+    to the new file, not on into the rotated one (they did: "nothing to reopen")."""
+    from neuro_chat_elo_pxls.cli import hangup
+    from neuro_chat_elo_pxls.cli.config import OutputFile
+    from neuro_chat_elo_pxls.cli.run import take_early_hangups
+
+    path = tmp_path / "deltas.jsonl"
+    out = OutputFile(str(path))
+    try:
+        path.rename(tmp_path / "deltas.jsonl.1")
+        hangup.take()
+        hangup._record(signal.SIGHUP, None)  # (recorded: no handler of run's yet)
+        take_early_hangups(out, str(path))
+        out.write("x\n")
+        out.flush()
+    finally:
+        out.close()
+    assert path.read_text() == "x\n" and (tmp_path / "deltas.jsonl.1").read_text() == ""
+    assert hangup.take() == 0

@@ -66,14 +66,7 @@ async def run_command(args: argparse.Namespace) -> int:
             args, f"cannot open it: {exc.strerror or exc}; every delta stays in the database"
         )
     install_signal_handlers(stop, out.reopen if isinstance(out, OutputFile) else None)
-    early = hangup.take()
-    if early:  # recorded while importing (cli/hangup.py): a reopen of a file just opened
-        log.info(
-            "SIGHUP during start-up (%d): %s was only just opened; nothing to reopen",
-            early,
-            args.out or "stdout",
-            extra=event("reopened", path=args.out, early=early),
-        )
+    take_early_hangups(out, args.out)
     status = 0
     try:
         clock = SimClock(
@@ -95,6 +88,24 @@ async def run_command(args: argparse.Namespace) -> int:
             "written and fsynced first)",
         )
     return status
+
+
+def take_early_hangups(out: TextIO | OutputFile, path: str | None) -> None:
+    """The SIGHUPs recorded before ``run``'s own handler was installed (while importing
+    or opening: :mod:`.hangup`) do what the handler would have: the file is reopened
+    once (logrotate may have moved it away after it was opened: the lines would go on
+    into the rotated file)."""
+    early = hangup.take()
+    if not early:
+        return
+    log.info(
+        "SIGHUP during start-up (%d): %s",
+        early,
+        f"reopening {path}" if isinstance(out, OutputFile) else "no --out file to reopen",
+        extra=event("reopened", path=path, early=early),
+    )
+    if isinstance(out, OutputFile):
+        out.reopen()
 
 
 def _output_failed(args: argparse.Namespace, why: str) -> int:

@@ -199,6 +199,9 @@ class Checker:
             if delta.delta == 0:  # DESIGN 1: a zero delta is not emitted
                 self.fail("no zero delta", f"seq {delta.seq}: {delta}")
             seen = self.seqs.get(delta.seq)
+            if seen is not None and self.settings is not None and self.settings.delivery == "drain":
+                # DESIGN 3: no delta handed out twice (drain removes what it hands out)
+                self.fail("a drained delta is handed out once", f"seq {delta.seq} again: {delta}")
             if seen is not None:
                 # the same delta again (ack: at least once), or with its Discord name and
                 # faction erased in between (the person opted out: DESIGN 10)

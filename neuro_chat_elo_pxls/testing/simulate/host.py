@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ... import hookspecs
 from ...hookspecs import call_async_hook
 from ...host import OutputError, Totals, deliver
 from ...models import EloDelta
 from ...source import PxlsSource
 from .checker import Checker, Violation
+from .disk import PowerLoss, recording_fsync, synchronous_level
 from .final import ErrorRecords, FinalChecks
 from .instance import Instance, instance_count
 from .optouts import OptOuts
@@ -40,6 +43,9 @@ STARTS = (
 #: The share of the seeds with several instances whose host delivers like ``run
 #: --out`` (:mod:`.delivery`).
 DELIVER_SHARE = 0.4
+#: The share of the host's crashes that are power losses (:mod:`.disk`), and of its
+#: cancelled ticks and ``run`` deliveries cut by one.
+POWER_SHARE, POWER_CUT_SHARE = 0.5, 0.3
 #: When Berlin's clocks change (UTC) in those runs.
 DST_CHANGES = (datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 10, 25, 1, tzinfo=UTC))
 
@@ -64,12 +70,45 @@ def _kill(source: PxlsSource) -> Awaitable[None]:
     return store.close()
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_TESTING = os.path.join(_PACKAGE, "testing") + os.sep
+
+
+def _package_task(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` runs the package's own code (a hook call, a source's shielded
+    unit or visit), not the model's."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    where = code.co_filename if code is not None else ""
+    return where.startswith(_PACKAGE + os.sep) and not where.startswith(_TESTING)
+
+
+@attrs.frozen
+class _HostClock:
+    """The host's clock for ``run``'s shutdown (its log lines and status reads)."""
+
+    host: Host
+
+    def now(self) -> datetime:
+        return self.host.true + self.host.skew
+
+    def real_seconds(self, delta: timedelta) -> float:
+        return 0.0
+
+
 class Host:
     """Drives sources like a real host would, and sometimes like a hostile one: one to
     three pxls instances (:class:`~.instance.Instance`, each its own model site, source
     and checker) and another plugin's source, all in one PluginManager."""
 
-    def __init__(self, seed: int, hours: float, workdir: str, *, real_limit: float = 600.0) -> None:
+    def __init__(
+        self,
+        seed: int,
+        hours: float,
+        workdir: str,
+        *,
+        real_limit: float = 600.0,
+        power: bool = True,
+    ) -> None:
         self.seed = seed
         #: real seconds a seed may run: past them the run stops with a violation (a
         #: seed that spins forever is reported with its replay command, not hung)
@@ -120,6 +159,11 @@ class Host:
         self.idle_due_streak = 0
         self.restarts = 0
         self.restart_times: list[datetime] = []
+        #: power losses (``power=False``: none; their own generator: the run's other draws
+        #: stay what they were either way)
+        self.power = power
+        self.power_rng = random.Random(f"power-{seed}")
+        self.power_losses: list[str] = []
         self.sent = False
         self.cadence: tuple[timedelta, timedelta] | None = None
         self.fifo_blocked: Instance | None = None
@@ -140,7 +184,17 @@ class Host:
         self.reader: OutFileReader | None = None
         self.totals = Totals()
         self.output_failures = 0
+        #: output failures and power losses so far: a line may come again only after one
+        self.out_breaks = 0
         self.exit_statuses: list[int] = []
+        #: SIGTERM and SIGHUP to ``run`` (their own generator), and logrotate's names
+        self.signals_rng = random.Random(f"signals-{seed}")
+        self.signals: list[str] = []
+        self.stop_statuses: list[int] = []
+        self.rotated: list[str] = []
+        self.hup_in_delivery: int | None = None  # SIGHUP after this many loop steps
+        #: rotated files whose SIGHUP came → their size then (they must not grow)
+        self.let_go: dict[str, int] = {}
         #: (instance, seq) → output failures before the line was first read
         self.written: dict[tuple[str, int], int] = {}
         draw = random.Random(f"deliver-{seed}")
@@ -230,12 +284,18 @@ class Host:
         for inst in self.instances:  # (the first instance's draw is the host's)
             if self.true < inst.world.calm_from and inst.rng.random() < 0.01:
                 inst.world.cancel_next_request = True
+        cancelled = rng.random() < 0.03  # a host that waits a few loop steps only
+        overlap = rng.random() < 0.05  # an overlapping call
+        # (a tick cut by a power loss instead, when it is the only call)
+        power = (
+            self.power and cancelled and not overlap and self.power_rng.random() < POWER_CUT_SHARE
+        )
         calls: list[Awaitable[Any]] = [
-            self._cancelled_tick(host_now)  # a host that waits a few loop steps only
-            if rng.random() < 0.03
+            self._cancelled_tick(host_now, power=power)
+            if cancelled
             else self._hook("on_tick", lambda: call_async_hook(self.pm.hook.on_tick, now=host_now))
         ]
-        if rng.random() < 0.05:  # an overlapping call
+        if overlap:
             calls.append(
                 self._collect()
                 if rng.random() < 0.5
@@ -322,13 +382,18 @@ class Host:
                 "acknowledge", lambda: call_async_hook(self.pm.hook.acknowledge, deltas=acked)
             )
 
-    async def _deliver(self) -> None:
-        """``run``'s delivery: the real ``deliver`` into the model out file. An I/O
-        failure must surface as ``OutputError`` (``run`` exits 75 and is restarted);
-        anything else would exit 1, and no service manager restarts that."""
+    async def _deliver(self, started: Awaitable[None] | None = None) -> None:
+        """``run``'s delivery: the real ``deliver`` into the model out file (or the one
+        ``started`` already). An I/O failure must surface as ``OutputError`` (``run``
+        exits 75 and is restarted); anything else would exit 1, and no service manager
+        restarts that."""
         assert self.out is not None
+        work = started or deliver(self.pm, self.out, self.totals)
+        if self.hup_in_delivery is not None:
+            work = self._hung_up_in(work, self.hup_in_delivery)
+            self.hup_in_delivery = None
         try:
-            await deliver(self.pm, self.out, self.totals)
+            await work
         except OutputError:
             await self._output_failed()
         except Exception as exc:
@@ -355,6 +420,90 @@ class Host:
         self.out.restart()
         self._read_out()  # (what the closed file got counts as before the failure)
         self.output_failures += 1
+        self.out_breaks += 1
+        self.restart_times.append(self.true)
+        self.restarts += 1
+        for inst in self.instances:
+            inst.checker.setback(self.true)
+            self._new_source(inst)
+
+    async def _signal(self) -> None:
+        """Signals to ``run`` (delivery mode), at any moment: logrotate moves the file
+        away and sends SIGHUP (at once, inside a later delivery, or while a restarted
+        ``run`` starts up: recorded before its handler is installed), or SIGTERM (a last
+        delivery, ``on_shutdown``, exit 0; started again)."""
+        draw = self.signals_rng
+        roll = draw.random()
+        if roll < 0.25 and self._rotate():
+            how = draw.choice(("at once", "in a delivery", "at start-up"))
+            self.signals.append(f"{self.true:%m-%d %H:%M} rotated, SIGHUP {how}")
+            if how == "at once":
+                self._hang_up()
+            elif how == "in a delivery":
+                self.hup_in_delivery = draw.randint(1, 30)
+            else:
+                await self._terminated(hup_at_start=True)
+        elif roll < 0.35:
+            self.signals.append(f"{self.true:%m-%d %H:%M} SIGTERM")
+            await self._terminated(hup_at_start=False)
+
+    def _rotate(self) -> bool:
+        """logrotate (no ``copytruncate``): the file moved to ``FILE.N``; False when
+        there is none to move (the last move's SIGHUP still to come)."""
+        assert self.out is not None
+        if not os.path.exists(self.out.path):
+            return False
+        name = f"{self.out.path}.{len(self.rotated) + 1}"
+        os.rename(self.out.path, name)
+        self.rotated.append(name)
+        return True
+
+    def _hang_up(self) -> None:
+        """``run``'s SIGHUP handler (a loop callback: between two event-loop steps)."""
+        assert self.out is not None
+        self.out.file.reopen()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """SIGHUP came: no line goes to a file logrotate moved away from now on (a
+        service that went on writing into it would lose them to its compression)."""
+        for name in self.rotated:
+            self.let_go.setdefault(name, os.path.getsize(name))
+
+    async def _hung_up_in(self, work: Awaitable[None], steps: int) -> None:
+        task = asyncio.ensure_future(work)
+        for _ in range(steps):
+            if task.done():
+                break
+            await asyncio.sleep(0)
+        self._hang_up()
+        await task
+
+    async def _terminated(self, *, hup_at_start: bool) -> None:
+        """SIGTERM: ``run``'s real shutdown (a last delivery, ``on_shutdown``), exit 0
+        (75 when the last delivery could not be written); started again, and with
+        ``hup_at_start`` the file moved away and SIGHUP recorded between its opening
+        and ``run``'s handler (the restarted ``run`` must reopen it)."""
+        from ...cli import hangup
+        from ...cli.run import EXIT_OUTPUT_FAILED, take_early_hangups
+        from ...host import _shut_down
+
+        assert self.out is not None
+        sources: list[Any] = [inst.source for inst in self.instances]
+        failed = await _shut_down(
+            self.pm, sources, self.out, self.totals, _HostClock(self), final_table=False
+        )
+        self._read_out()
+        self.stop_statuses.append(EXIT_OUTPUT_FAILED if failed else 0)
+        if failed:
+            self.output_failures += 1
+            self.out_breaks += 1
+        self.out.restart()
+        if hup_at_start and self._rotate():
+            hangup._record(signal.SIGHUP, None)
+            take_early_hangups(self.out.file, self.out.path)
+            self._let_go()
+        self._read_out()
         self.restart_times.append(self.true)
         self.restarts += 1
         for inst in self.instances:
@@ -380,21 +529,30 @@ class Host:
             )
         if any(status != 75 for status in self.exit_statuses):
             self.checker.fail("an output failure exits 75", f"exit statuses {self.exit_statuses}")
+        if any(status not in (0, 75) for status in self.stop_statuses):
+            self.checker.fail("SIGTERM exits 0 (75: last lines unwritten)", f"{self.stop_statuses}")
+        self.reader.close()
 
     def _read_out(self) -> None:
         """The out file's new whole lines are the host's ledger, routed per instance.
         A line again is at-least-once delivery: only after a failed write."""
         assert self.reader is not None
+        for name, size in self.let_go.items():
+            if os.path.getsize(name) != size:
+                self.checker.fail(
+                    "after SIGHUP no line goes to the rotated file",
+                    f"{name} grew from {size} to {os.path.getsize(name)} bytes",
+                )
         fresh: list[EloDelta] = []
         for delta in self.reader.new_deltas():
             key = (delta.instance, delta.seq)
-            if self.written.get(key) == self.output_failures:
+            if self.written.get(key) == self.out_breaks:
                 self.checker.fail(
-                    "a delta is written once (again only after a failed write)",
-                    f"{key} written twice with no failed write between",
+                    "a delta is written once (again only after a failed write or a power loss)",
+                    f"{key} written twice with no failed write or power loss between",
                     once=False,
                 )
-            self.written.setdefault(key, self.output_failures)
+            self.written.setdefault(key, self.out_breaks)
             fresh.append(delta)
         self._route(fresh)
 
@@ -416,20 +574,45 @@ class Host:
         assert source is not None
         await self._hook("ack", lambda: source.ack_deltas(upto))
 
-    async def _cancelled_tick(self, host_now: datetime) -> None:
+    async def _cancelled_tick(self, host_now: datetime, *, power: bool = False) -> None:
         """``wait_for(on_tick, tiny)``: the tick is cancelled after 1-40 event-loop
         steps, at whatever await it has reached (a database statement, a request, a
-        thread): nothing may be lost, no pause shortened."""
+        thread): nothing may be lost, no pause shortened.
+
+        ``power``: the power goes at that step instead (:meth:`_power_loss`). A wait
+        pxls gave in this tick then binds the next process only if the source had
+        stored it: an answer the power cut off before its commit cannot be known after
+        the restart (a documented limit: at most one request again). The checker keeps
+        the waits it knew before the tick, and a new canvas code pxls answered first in
+        this tick counts as not yet answered (an edge cache answers the old code again
+        only to a reader that stored the new one: :meth:`~.world.World._on_reset`)."""
         for inst in self.instances:  # (the cancellation may land in any source)
             inst.checker.setback(self.true)
+        known = {
+            inst.instance_name: (dict(inst.checker.forbidden), inst.world.new_code_answered)
+            for inst in self.instances
+        }
+        # (a new canvas code /info answered in this tick may never reach the source's
+        # store: the model's first answer is the next one)
+        answered = {
+            inst.instance_name: dict(inst.world.code_answered_at) for inst in self.instances
+        }
         task = asyncio.ensure_future(call_async_hook(self.pm.hook.on_tick, now=host_now))
         for _ in range(self.rng.randint(1, 40)):
             if task.done():
                 break
             await asyncio.sleep(0)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if power:
+            await self._power_loss(task, "on_tick")
+            for inst in self.instances:
+                inst.checker.forbidden, was_answered = known[inst.instance_name]
+                inst.world.new_code_answered &= was_answered
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for inst in self.instances:
+            inst.world.code_answered_at = answered[inst.instance_name]
 
     async def _cancel_collect(self) -> None:
         """A host that gives the whole collect_deltas call a few event-loop steps only:
@@ -437,7 +620,10 @@ class Host:
         plugin's slow call after the pxls source has handed its batch out. (``run``'s
         host never cancels its delivery: in that mode, a delivery.)"""
         if self.out is not None:
-            await self._deliver()
+            if self.power and self.power_rng.random() < POWER_CUT_SHARE:
+                await self._power_cut_delivery()
+            else:
+                await self._deliver()
             return
         task = asyncio.ensure_future(call_async_hook(self.pm.hook.collect_deltas))
         steps = self.rng.randint(1, 6) + self.plugins_rng.choice((0, 0, 10, 20, 40))
@@ -450,6 +636,66 @@ class Host:
         await self._stored(batches)
         await self._collect()  # the next call hands out what the cancelled one took
 
+    async def _power_cut_delivery(self) -> None:
+        """``run``'s delivery with the power going at one of its event-loop steps (in
+        ``collect_deltas``, between the fsync and the acknowledgement, in it...)."""
+        from .delivery import PowerCut
+
+        assert self.out is not None
+        self.out.cut_at_flush = self.power_rng.random() < 0.5  # (else at an await)
+        task = asyncio.ensure_future(deliver(self.pm, self.out, self.totals))
+        for _ in range(self.power_rng.randint(1, 30)):
+            if task.done():
+                break
+            await asyncio.sleep(0)
+        if task.done() and not isinstance(task.exception(), PowerCut):
+            await self._deliver(task)  # (done before the cut: a power loss right after)
+        self.out.cut_at_flush = False
+        await self._power_loss(task, "deliver")
+
+    async def _power_loss(self, task: asyncio.Future[Any] | None, during: str) -> None:
+        """The machine loses power now, inside ``task`` (a hook call at some event-loop
+        step) or between two calls (``task`` None): every process dies at once and the
+        disk keeps only what :class:`~.disk.PowerLoss` says. The host then starts again
+        (new sources on what the disk kept; ``run`` opens its file on a fresh line)."""
+        loss = PowerLoss(self.power_rng)
+        levels = []
+        for inst in self.instances:  # (inline SQLite: no event-loop step)
+            assert inst.source is not None
+            levels.append(await synchronous_level(inst.source))
+        for inst, level in zip(self.instances, levels, strict=True):  # the cut
+            loss.database(inst.settings.db_path, level)
+        target = self.out.writing_to(self.rotated) if self.out is not None else None
+        cut = loss.file(target) if target is not None else None
+        # everything after the cut is thrown away: the processes are gone, with every
+        # task running the package's code (the call, and the units and visits it had
+        # shielded from cancellation, which would run on) and what call_async_hook kept
+        # for the next call (in the host's memory)
+        doomed = [t for t in asyncio.all_tasks() if _package_task(t)]
+        for dead in doomed:
+            dead.cancel()
+        await asyncio.gather(*doomed, return_exceptions=True)
+        hookspecs._carried.clear()
+        for inst in self.instances:
+            assert inst.source is not None
+            await _kill(inst.source)
+        if self.out is not None:
+            self.out.lose_power()
+        loss.restore()
+        self.power_losses.append(f"{self.true:%m-%d %H:%M} in {during}: {'; '.join(loss.what)}")
+        if self.out is not None and self.reader is not None and target and cut is not None:
+            self.reader.truncated(os.stat(target).st_ino, cut)
+            if self.out.reopen(target, cut):
+                self.out.injected.append("kept cut")  # (the power cut a line)
+            self._read_out()  # (what the disk kept counts as before the power loss)
+            self.out_breaks += 1
+        if task is not None:  # (between calls, the event's caller does this)
+            self.restart_times.append(self.true)
+            self.restarts += 1
+            for inst in self.instances:
+                inst.checker.setback(self.true)
+                self._new_source(inst)
+
     # -- the run -------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -459,7 +705,8 @@ class Host:
         logger.setLevel(logging.INFO)
         logger.propagate = False
         try:
-            await self._loop()
+            with recording_fsync():
+                await self._loop()
             await self._finish()
             for inst in self.instances:
                 await FinalChecks(self, inst).run()
@@ -541,10 +788,13 @@ class Host:
             self.restarts += 1
             for inst in self.instances:
                 inst.checker.setback(self.true)
-        if kind == "crash":
+        if kind == "crash" and self.power and self.power_rng.random() < POWER_SHARE:
+            await self._power_loss(None, "no call")  # (a power loss: the disk too)
+        elif kind == "crash":
             for inst in self.instances:
                 assert inst.source is not None
                 await _kill(inst.source)
+        if kind == "crash":
             # (no source holds a database now: forget works alone)
             await self.opt_outs.maybe_forget(self, self.instances[0])
             for inst in self.instances:
@@ -583,6 +833,8 @@ class Host:
             # every wait in the past, which no source can tell from a long sleep
             self.skew = rng.choice((timedelta(days=365), timedelta(hours=5)))
         await self.opt_outs.maybe_act(self, self.instances[0])  # the operator (un)lists someone
+        if self.out is not None:
+            await self._signal()
 
     async def _hostile_file(self, inst: Instance) -> None:
         rng = inst.rng

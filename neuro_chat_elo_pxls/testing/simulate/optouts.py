@@ -69,6 +69,10 @@ class OptOuts:
             db, now = inst.settings.db_path, us(host.true)
             await optout.edit_list(db, [name], add_names=False, now=now)
             self.spans[name][-1][1] = host.true
+            # the opt-out erased what the source knew of them, their pxls id too: back on
+            # the board they are a new user until a profile read (a rename before it is
+            # not merged: seed 4110)
+            inst.checker.profile_answers.pop(name, None)
         else:
             chosen = self._candidate(inst)
             if chosen is None:

@@ -57,12 +57,12 @@ def inline_sqlite() -> Iterator[None]:
         aiosqlite.connect = connect
 
 
-async def _run(seed: int, hours: float) -> tuple[list[Violation], dict[str, Any]]:
+async def _run(seed: int, hours: float, power: bool) -> tuple[list[Violation], dict[str, Any]]:
     shm = "/dev/shm"  # noqa: S108 (a private mkdtemp under it: tmpfs, fast)
     base = shm if os.access(shm, os.W_OK) else None
     workdir = tempfile.mkdtemp(prefix=f"pxls-sim-{seed}-", dir=base)
     try:
-        host = Host(seed, hours, workdir)
+        host = Host(seed, hours, workdir, power=power)
         await host.run()
         stats = {
             "ticks": host.ticks,
@@ -71,6 +71,8 @@ async def _run(seed: int, hours: float) -> tuple[list[Violation], dict[str, Any]
             "restarts": host.restarts,
             "instances": len(host.instances),
             "output_failures": host.output_failures if host.out is not None else None,
+            "power_losses": len(host.power_losses),
+            "signals": len(host.signals) if host.out is not None else None,
         }
         return host.violations, stats
     finally:
@@ -78,20 +80,23 @@ async def _run(seed: int, hours: float) -> tuple[list[Violation], dict[str, Any]
 
 
 def run_seed_with_stats(
-    seed: int, hours: float = 48, *, sqlite: str = "inline"
+    seed: int, hours: float = 48, *, sqlite: str = "inline", power: bool = True
 ) -> tuple[list[Violation], dict[str, Any]]:
     """Run one seed: the violations it found (none: every promise held) and its
     figures (ticks, requests, deltas, restarts). ``sqlite="thread"`` keeps aiosqlite's
-    worker thread (see :func:`inline_sqlite`)."""
+    worker thread (see :func:`inline_sqlite`); ``power=False`` runs it without power
+    losses (a test of something else keeps its seed's story)."""
     if sqlite == "thread":
-        return asyncio.run(_run(seed, hours))
+        return asyncio.run(_run(seed, hours, power))
     with inline_sqlite():
-        return asyncio.run(_run(seed, hours))
+        return asyncio.run(_run(seed, hours, power))
 
 
-def run_seed(seed: int, hours: float = 48, *, sqlite: str = "inline") -> list[Violation]:
+def run_seed(
+    seed: int, hours: float = 48, *, sqlite: str = "inline", power: bool = True
+) -> list[Violation]:
     """Run one seed; the violations it found (none: every promise held)."""
-    return run_seed_with_stats(seed, hours, sqlite=sqlite)[0]
+    return run_seed_with_stats(seed, hours, sqlite=sqlite, power=power)[0]
 
 
 def _run_in_worker(

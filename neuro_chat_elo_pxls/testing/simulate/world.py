@@ -407,11 +407,14 @@ class World:
                 != wall.replace(fold=1).replace(tzinfo=BERLIN).utcoffset()
             )
             unplaceable = ambiguous and began is not None and self.now - began < timedelta(hours=2)
-            if not newer or served.canvas != self.canvas or unplaceable:
-                # nothing newer, a file from before a reset (seed 217), or one stamped in
+            answered = self.code_answered_at.get(self.canvas)
+            unseen = began is not None and answered is not None and served.at < answered
+            if not newer or served.canvas != self.canvas or unplaceable or unseen:
+                # nothing newer, a file from before a reset (seed 217), one stamped in
                 # the repeated autumn hour right after a reset (either reading may fall
-                # before the new code was seen: DESIGN 3; seed 3471): skipped, the
-                # source looks again
+                # before the new code was seen: DESIGN 3; seed 3471), or one generated
+                # after the reset but before /info first told the source the new code
+                # (seed 3914): skipped, the source looks again
                 self.checker.setback(self.now)
             self.generations_served.append(served)
             self.checker.served_generation(served)
