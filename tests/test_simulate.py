@@ -493,3 +493,29 @@ def test_run_delivery_that_does_not_fsync_loses_deltas_to_a_power_loss(
     monkeypatch.setattr(real, "_durable", lambda out: out.flush())
     found = {v.invariant for v in simulate.run_seed(8, 12)}
     assert "conservation" in found, found
+
+
+def test_signals_to_run_at_start_up_are_caught_when_mishandled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 27, defect 8, reverted: the CLI's import no longer records SIGHUP (the
+    simulator runs hangup's module code again for each restarted ``run``: here it
+    does nothing), so a SIGHUP while ``run`` starts would end it (seed 1, 12 hours).
+    And a SIGHUP recorded at start-up that is only logged, not acted on, leaves the
+    lines going into the file logrotate moved away (seed 1, 24 hours)."""
+    import types
+
+    from neuro_chat_elo_pxls.cli import hangup
+    from neuro_chat_elo_pxls.cli import run as cli_run
+    from neuro_chat_elo_pxls.testing.simulate import host
+
+    violations, stats = simulate.run_seed_with_stats(1, 24)
+    assert not violations, [v.line(24) for v in violations]
+    assert stats["signals"] >= 2
+    with monkeypatch.context() as patch:
+        patch.setattr(host, "importlib", types.SimpleNamespace(reload=lambda module: module))
+        found = {v.invariant for v in simulate.run_seed(1, 12)}
+    assert "SIGHUP at start-up never ends run" in found, found
+    monkeypatch.setattr(cli_run, "take_early_hangups", lambda out, path: hangup.take())
+    found = {v.invariant for v in simulate.run_seed(1, 24)}
+    assert "after SIGHUP no line goes to the rotated file" in found, found

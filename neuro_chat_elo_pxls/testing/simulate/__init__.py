@@ -54,11 +54,23 @@ driven in simulated time by
   write, EIO on a flush; the unsynced lines then lost, kept or cut inside a line); an
   I/O failure is what ``run`` exits 75 on, and is followed by a restart (no other
   plugin then: ``run``'s host has pxls sources only). The file's whole lines are the
-  host's ledger.
+  host's ledger, read like ``tail -F``. Signals to ``run`` at any moment: logrotate
+  moves the file away and sends SIGHUP (handled at once, between two event-loop steps
+  inside a later delivery, or recorded while a restarted ``run`` starts up, before its
+  handler: :func:`~neuro_chat_elo_pxls.cli.run.take_early_hangups`), and SIGTERM
+  (``run``'s real shutdown: a last delivery, ``on_shutdown``; started again);
+* power losses (:mod:`.disk`, their own generator): half the host's crashes, a share
+  of its cancelled ticks (cut at that event-loop step instead) and of ``run``'s
+  deliveries (at a step, or inside a flush: written, not fsynced). Every process dies
+  at once and each file keeps what was durable: a database its committed state under
+  ``synchronous=FULL`` (read from the source's own connection), only what the last
+  checkpoint moved into the file under ``NORMAL``; the out file what an ``os.fsync``
+  covered and a drawn prefix of the rest. The host starts again on that.
 
 Invariants (:class:`Checker`), while it runs and at the end: per name and canvas the
 deltas add up to the last score and every delta's score is the model's count at its
-``observed_at``; no zero delta; no ``seq`` handed out twice with other content; one
+``observed_at``; no zero delta; no ``seq`` handed out twice with other content, and in
+drain mode not at all (across crashes and power losses too); one
 request in flight and profile requests at least ``profile_cooldown`` apart, per
 model site (what the site saw, whichever source sent it); no two instances share an
 instance name (or a database or follow file), and every delta names one; requests go
@@ -68,8 +80,10 @@ within 15 minutes of its 403 or before a server-given wait ends, across restarts
 (new credentials may try at once); ``/info`` and stats.json requests per rolling
 hour within the schedule the instance's settings give plus one per setback
 (:meth:`Checker.per_hour_bound`); with ``run``'s delivery, an out-file failure
-surfaces as ``OutputError`` (exit 75), a line is written again only after a failure,
-a malformed line only where a failure cut one, and every outbox is empty at the end;
+surfaces as ``OutputError`` (exit 75), a line is written again only after a failure
+or a power loss, a malformed line only where a failure or the power cut one, no line
+goes into a file logrotate moved away once its SIGHUP came, SIGTERM exits 0 (75 when
+its last delivery could not be written), and every outbox is empty at the end;
 every sweep finishes when the budget allows it;
 followed people refreshed;
 ``next_due_at`` never makes a host spin; ``status --check`` never cries wolf (no
@@ -89,6 +103,11 @@ are drawn from a generator of their own, so the model's draws stay the seed's.
     python -m neuro_chat_elo_pxls.testing.simulate --seeds 200 --hours 48
     python -m neuro_chat_elo_pxls.testing.simulate --seed 17 --hours 48 -v
     python -m neuro_chat_elo_pxls.testing.simulate --seeds 20 --sqlite thread
+
+What a power loss cuts off is lost to the model too: a wait pxls gave, or a new canvas
+code it answered, in a tick the power ended before the source stored it does not bind
+the next process (it cannot know; at most one request is repeated). Tests of other
+things run their seed with ``power=False`` (:func:`run_seed`) to keep its story.
 
 prints one line per violation (with the command that replays its seed) and last
 ``N seeds, H simulated hours each: M violations``; exit status 1 on any.

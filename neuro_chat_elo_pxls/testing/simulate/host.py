@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import random
@@ -482,9 +483,8 @@ class Host:
     async def _terminated(self, *, hup_at_start: bool) -> None:
         """SIGTERM: ``run``'s real shutdown (a last delivery, ``on_shutdown``), exit 0
         (75 when the last delivery could not be written); started again, and with
-        ``hup_at_start`` the file moved away and SIGHUP recorded between its opening
-        and ``run``'s handler (the restarted ``run`` must reopen it)."""
-        from ...cli import hangup
+        ``hup_at_start`` the file moved away and a real SIGHUP sent between its opening
+        and ``run``'s handler (the restarted ``run`` must live, and reopen it)."""
         from ...cli.run import EXIT_OUTPUT_FAILED, take_early_hangups
         from ...host import _shut_down
 
@@ -498,9 +498,10 @@ class Host:
         if failed:
             self.output_failures += 1
             self.out_breaks += 1
+        survives = self._new_process() if hup_at_start else True
         self.out.restart()
-        if hup_at_start and self._rotate():
-            hangup._record(signal.SIGHUP, None)
+        if hup_at_start and survives and self._rotate():
+            signal.raise_signal(signal.SIGHUP)  # (this process: recorded, as in run's)
             take_early_hangups(self.out.file, self.out.path)
             self._let_go()
         self._read_out()
@@ -509,6 +510,25 @@ class Host:
         for inst in self.instances:
             inst.checker.setback(self.true)
             self._new_source(inst)
+
+    def _new_process(self) -> bool:
+        """A restarted ``run`` is a new process: SIGHUP has its default disposition
+        (death, status 129, which systemd does not restart) until the CLI's first
+        import records it instead (:mod:`~neuro_chat_elo_pxls.cli.hangup`'s module
+        code, run again here). False, and a violation, if SIGHUP would end it. (How
+        early that import comes in a real process is the subprocess tests' part:
+        ``tests/test_cli_signals.py``.)"""
+        from ...cli import hangup
+
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        importlib.reload(hangup)
+        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            self.checker.fail(
+                "SIGHUP at start-up never ends run",
+                "after the CLI's import SIGHUP still ends the process (status 129)",
+            )
+            return False
+        return True
 
     def _check_delivery(self) -> None:
         """``run``'s delivery at the end of the calm hours: every source's outbox is
