@@ -507,13 +507,13 @@ def test_signals_to_run_at_start_up_are_caught_when_mishandled(
 
     from neuro_chat_elo_pxls.cli import hangup
     from neuro_chat_elo_pxls.cli import run as cli_run
-    from neuro_chat_elo_pxls.testing.simulate import host
+    from neuro_chat_elo_pxls.testing.simulate import signals
 
     violations, stats = simulate.run_seed_with_stats(1, 24)
     assert not violations, [v.line(24) for v in violations]
     assert stats["signals"] >= 2
     with monkeypatch.context() as patch:
-        patch.setattr(host, "importlib", types.SimpleNamespace(reload=lambda module: module))
+        patch.setattr(signals, "importlib", types.SimpleNamespace(reload=lambda module: module))
         found = {v.invariant for v in simulate.run_seed(1, 12)}
     assert "SIGHUP at start-up never ends run" in found, found
     monkeypatch.setattr(cli_run, "take_early_hangups", lambda out, path: hangup.take())

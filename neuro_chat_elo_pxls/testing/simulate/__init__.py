@@ -58,8 +58,9 @@ driven in simulated time by
   moves the file away and sends SIGHUP (handled at once, between two event-loop steps
   inside a later delivery, or recorded while a restarted ``run`` starts up, before its
   handler: :func:`~neuro_chat_elo_pxls.cli.run.take_early_hangups`), and SIGTERM
-  (``run``'s real shutdown: a last delivery, ``on_shutdown``; started again);
-* power losses (:mod:`.disk`, their own generator): half the host's crashes, a share
+  (``run``'s real shutdown: a last delivery, ``on_shutdown``; started again):
+  :mod:`.signals`;
+* power losses (:mod:`.power`, :mod:`.disk`, their own generator): half the host's crashes, a share
   of its cancelled ticks (cut at that event-loop step instead) and of ``run``'s
   deliveries (at a step, or inside a flush: written, not fsynced). Every process dies
   at once and each file keeps what was durable: a database its committed state under

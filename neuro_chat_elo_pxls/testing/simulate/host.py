@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -19,17 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ... import hookspecs
 from ...hookspecs import call_async_hook
 from ...host import OutputError, Totals, deliver
 from ...models import EloDelta
 from ...source import PxlsSource
 from .checker import Checker, Violation
-from .disk import PowerLoss, recording_fsync, synchronous_level
+from .disk import recording_fsync
 from .final import ErrorRecords, FinalChecks
 from .instance import Instance, instance_count
 from .optouts import OptOuts
 from .plugins import ForeignSource, plugin_manager
+from .power import PowerCuts
+from .signals import RunSignals
 
 if TYPE_CHECKING:
     from .delivery import ModelOut, OutFileReader
@@ -44,9 +43,6 @@ STARTS = (
 #: The share of the seeds with several instances whose host delivers like ``run
 #: --out`` (:mod:`.delivery`).
 DELIVER_SHARE = 0.4
-#: The share of the host's crashes that are power losses (:mod:`.disk`), and of its
-#: cancelled ticks and ``run`` deliveries cut by one.
-POWER_SHARE, POWER_CUT_SHARE = 0.5, 0.3
 #: When Berlin's clocks change (UTC) in those runs.
 DST_CHANGES = (datetime(2026, 3, 29, 1, tzinfo=UTC), datetime(2026, 10, 25, 1, tzinfo=UTC))
 
@@ -69,31 +65,6 @@ def _kill(source: PxlsSource) -> Awaitable[None]:
 
         return nothing()
     return store.close()
-
-
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-_TESTING = os.path.join(_PACKAGE, "testing") + os.sep
-
-
-def _package_task(task: asyncio.Task[Any]) -> bool:
-    """Whether ``task`` runs the package's own code (a hook call, a source's shielded
-    unit or visit), not the model's."""
-    code = getattr(task.get_coro(), "cr_code", None)
-    where = code.co_filename if code is not None else ""
-    return where.startswith(_PACKAGE + os.sep) and not where.startswith(_TESTING)
-
-
-@attrs.frozen
-class _HostClock:
-    """The host's clock for ``run``'s shutdown (its log lines and status reads)."""
-
-    host: Host
-
-    def now(self) -> datetime:
-        return self.host.true + self.host.skew
-
-    def real_seconds(self, delta: timedelta) -> float:
-        return 0.0
 
 
 class Host:
@@ -162,9 +133,7 @@ class Host:
         self.restart_times: list[datetime] = []
         #: power losses (``power=False``: none; their own generator: the run's other draws
         #: stay what they were either way)
-        self.power = power
-        self.power_rng = random.Random(f"power-{seed}")
-        self.power_losses: list[str] = []
+        self.power = PowerCuts(random.Random(f"power-{seed}"), enabled=power)
         self.sent = False
         self.cadence: tuple[timedelta, timedelta] | None = None
         self.fifo_blocked: Instance | None = None
@@ -188,14 +157,8 @@ class Host:
         #: output failures and power losses so far: a line may come again only after one
         self.out_breaks = 0
         self.exit_statuses: list[int] = []
-        #: SIGTERM and SIGHUP to ``run`` (their own generator), and logrotate's names
-        self.signals_rng = random.Random(f"signals-{seed}")
-        self.signals: list[str] = []
-        self.stop_statuses: list[int] = []
-        self.rotated: list[str] = []
-        self.hup_in_delivery: int | None = None  # SIGHUP after this many loop steps
-        #: rotated files whose SIGHUP came → their size then (they must not grow)
-        self.let_go: dict[str, int] = {}
+        #: SIGTERM and SIGHUP to ``run`` (their own generator)
+        self.signals = RunSignals(random.Random(f"signals-{seed}"))
         #: (instance, seq) → output failures before the line was first read
         self.written: dict[tuple[str, int], int] = {}
         draw = random.Random(f"deliver-{seed}")
@@ -288,9 +251,7 @@ class Host:
         cancelled = rng.random() < 0.03  # a host that waits a few loop steps only
         overlap = rng.random() < 0.05  # an overlapping call
         # (a tick cut by a power loss instead, when it is the only call)
-        power = (
-            self.power and cancelled and not overlap and self.power_rng.random() < POWER_CUT_SHARE
-        )
+        power = cancelled and not overlap and self.power.at_cut()
         calls: list[Awaitable[Any]] = [
             self._cancelled_tick(host_now, power=power)
             if cancelled
@@ -345,7 +306,7 @@ class Host:
 
     async def _collect(self) -> None:
         if self.out is not None:
-            await self._deliver()
+            await self.deliver()
             return
         batches = await self._hook(
             "collect_deltas", lambda: call_async_hook(self.pm.hook.collect_deltas)
@@ -383,18 +344,15 @@ class Host:
                 "acknowledge", lambda: call_async_hook(self.pm.hook.acknowledge, deltas=acked)
             )
 
-    async def _deliver(self, started: Awaitable[None] | None = None) -> None:
+    async def deliver(self, started: Awaitable[None] | None = None) -> None:
         """``run``'s delivery: the real ``deliver`` into the model out file (or the one
         ``started`` already). An I/O failure must surface as ``OutputError`` (``run``
         exits 75 and is restarted); anything else would exit 1, and no service manager
         restarts that."""
         assert self.out is not None
         work = started or deliver(self.pm, self.out, self.totals)
-        if self.hup_in_delivery is not None:
-            work = self._hung_up_in(work, self.hup_in_delivery)
-            self.hup_in_delivery = None
         try:
-            await work
+            await self.signals.delivery(self, work)
         except OutputError:
             await self._output_failed()
         except Exception as exc:
@@ -404,7 +362,7 @@ class Host:
                 once=False,
             )
         else:
-            self._read_out()
+            self.read_out()
 
     async def _output_failed(self) -> None:
         """What ``run`` does after a failed write: exit status 75 (EX_TEMPFAIL), no last
@@ -419,116 +377,25 @@ class Host:
             assert source is not None
             await self._hook("on_shutdown", source.on_shutdown)
         self.out.restart()
-        self._read_out()  # (what the closed file got counts as before the failure)
+        self.read_out()  # (what the closed file got counts as before the failure)
         self.output_failures += 1
         self.out_breaks += 1
+        self.restarted()
+
+    def restarted(self) -> None:
+        """The host process started again (after a crash, a failure, a SIGTERM or a
+        power loss): a setback for every checker, a new source for every instance."""
         self.restart_times.append(self.true)
         self.restarts += 1
         for inst in self.instances:
             inst.checker.setback(self.true)
             self._new_source(inst)
 
-    async def _signal(self) -> None:
-        """Signals to ``run`` (delivery mode), at any moment: logrotate moves the file
-        away and sends SIGHUP (at once, inside a later delivery, or while a restarted
-        ``run`` starts up: recorded before its handler is installed), or SIGTERM (a last
-        delivery, ``on_shutdown``, exit 0; started again)."""
-        draw = self.signals_rng
-        roll = draw.random()
-        if roll < 0.25 and self._rotate():
-            how = draw.choice(("at once", "in a delivery", "at start-up"))
-            self.signals.append(f"{self.true:%m-%d %H:%M} rotated, SIGHUP {how}")
-            if how == "at once":
-                self._hang_up()
-            elif how == "in a delivery":
-                self.hup_in_delivery = draw.randint(1, 30)
-            else:
-                await self._terminated(hup_at_start=True)
-        elif roll < 0.35:
-            self.signals.append(f"{self.true:%m-%d %H:%M} SIGTERM")
-            await self._terminated(hup_at_start=False)
-
-    def _rotate(self) -> bool:
-        """logrotate (no ``copytruncate``): the file moved to ``FILE.N``; False when
-        there is none to move (the last move's SIGHUP still to come)."""
-        assert self.out is not None
-        if not os.path.exists(self.out.path):
-            return False
-        name = f"{self.out.path}.{len(self.rotated) + 1}"
-        os.rename(self.out.path, name)
-        self.rotated.append(name)
-        return True
-
-    def _hang_up(self) -> None:
-        """``run``'s SIGHUP handler (a loop callback: between two event-loop steps)."""
-        assert self.out is not None
-        self.out.file.reopen()
-        self._let_go()
-
-    def _let_go(self) -> None:
-        """SIGHUP came: no line goes to a file logrotate moved away from now on (a
-        service that went on writing into it would lose them to its compression)."""
-        for name in self.rotated:
-            self.let_go.setdefault(name, os.path.getsize(name))
-
-    async def _hung_up_in(self, work: Awaitable[None], steps: int) -> None:
-        task = asyncio.ensure_future(work)
-        for _ in range(steps):
-            if task.done():
-                break
-            await asyncio.sleep(0)
-        self._hang_up()
-        await task
-
-    async def _terminated(self, *, hup_at_start: bool) -> None:
-        """SIGTERM: ``run``'s real shutdown (a last delivery, ``on_shutdown``), exit 0
-        (75 when the last delivery could not be written); started again, and with
-        ``hup_at_start`` the file moved away and a real SIGHUP sent between its opening
-        and ``run``'s handler (the restarted ``run`` must live, and reopen it)."""
-        from ...cli.run import EXIT_OUTPUT_FAILED, take_early_hangups
-        from ...host import _shut_down
-
-        assert self.out is not None
-        sources: list[Any] = [inst.source for inst in self.instances]
-        failed = await _shut_down(
-            self.pm, sources, self.out, self.totals, _HostClock(self), final_table=False
-        )
-        self._read_out()
-        self.stop_statuses.append(EXIT_OUTPUT_FAILED if failed else 0)
-        if failed:
-            self.output_failures += 1
-            self.out_breaks += 1
-        survives = self._new_process() if hup_at_start else True
-        self.out.restart()
-        if hup_at_start and survives and self._rotate():
-            signal.raise_signal(signal.SIGHUP)  # (this process: recorded, as in run's)
-            take_early_hangups(self.out.file, self.out.path)
-            self._let_go()
-        self._read_out()
-        self.restart_times.append(self.true)
-        self.restarts += 1
+    async def kill_sources(self) -> None:
+        """Every source abandoned as at the process's death."""
         for inst in self.instances:
-            inst.checker.setback(self.true)
-            self._new_source(inst)
-
-    def _new_process(self) -> bool:
-        """A restarted ``run`` is a new process: SIGHUP has its default disposition
-        (death, status 129, which systemd does not restart) until the CLI's first
-        import records it instead (:mod:`~neuro_chat_elo_pxls.cli.hangup`'s module
-        code, run again here). False, and a violation, if SIGHUP would end it. (How
-        early that import comes in a real process is the subprocess tests' part:
-        ``tests/test_cli_signals.py``.)"""
-        from ...cli import hangup
-
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-        importlib.reload(hangup)
-        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
-            self.checker.fail(
-                "SIGHUP at start-up never ends run",
-                "after the CLI's import SIGHUP still ends the process (status 129)",
-            )
-            return False
-        return True
+            assert inst.source is not None
+            await _kill(inst.source)
 
     def _check_delivery(self) -> None:
         """``run``'s delivery at the end of the calm hours: every source's outbox is
@@ -549,20 +416,14 @@ class Host:
             )
         if any(status != 75 for status in self.exit_statuses):
             self.checker.fail("an output failure exits 75", f"exit statuses {self.exit_statuses}")
-        if any(status not in (0, 75) for status in self.stop_statuses):
-            self.checker.fail("SIGTERM exits 0 (75: last lines unwritten)", f"{self.stop_statuses}")
+        self.signals.check_statuses(self)
         self.reader.close()
 
-    def _read_out(self) -> None:
+    def read_out(self) -> None:
         """The out file's new whole lines are the host's ledger, routed per instance.
         A line again is at-least-once delivery: only after a failed write."""
         assert self.reader is not None
-        for name, size in self.let_go.items():
-            if os.path.getsize(name) != size:
-                self.checker.fail(
-                    "after SIGHUP no line goes to the rotated file",
-                    f"{name} grew from {size} to {os.path.getsize(name)} bytes",
-                )
+        self.signals.check_moved_files(self)
         fresh: list[EloDelta] = []
         for delta in self.reader.new_deltas():
             key = (delta.instance, delta.seq)
@@ -599,7 +460,7 @@ class Host:
         steps, at whatever await it has reached (a database statement, a request, a
         thread): nothing may be lost, no pause shortened.
 
-        ``power``: the power goes at that step instead (:meth:`_power_loss`). A wait
+        ``power``: the power goes at that step instead (:mod:`.power`). A wait
         pxls gave in this tick then binds the next process only if the source had
         stored it: an answer the power cut off before its commit cannot be known after
         the restart (a documented limit: at most one request again). The checker keeps
@@ -623,7 +484,7 @@ class Host:
                 break
             await asyncio.sleep(0)
         if power:
-            await self._power_loss(task, "on_tick")
+            await self.power.lose(self, task, "on_tick")
             for inst in self.instances:
                 inst.checker.forbidden, was_answered = known[inst.instance_name]
                 inst.world.new_code_answered &= was_answered
@@ -640,10 +501,10 @@ class Host:
         plugin's slow call after the pxls source has handed its batch out. (``run``'s
         host never cancels its delivery: in that mode, a delivery.)"""
         if self.out is not None:
-            if self.power and self.power_rng.random() < POWER_CUT_SHARE:
-                await self._power_cut_delivery()
+            if self.power.at_cut():
+                await self.power.in_delivery(self)
             else:
-                await self._deliver()
+                await self.deliver()
             return
         task = asyncio.ensure_future(call_async_hook(self.pm.hook.collect_deltas))
         steps = self.rng.randint(1, 6) + self.plugins_rng.choice((0, 0, 10, 20, 40))
@@ -655,66 +516,6 @@ class Host:
             batches = await task
         await self._stored(batches)
         await self._collect()  # the next call hands out what the cancelled one took
-
-    async def _power_cut_delivery(self) -> None:
-        """``run``'s delivery with the power going at one of its event-loop steps (in
-        ``collect_deltas``, between the fsync and the acknowledgement, in it...)."""
-        from .delivery import PowerCut
-
-        assert self.out is not None
-        self.out.cut_at_flush = self.power_rng.random() < 0.5  # (else at an await)
-        task = asyncio.ensure_future(deliver(self.pm, self.out, self.totals))
-        for _ in range(self.power_rng.randint(1, 30)):
-            if task.done():
-                break
-            await asyncio.sleep(0)
-        if task.done() and not isinstance(task.exception(), PowerCut):
-            await self._deliver(task)  # (done before the cut: a power loss right after)
-        self.out.cut_at_flush = False
-        await self._power_loss(task, "deliver")
-
-    async def _power_loss(self, task: asyncio.Future[Any] | None, during: str) -> None:
-        """The machine loses power now, inside ``task`` (a hook call at some event-loop
-        step) or between two calls (``task`` None): every process dies at once and the
-        disk keeps only what :class:`~.disk.PowerLoss` says. The host then starts again
-        (new sources on what the disk kept; ``run`` opens its file on a fresh line)."""
-        loss = PowerLoss(self.power_rng)
-        levels = []
-        for inst in self.instances:  # (inline SQLite: no event-loop step)
-            assert inst.source is not None
-            levels.append(await synchronous_level(inst.source))
-        for inst, level in zip(self.instances, levels, strict=True):  # the cut
-            loss.database(inst.settings.db_path, level)
-        target = self.out.writing_to(self.rotated) if self.out is not None else None
-        cut = loss.file(target) if target is not None else None
-        # everything after the cut is thrown away: the processes are gone, with every
-        # task running the package's code (the call, and the units and visits it had
-        # shielded from cancellation, which would run on) and what call_async_hook kept
-        # for the next call (in the host's memory)
-        doomed = [t for t in asyncio.all_tasks() if _package_task(t)]
-        for dead in doomed:
-            dead.cancel()
-        await asyncio.gather(*doomed, return_exceptions=True)
-        hookspecs._carried.clear()
-        for inst in self.instances:
-            assert inst.source is not None
-            await _kill(inst.source)
-        if self.out is not None:
-            self.out.lose_power()
-        loss.restore()
-        self.power_losses.append(f"{self.true:%m-%d %H:%M} in {during}: {'; '.join(loss.what)}")
-        if self.out is not None and self.reader is not None and target and cut is not None:
-            self.reader.truncated(os.stat(target).st_ino, cut)
-            if self.out.reopen(target, cut):
-                self.out.injected.append("kept cut")  # (the power cut a line)
-            self._read_out()  # (what the disk kept counts as before the power loss)
-            self.out_breaks += 1
-        if task is not None:  # (between calls, the event's caller does this)
-            self.restart_times.append(self.true)
-            self.restarts += 1
-            for inst in self.instances:
-                inst.checker.setback(self.true)
-                self._new_source(inst)
 
     # -- the run -------------------------------------------------------------------
 
@@ -808,12 +609,10 @@ class Host:
             self.restarts += 1
             for inst in self.instances:
                 inst.checker.setback(self.true)
-        if kind == "crash" and self.power and self.power_rng.random() < POWER_SHARE:
-            await self._power_loss(None, "no call")  # (a power loss: the disk too)
+        if kind == "crash" and self.power.at_crash():
+            await self.power.lose(self, None, "no call")  # (a power loss: the disk too)
         elif kind == "crash":
-            for inst in self.instances:
-                assert inst.source is not None
-                await _kill(inst.source)
+            await self.kill_sources()
         if kind == "crash":
             # (no source holds a database now: forget works alone)
             await self.opt_outs.maybe_forget(self, self.instances[0])
@@ -854,7 +653,7 @@ class Host:
             self.skew = rng.choice((timedelta(days=365), timedelta(hours=5)))
         await self.opt_outs.maybe_act(self, self.instances[0])  # the operator (un)lists someone
         if self.out is not None:
-            await self._signal()
+            await self.signals.act(self)
 
     async def _hostile_file(self, inst: Instance) -> None:
         rng = inst.rng

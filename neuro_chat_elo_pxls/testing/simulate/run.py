@@ -71,8 +71,8 @@ async def _run(seed: int, hours: float, power: bool) -> tuple[list[Violation], d
             "restarts": host.restarts,
             "instances": len(host.instances),
             "output_failures": host.output_failures if host.out is not None else None,
-            "power_losses": len(host.power_losses),
-            "signals": len(host.signals) if host.out is not None else None,
+            "power_losses": len(host.power.losses),
+            "signals": len(host.signals.log) if host.out is not None else None,
         }
         return host.violations, stats
     finally:
