@@ -24,9 +24,14 @@ from neuro_chat_elo_pxls.testing import PxlsStandIn, Scenario
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP")
 
 #: the console script (as pip writes it), with an import hook that sends SIGHUP to
-#: its own process when the first heavy module begins to import
+#: its own process when the first heavy module begins to import; SIGHUP starts with its
+#: default disposition (death), as systemd starts a service, whatever the test runner's
+#: (under ``nohup`` it is ignored, and these tests would prove nothing: a CI dry run
+#: started that way failed on the missing start-up line)
 CHILD = """\
 import importlib.abc, os, signal, sys
+
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 class HangUpOnHeavyImport(importlib.abc.MetaPathFinder):
     sent = False

@@ -69,10 +69,13 @@ from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 #: holds neither against the restarted source (model fixes); 3914 a file generated after a
 #: reset but before /info first told the source the new code, skipped, was not a setback;
 #: 4110 a person taken off the opt-out list and renamed before their first profile read
-#: (the opt-out had erased their pxls id) was expected to be merged (both checker fixes)
+#: (the opt-out had erased their pxls id) was expected to be merged (both checker fixes);
+#: 989 and 1329 a SIGTERM whose last delivery failed: the lines its restart found in the
+#: file were counted after the failure, so their second writing looked like a double one
 REGRESSIONS = (
     *(3, 6, 15, 16, 18, 22, 23, 28, 30, 51, 55, 56, 74, 85, 103, 109, 129, 179, 181, 185),
-    *(213, 217, 266, 318, 521, 554, 586, 1002, 1009, 1170, 1176, 1438, 3026, 3235, 3471),
+    *(213, 217, 266, 318, 521, 554, 586, 989, 1002, 1009, 1170, 1176, 1329, 1438, 3026),
+    *(3235, 3471),
     *(3650, 3914, 4110),
     *(4959, 8852, 9305, 30548),
 )
