@@ -159,7 +159,7 @@ class Host:
         self.exit_statuses: list[int] = []
         #: SIGTERM and SIGHUP to ``run`` (their own generator)
         self.signals = RunSignals(random.Random(f"signals-{seed}"))
-        #: (instance, seq) → output failures before the line was first read
+        #: (instance, seq) → ``out_breaks`` when the line was first read
         self.written: dict[tuple[str, int], int] = {}
         draw = random.Random(f"deliver-{seed}")
         if len(self.instances) == 1 or draw.random() >= DELIVER_SHARE:
@@ -376,11 +376,19 @@ class Host:
             source = inst.source
             assert source is not None
             await self._hook("on_shutdown", source.on_shutdown)
-        self.out.restart()
-        self.read_out()  # (what the closed file got counts as before the failure)
-        self.output_failures += 1
-        self.out_breaks += 1
+        self.reopen_out(failed=True)
         self.restarted()
+
+    def reopen_out(self, *, failed: bool) -> None:
+        """``run`` exited (``failed``: its last write failed) and starts again: the file
+        opened on a fresh line, what the closed file got read first (it counts as before
+        the failure: seed 989), then the failure counted (a line may come again)."""
+        assert self.out is not None
+        self.out.restart()
+        self.read_out()
+        if failed:
+            self.output_failures += 1
+            self.out_breaks += 1
 
     def restarted(self) -> None:
         """The host process started again (after a crash, a failure, a SIGTERM or a

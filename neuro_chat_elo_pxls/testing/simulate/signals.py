@@ -145,11 +145,7 @@ class RunSignals:
         host.read_out()
         self.stop_statuses.append(EXIT_OUTPUT_FAILED if failed else 0)
         survives = self._new_process(host) if hup_at_start else True
-        out.restart()  # (a failed last delivery's unsynced lines: kept, cut or lost)
-        host.read_out()  # (what the closed file got counts as before the failure: seed 989)
-        if failed:
-            host.output_failures += 1
-            host.out_breaks += 1
+        host.reopen_out(failed=failed is not None)
         if hup_at_start and survives and self._rotate(host):
             signal.raise_signal(signal.SIGHUP)  # (this process: recorded, as in run's)
             take_early_hangups(out.file, out.path)
