@@ -71,12 +71,14 @@ from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 #: 4110 a person taken off the opt-out list and renamed before their first profile read
 #: (the opt-out had erased their pxls id) was expected to be merged (both checker fixes);
 #: 989 and 1329 a SIGTERM whose last delivery failed: the lines its restart found in the
-#: file were counted after the failure, so their second writing looked like a double one
+#: file were counted after the failure, so their second writing looked like a double one;
+#: 6441 an /info body cut inside a character: orjson's "unexpected end of data" was taken
+#: for the processor's "unexpected error" (a checker fix)
 REGRESSIONS = (
     *(3, 6, 15, 16, 18, 22, 23, 28, 30, 51, 55, 56, 74, 85, 103, 109, 129, 179, 181, 185),
     *(213, 217, 266, 318, 521, 554, 586, 989, 1002, 1009, 1170, 1176, 1329, 1438, 3026),
     *(3235, 3471),
-    *(3650, 3914, 4110),
+    *(3650, 3914, 4110, 6441),
     *(4959, 8852, 9305, 30548),
 )
 
@@ -188,6 +190,28 @@ def test_the_simulator_reads_every_answer_through_the_real_client(
         if any(v.invariant.endswith("waits honoured") for v in violations):
             return
     pytest.fail("no seed of 40 found a misread 'Try again in N seconds'")
+
+
+def test_an_unexpected_error_is_a_violation_a_cause_saying_unexpected_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in a command (here: reading /info raises a KeyError) logs "unexpected
+    error in ..." with its traceback: a violation whatever was injected. A fault's own
+    text saying "unexpected" (orjson's "unexpected end of data" for a body cut inside
+    a character: seed 6441) is a cause, not a bug."""
+    from neuro_chat_elo_pxls.pxls import client
+
+    assert not simulate.run_seed(6441, 48)
+
+    def broken(body: bytes | str) -> object:
+        raise KeyError("canvasCode")
+
+    monkeypatch.setattr(client, "parse_info", broken)
+    violations = simulate.run_seed(1, 12, power=False)
+    assert any(
+        v.invariant == "no ERROR without a cause" and "] unexpected error in pull" in v.detail
+        for v in violations
+    ), [v.invariant for v in violations]
 
 
 async def test_the_wire_answers_like_aiohttp(tmp_path: Path) -> None:
