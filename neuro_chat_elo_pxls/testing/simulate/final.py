@@ -327,7 +327,7 @@ class FinalChecks:
                 continue
             injected = bool(self.world.injected) if tag is not None else self.injected_anywhere
             message = record.getMessage()
-            bug = bool(record.exc_info) or str(record.msg).startswith("unexpected error")
+            bug = bool(record.exc_info) or str(record.msg).endswith("unexpected error in %s")
             caused = injected and not bug
             if not caused:
                 self.checker.fail("no ERROR without a cause", message[:200])
