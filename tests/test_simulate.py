@@ -73,12 +73,13 @@ from neuro_chat_elo_pxls.testing.simulate.final import FinalChecks
 #: 989 and 1329 a SIGTERM whose last delivery failed: the lines its restart found in the
 #: file were counted after the failure, so their second writing looked like a double one;
 #: 6441 an /info body cut inside a character: orjson's "unexpected end of data" was taken
-#: for the processor's "unexpected error" (a checker fix)
+#: for the processor's "unexpected error"; 6694 a batch held unacknowledged at the same
+#: instant as a restart (the restart first) was taken for one held before it (checker fixes)
 REGRESSIONS = (
     *(3, 6, 15, 16, 18, 22, 23, 28, 30, 51, 55, 56, 74, 85, 103, 109, 129, 179, 181, 185),
     *(213, 217, 266, 318, 521, 554, 586, 989, 1002, 1009, 1170, 1176, 1329, 1438, 3026),
     *(3235, 3471),
-    *(3650, 3914, 4110, 6441),
+    *(3650, 3914, 4110, 6441, 6694),
     *(4959, 8852, 9305, 30548),
 )
 

@@ -99,9 +99,11 @@ class FinalChecks:
         # status --check never cries wolf: after the calm hours (no faults, no jumps)
         # a source that did its work is healthy, whatever happened before
         # a batch the host left unacknowledged since its last restart stays in the
-        # outbox: an old uncollected delta is then the truth, not a wolf (seed 30548)
+        # outbox: an old uncollected delta is then the truth, not a wolf (seed 30548);
+        # a restart comes before the collect of the loop step it happens in, so a batch
+        # held at the restart's own instant was held after it (seed 6694)
         since = max(self.restart_times, default=None)
-        unacked = any(since is None or t > since for t in self.unacked)
+        unacked = any(since is None or t >= since for t in self.unacked)
         for problem in (status or {}).get("problems", []):
             if problem.startswith("sweep #"):  # judged below, with the outages
                 continue
