@@ -142,7 +142,6 @@ class RunSignals:
         failed = await _shut_down(
             host.pm, sources, out, host.totals, _HostClock(host), final_table=False
         )
-        host.read_out()
         self.stop_statuses.append(EXIT_OUTPUT_FAILED if failed else 0)
         survives = self._new_process(host) if hup_at_start else True
         host.reopen_out(failed=failed is not None)
